@@ -1,0 +1,342 @@
+//! `strata demo`: the embedded default. A private Postgres cluster in
+//! `./.strata/`, a producer database and a hot store in it, relays, and a
+//! synthetic producer writing through the SDK, with live progress.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use strata_core::config::{DatabaseUrl, HotStoreConfig, SourceConfig};
+use strata_core::Config;
+use strata_embedded::{Cluster, ClusterOptions};
+use strata_producer::{Doorbell, Outbox};
+use tokio_util::sync::CancellationToken;
+
+use crate::bench::latency::{percentile, LatencyTracker};
+use crate::synth::Synth;
+use crate::{metrics_server, pg};
+
+const SHOP_DB: &str = "strata_demo_shop";
+const HOT_DB: &str = "strata_demo_hot";
+
+/// `strata demo` flags.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Folder holding the private Postgres cluster.
+    #[arg(long, default_value = ".strata")]
+    dir: PathBuf,
+    /// How long to produce synthetic traffic.
+    #[arg(long, default_value = "15s", value_parser = strata_core::duration::parse)]
+    duration: Duration,
+    /// Synthetic events per second.
+    #[arg(long, default_value_t = 400)]
+    rate: u64,
+    /// Number of synthetic users.
+    #[arg(long, default_value_t = 500)]
+    users: u64,
+    /// Stop the demo's Postgres cluster (left running for inspection) and exit.
+    #[arg(long)]
+    stop: bool,
+}
+
+/// Runs the demo.
+pub async fn run(args: DemoArgs, config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
+    let root = args.dir.join("postgres");
+    let mut options = ClusterOptions::new(&root);
+    options.keep_running = true;
+    if args.stop {
+        let mut cluster = tokio::task::spawn_blocking(move || Cluster::start(options)).await??;
+        tokio::task::spawn_blocking(move || cluster.stop()).await??;
+        println!("stopped the demo cluster in {}", root.display());
+        return Ok(());
+    }
+    println!(
+        "strata demo: starting a private Postgres cluster in {} ...",
+        root.display()
+    );
+    let cluster = tokio::task::spawn_blocking(move || Cluster::start(options))
+        .await?
+        .context("start the private Postgres cluster")?;
+    let result = demo(&args, &config, &cluster, cancel.clone()).await;
+    if cancel.is_cancelled() {
+        println!("\ninterrupted: stopping the private cluster");
+        let mut cluster = cluster;
+        tokio::task::spawn_blocking(move || cluster.stop()).await??;
+    }
+    result
+}
+
+async fn demo(
+    args: &DemoArgs,
+    config: &Config,
+    cluster: &Cluster,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let admin = pg::connect(&cluster.url("postgres")).await?;
+    pg::recreate_database(&admin, SHOP_DB).await?;
+    pg::recreate_database(&admin, HOT_DB).await?;
+    let shop_url = cluster.url(SHOP_DB);
+    let hot_url = cluster.url(HOT_DB);
+    let mut shop = pg::connect(&shop_url).await?;
+    let mut hot = pg::connect(&hot_url).await?;
+    strata_migrations::OUTBOX.apply(&mut shop).await?;
+    strata_migrations::STORE.apply(&mut hot).await?;
+    shop.batch_execute(
+        "CREATE TABLE accounts (user_id text PRIMARY KEY, balance numeric NOT NULL DEFAULT 0)",
+    )
+    .await
+    .context("create demo business table")?;
+    println!("  producer database: {SHOP_DB} (business table `accounts` + outbox)");
+    println!("  hot store:         {HOT_DB} (strata.activity, partitioned by day)");
+
+    let tracker = LatencyTracker::shared();
+    let mut relay_config = config.relay.clone();
+    relay_config.reconcile_interval = Duration::from_secs(2);
+    relay_config.poll_interval = Duration::from_secs(1);
+    let mut sources = BTreeMap::new();
+    sources.insert(
+        "shop".to_string(),
+        SourceConfig {
+            url: DatabaseUrl::new(shop_url.clone()),
+        },
+    );
+    let mut relay_options = strata_relay::RelayOptions::new(
+        relay_config,
+        HotStoreConfig {
+            url: Some(DatabaseUrl::new(hot_url.clone())),
+            allow_unsafe_durability: false,
+        },
+        sources,
+    );
+    let observer_tracker = tracker.clone();
+    relay_options.observer = Some(Arc::new(move |_source: &str, ids: &[uuid::Uuid]| {
+        observer_tracker.visible(ids)
+    }));
+    let relay_cancel = cancel.child_token();
+    let metrics = match metrics_server::spawn(&config.metrics, relay_cancel.clone()).await {
+        Ok(handle) => handle,
+        Err(err) => {
+            println!("  (metrics endpoint disabled: {err:#})");
+            None
+        }
+    };
+    if metrics.is_some() {
+        println!(
+            "  metrics:           http://{}/metrics",
+            config.metrics.listen
+        );
+    }
+    let relays: Vec<_> = (0..2)
+        .map(|_| {
+            tokio::spawn(strata_relay::run(
+                relay_options.clone(),
+                relay_cancel.clone(),
+            ))
+        })
+        .collect();
+
+    // Synthetic producer: 8 connections sharing the rate.
+    let produced = Arc::new(AtomicU64::new(0));
+    let producer_cancel = cancel.child_token();
+    let doorbell_client = Arc::new(pg::connect(&shop_url).await?);
+    let doorbell = Doorbell::spawn_tokio_postgres(
+        doorbell_client,
+        Duration::from_millis(5),
+        producer_cancel.clone(),
+    );
+    let outbox = Outbox::new("demo-shop")?;
+    let connections = 8u64;
+    let mut producers = Vec::new();
+    for index in 0..connections {
+        let client = pg::connect(&shop_url).await?;
+        let per_connection = (args.rate / connections).max(1);
+        producers.push(tokio::spawn(produce(
+            client,
+            outbox.clone(),
+            doorbell.clone(),
+            tracker.clone(),
+            produced.clone(),
+            Synth::new(args.users, index + 1),
+            per_connection,
+            producer_cancel.clone(),
+        )));
+    }
+
+    println!(
+        "\nproducing ~{} events/s for {}s through the SDK (Ctrl-C stops everything)\n",
+        args.rate,
+        args.duration.as_secs()
+    );
+    println!(
+        "{:>6} {:>10} {:>10} {:>8} {:>10} {:>10}",
+        "t(s)", "produced", "shipped", "lag", "p50(ms)", "p99(ms)"
+    );
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    let mut draining_since: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let elapsed = started.elapsed();
+        if elapsed >= args.duration && draining_since.is_none() {
+            producer_cancel.cancel();
+            draining_since = Some(Instant::now());
+        }
+        let mut samples = tracker.take_samples();
+        let p50 = percentile(&mut samples, 50.0);
+        let p99 = percentile(&mut samples, 99.0);
+        let made = produced.load(Ordering::Relaxed);
+        let shipped = tracker.visible_count();
+        println!(
+            "{:>6} {:>10} {:>10} {:>8} {:>10.1} {:>10.1}",
+            elapsed.as_secs(),
+            made,
+            shipped,
+            made.saturating_sub(shipped),
+            p50,
+            p99
+        );
+        if let Some(since) = draining_since {
+            if shipped >= made || since.elapsed() > Duration::from_secs(15) {
+                break;
+            }
+        }
+    }
+    producer_cancel.cancel();
+    for producer in producers {
+        let _ = producer.await;
+    }
+    relay_cancel.cancel();
+    for relay in relays {
+        if let Ok(Err(err)) = relay.await {
+            println!("relay ended with an error: {err}");
+        }
+    }
+    if let Some(handle) = metrics {
+        let _ = handle.await;
+    }
+    if cancel.is_cancelled() {
+        return Ok(());
+    }
+
+    let row = hot
+        .query_one(
+            "SELECT user_id, count(*) FROM strata.activity GROUP BY user_id ORDER BY count(*) DESC, user_id LIMIT 1",
+            &[],
+        )
+        .await
+        .context("pick a sample user")?;
+    let user: String = row.get(0);
+    let total: i64 = hot
+        .query_one("SELECT count(*) FROM strata.activity", &[])
+        .await?
+        .get(0);
+    println!(
+        "\n{total} events in the hot store. History of {user}, in (occurred_at, event_id) order:\n"
+    );
+    let rows = hot
+        .query(
+            "SELECT to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'), kind, \
+                    payload->>'ip', coalesce(payload->>'amount' || ' ' || (payload->>'currency'), ''), \
+                    payload->'geo'->>'city' \
+             FROM strata.activity WHERE user_id = $1 ORDER BY occurred_at, event_id LIMIT 25",
+            &[&user],
+        )
+        .await?;
+    println!(
+        "  {:<27} {:<16} {:<16} {:<16} city",
+        "occurred_at (UTC)", "kind", "ip", "amount"
+    );
+    for row in rows {
+        let at: String = row.get(0);
+        let kind: String = row.get(1);
+        let ip: Option<String> = row.get(2);
+        let amount: String = row.get(3);
+        let city: Option<String> = row.get(4);
+        println!(
+            "  {:<27} {:<16} {:<16} {:<16} {}",
+            at,
+            kind,
+            ip.unwrap_or_default(),
+            amount,
+            city.unwrap_or_default()
+        );
+    }
+    println!("\nThe cluster keeps running so you can look around:");
+    println!("  {}", cluster.psql_command(HOT_DB));
+    println!("  e.g. SELECT kind, count(*) FROM strata.activity GROUP BY 1 ORDER BY 2 DESC;");
+    println!(
+        "Stop it with: strata demo --stop   (or: cargo run --release -p strata-cli -- demo --stop)"
+    );
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn produce(
+    mut client: tokio_postgres::Client,
+    outbox: Outbox,
+    doorbell: Doorbell,
+    tracker: Arc<LatencyTracker>,
+    produced: Arc<AtomicU64>,
+    mut synth: Synth,
+    per_second: u64,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / per_second as f64));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !cancel.is_cancelled() {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let event = synth.event();
+        let amount: f64 = event
+            .payload
+            .get("amount")
+            .and_then(|a| a.as_str())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(0.0);
+        let signed = if event.kind == "withdrawal" {
+            -amount
+        } else {
+            amount
+        };
+        let result = async {
+            let tx = client.transaction().await?;
+            tx.execute(
+                "INSERT INTO accounts (user_id, balance) VALUES ($1, $2::float8::numeric) \
+                 ON CONFLICT (user_id) DO UPDATE SET balance = accounts.balance + excluded.balance",
+                &[&event.user_id, &signed],
+            )
+            .await?;
+            let id = outbox.enqueue_pg(&tx, &event).await?;
+            tracker.before_commit(id);
+            match tx.commit().await {
+                Ok(()) => Ok(id),
+                Err(err) => {
+                    tracker.abandoned(id);
+                    Err(anyhow::Error::from(err))
+                }
+            }
+        }
+        .await;
+        match result {
+            Ok(id) => {
+                tracker.committed(id);
+                doorbell.ring();
+                produced.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "demo producer transaction failed");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}

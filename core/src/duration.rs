@@ -1,0 +1,74 @@
+//! Human-readable durations in configuration (`"250ms"`, `"30s"`, `"5m"`).
+
+use std::time::Duration;
+
+/// Parses `"<integer><unit>"` where unit is one of `ms`, `s`, `m`, `h`.
+pub fn parse(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("duration {text:?} needs a unit (ms, s, m or h)"))?;
+    let (number, unit) = text.split_at(split);
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("duration {text:?} must start with a whole number"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(value)),
+        "s" => Ok(Duration::from_secs(value)),
+        "m" => Ok(Duration::from_secs(value * 60)),
+        "h" => Ok(Duration::from_secs(value * 3600)),
+        other => Err(format!(
+            "duration {text:?} has unknown unit {other:?} (use ms, s, m or h)"
+        )),
+    }
+}
+
+/// Formats a duration the way [`parse`] reads it.
+pub fn format(duration: Duration) -> String {
+    let ms = duration.as_millis();
+    if !ms.is_multiple_of(1000) {
+        format!("{ms}ms")
+    } else {
+        format!("{}s", ms / 1000)
+    }
+}
+
+/// serde adapter: `#[serde(with = "strata_core::duration::serde_text")]`.
+pub mod serde_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    /// Serialises as `"30s"` / `"250ms"`.
+    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&super::format(*value))
+    }
+
+    /// Accepts `"30s"`-style text.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        super::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_units() {
+        assert_eq!(parse("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse("30").is_err());
+        assert!(parse("s").is_err());
+        assert!(parse("3d").is_err());
+    }
+
+    #[test]
+    fn format_round_trips() {
+        for d in [Duration::from_millis(5), Duration::from_secs(30)] {
+            assert_eq!(parse(&format(d)), Ok(d));
+        }
+    }
+}

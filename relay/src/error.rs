@@ -1,0 +1,121 @@
+//! The relay's error type and the one question retry loops ask of it.
+
+/// Why a relay operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// A database call failed.
+    #[error("{context}: {}", describe(source))]
+    Database {
+        /// What was being done ("claim batch", "commit hot batch", ...).
+        context: &'static str,
+        /// The driver error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// A database call took longer than `relay.statement_timeout`.
+    #[error("{context}: timed out")]
+    Timeout {
+        /// What was being done.
+        context: &'static str,
+    },
+    /// A batch held an event for a day whose partition is missing (dropped
+    /// after archiving, or never created); retry after creating it.
+    #[error("hot store has no partition for a day in the batch")]
+    PartitionMissing,
+    /// The hot store runs with unsafe durability settings.
+    #[error("hot store runs with {setting}={value}; a crash could lose events already released from the outbox. Fix the server, or set hot_store.allow_unsafe_durability = true to accept the risk")]
+    UnsafeDurability {
+        /// The setting.
+        setting: &'static str,
+        /// Its value.
+        value: String,
+    },
+    /// A database lacks Strata's schema.
+    #[error(transparent)]
+    NotMigrated(#[from] strata_migrations::MigrateError),
+    /// A connection string is malformed.
+    #[error("{what} connection string is invalid: {source}")]
+    BadUrl {
+        /// Which database.
+        what: String,
+        /// The parse error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// A row from the database did not have the expected shape.
+    #[error("unexpected row shape in {context}: {source}")]
+    Row {
+        /// Which query.
+        context: &'static str,
+        /// The decode error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// This relay's reconciler term was superseded (fencing check failed).
+    #[error("reconciler term {epoch} was superseded")]
+    Superseded {
+        /// The stale epoch.
+        epoch: i64,
+    },
+    /// Required configuration is missing.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The relay was asked to stop.
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl RelayError {
+    /// Whether retrying (after reconnecting) may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            RelayError::Database { .. }
+            | RelayError::Timeout { .. }
+            | RelayError::PartitionMissing
+            | RelayError::Row { .. }
+            | RelayError::Superseded { .. } => true,
+            RelayError::UnsafeDurability { .. }
+            | RelayError::NotMigrated(_)
+            | RelayError::BadUrl { .. }
+            | RelayError::Config(_)
+            | RelayError::Cancelled => false,
+        }
+    }
+
+    /// Whether the connections involved should be dropped and reopened.
+    pub fn needs_reconnect(&self) -> bool {
+        !matches!(self, RelayError::PartitionMissing)
+    }
+
+    /// SQLSTATE, when the database sent one.
+    pub fn sqlstate(&self) -> Option<&str> {
+        match self {
+            RelayError::Database { source, .. } => source.code().map(|c| c.code()),
+            _ => None,
+        }
+    }
+}
+
+/// The driver's error with the server's message, which its `Display` hides.
+pub fn describe(err: &tokio_postgres::Error) -> String {
+    match err.as_db_error() {
+        Some(db) => format!("{} ({}): {}", err, db.code().code(), db.message()),
+        None => match std::error::Error::source(err) {
+            Some(inner) => format!("{err}: {inner}"),
+            None => err.to_string(),
+        },
+    }
+}
+
+/// Runs a database future under a timeout, mapping both failure kinds.
+pub(crate) async fn db<T>(
+    context: &'static str,
+    timeout: std::time::Duration,
+    fut: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, RelayError> {
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(source)) => Err(RelayError::Database { context, source }),
+        Err(_) => Err(RelayError::Timeout { context }),
+    }
+}

@@ -1,0 +1,6 @@
+//! End-to-end tests against the real Postgres the test command started.
+//! One test binary (link time on two cores); modules by capability.
+
+mod ingest;
+mod operations;
+mod sdk;

@@ -1,0 +1,183 @@
+//! Producer SDK: validation errors for each bad input with nothing
+//! written (test 9), both drivers, ids, and batch atomicity.
+
+use serde_json::json;
+use strata_core::ValidationError;
+use strata_producer::{NewEvent, Outbox, ProduceError};
+use strata_tests::TestEnv;
+use uuid::Uuid;
+
+fn bad_events() -> Vec<(NewEvent, &'static str)> {
+    vec![
+        (NewEvent::new("", "login"), "empty_user_id"),
+        (NewEvent::new("u".repeat(257), "login"), "user_id_too_long"),
+        (NewEvent::new("u1", "Login"), "invalid_kind"),
+        (NewEvent::new("u1", "log in"), "invalid_kind"),
+        (NewEvent::new("u1", "x".repeat(65)), "invalid_kind"),
+        (NewEvent::new("u1", ""), "invalid_kind"),
+        (
+            NewEvent::new("u1", "login").payload(json!([1, 2])),
+            "payload_not_object",
+        ),
+        (
+            NewEvent::new("u1", "login").payload(json!("text")),
+            "payload_not_object",
+        ),
+        (
+            NewEvent::new("u1", "login").payload(json!(null)),
+            "payload_not_object",
+        ),
+        (
+            NewEvent::new("u1", "login").payload(json!({"blob": "x".repeat(70_000)})),
+            "payload_too_large",
+        ),
+    ]
+}
+
+fn code(err: &ProduceError) -> &'static str {
+    match err {
+        ProduceError::Invalid { source, .. } => source.code(),
+        _ => "not a validation error",
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokio_postgres_rejects_each_bad_input_and_writes_nothing() -> anyhow::Result<()> {
+    let env = TestEnv::new("sdk_pg").await?;
+    let mut client = env.source().await?;
+    let outbox = Outbox::new("sdk-test")?;
+    for (event, expected) in bad_events() {
+        let tx = client.transaction().await?;
+        let err = outbox
+            .enqueue_pg(&tx, &event)
+            .await
+            .expect_err("bad event must be rejected");
+        assert_eq!(code(&err), expected, "{err}");
+        // The transaction is still usable: validation happened client-side.
+        tx.execute("SELECT 1", &[]).await?;
+        tx.commit().await?;
+    }
+    // One bad event in a batch rejects the whole batch.
+    let tx = client.transaction().await?;
+    let batch = vec![
+        NewEvent::new("u1", "login"),
+        NewEvent::new("u1", "deposit").payload(json!(42)),
+    ];
+    let err = outbox
+        .enqueue_many_pg(&tx, &batch)
+        .await
+        .expect_err("bad batch");
+    assert!(
+        matches!(err, ProduceError::Invalid { index: 1, .. }),
+        "{err}"
+    );
+    tx.commit().await?;
+    assert_eq!(env.outbox_len().await?, 0, "nothing may be written");
+
+    // Good events: generated UUIDv7 ids, or the caller's own.
+    let own = Uuid::new_v4();
+    let tx = client.transaction().await?;
+    let generated = outbox
+        .enqueue_pg(&tx, &NewEvent::new("u1", "login"))
+        .await?;
+    let kept = outbox
+        .enqueue_pg(&tx, &NewEvent::new("u1", "login").event_id(own))
+        .await?;
+    let many = outbox
+        .enqueue_many_pg(
+            &tx,
+            &[
+                NewEvent::new("u2", "2fa_reset"),
+                NewEvent::new("u3", "withdrawal"),
+            ],
+        )
+        .await?;
+    tx.commit().await?;
+    assert_eq!(generated.get_version_num(), 7);
+    assert_eq!(kept, own);
+    assert_eq!(many.len(), 2);
+    assert_eq!(env.outbox_len().await?, 4);
+    let source: String = env
+        .source()
+        .await?
+        .query_one("SELECT DISTINCT source FROM strata_outbox.events", &[])
+        .await?
+        .get(0);
+    assert_eq!(source, "sdk-test");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlx_rejects_each_bad_input_and_commits_with_the_caller() -> anyhow::Result<()> {
+    let env = TestEnv::new("sdk_sqlx").await?;
+    let pool = sqlx::PgPool::connect(&env.source_url).await?;
+    let outbox = Outbox::new("sdk-test")?;
+    for (event, expected) in bad_events() {
+        let mut tx = pool.begin().await?;
+        let err = outbox
+            .enqueue_sqlx(&mut tx, &event)
+            .await
+            .expect_err("bad event must be rejected");
+        assert_eq!(code(&err), expected, "{err}");
+        tx.commit().await?;
+    }
+    assert_eq!(env.outbox_len().await?, 0);
+
+    // Rolled back with the caller's transaction.
+    let mut tx = pool.begin().await?;
+    outbox
+        .enqueue_sqlx(&mut tx, &NewEvent::new("u1", "login"))
+        .await?;
+    tx.rollback().await?;
+    assert_eq!(env.outbox_len().await?, 0);
+
+    // Committed with it.
+    let mut tx = pool.begin().await?;
+    outbox
+        .enqueue_sqlx(
+            &mut tx,
+            &NewEvent::new("u1", "login").payload(json!({"ip": "10.0.0.1"})),
+        )
+        .await?;
+    outbox
+        .enqueue_many_sqlx(
+            &mut tx,
+            &[
+                NewEvent::new("u2", "deposit"),
+                NewEvent::new("u2", "withdrawal"),
+            ],
+        )
+        .await?;
+    tx.commit().await?;
+    assert_eq!(env.outbox_len().await?, 3);
+    let payload: String = env
+        .source()
+        .await?
+        .query_one(
+            "SELECT payload::text FROM strata_outbox.events WHERE user_id = 'u1'",
+            &[],
+        )
+        .await?
+        .get(0);
+    assert_eq!(payload, r#"{"ip": "10.0.0.1"}"#);
+    Ok(())
+}
+
+#[test]
+fn limits_are_configurable() {
+    let outbox = Outbox::new("svc")
+        .expect("valid")
+        .with_limits(strata_producer::EventLimits {
+            max_payload_bytes: 10,
+        });
+    let err = outbox
+        .prepare(&[NewEvent::new("u", "login").payload(json!({"k": "0123456789"}))])
+        .expect_err("too large");
+    assert!(matches!(
+        err,
+        ProduceError::Invalid {
+            source: ValidationError::PayloadTooLarge { max: 10, .. },
+            ..
+        }
+    ));
+}
