@@ -53,7 +53,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(&config.log);
+    // The demo and the benchmarks print their own progress; keep the logs
+    // to warnings there unless asked otherwise.
+    let mut log = config.log.clone();
+    if matches!(cli.command, Command::Demo(_) | Command::Bench(_)) && log.filter == "info" {
+        log.filter = "warn".into();
+    }
+    telemetry::init(&log);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {

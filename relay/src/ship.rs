@@ -1,16 +1,20 @@
 //! One batch: claim outbox rows, write them to the hot store, release them.
 //!
 //! Order of commits, the heart of guarantees G1/G2:
-//! 1. a source transaction claims rows with `FOR UPDATE SKIP LOCKED` (only
-//!    committed rows are visible, whatever order their ids committed in);
+//! 1. a source transaction claims rows by deleting them
+//!    (`DELETE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING`):
+//!    only committed rows are visible, whatever order their ids committed
+//!    in, and the uncommitted delete locks them against other relays;
 //! 2. the hot store commits the batch with `ON CONFLICT DO NOTHING`, so a
 //!    batch shipped twice is stored once;
-//! 3. only then the source transaction deletes the rows and commits.
+//! 3. only then the source transaction commits, releasing the rows for good.
 //!
-//! A crash before 2 leaves the rows in the outbox; a crash between 2 and 3
-//! leaves them too (the claim dies with the connection) and a later batch
-//! re-ships them as no-ops. When source and hot store are one database, all
-//! three happen in one transaction.
+//! A crash before 3 rolls the source transaction back (the connection dies
+//! with the process): the rows are back in the outbox, and a later batch
+//! re-ships them; those already in the hot store are dropped as duplicates.
+//! When source and hot store are one database, all three happen in one
+//! transaction. Deleting in the claim writes each outbox tuple once (a
+//! separate lock then delete would write it twice).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,16 +29,15 @@ use crate::failpoint;
 use crate::metrics;
 use crate::partition::PartitionCache;
 
-const CLAIM_SQL: &str =
-    "SELECT id, event_id, user_id, kind, occurred_at, source, payload::text, enqueued_at \
-     FROM strata_outbox.events ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED";
+const CLAIM_SQL: &str = "DELETE FROM strata_outbox.events WHERE id IN ( \
+         SELECT id FROM strata_outbox.events ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) \
+     RETURNING id, event_id, user_id, kind, occurred_at, source, payload::text, enqueued_at";
 
-const CLAIM_OLDER_SQL: &str =
-    "SELECT id, event_id, user_id, kind, occurred_at, source, payload::text, enqueued_at \
-     FROM strata_outbox.events WHERE enqueued_at < now() - make_interval(secs => $2) \
-     ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED";
-
-const RELEASE_SQL: &str = "DELETE FROM strata_outbox.events WHERE id = ANY($1::bigint[])";
+const CLAIM_OLDER_SQL: &str = "DELETE FROM strata_outbox.events WHERE id IN ( \
+         SELECT id FROM strata_outbox.events \
+         WHERE enqueued_at < now() - make_interval(secs => $2) \
+         ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) \
+     RETURNING id, event_id, user_id, kind, occurred_at, source, payload::text, enqueued_at";
 
 const INSERT_HOT_SQL: &str = "INSERT INTO strata.activity (event_id, user_id, kind, occurred_at, source, payload) \
      SELECT e, u, k, o, s, p::jsonb \
@@ -105,7 +108,6 @@ pub(crate) struct SourceConn {
     client: Client,
     claim: Statement,
     claim_older: Statement,
-    release: Statement,
     same_database: Option<HotStatements>,
 }
 
@@ -123,7 +125,6 @@ impl SourceConn {
         Ok(Self {
             claim: db("prepare claim", timeout, client.prepare(CLAIM_SQL)).await?,
             claim_older: db("prepare claim", timeout, client.prepare(CLAIM_OLDER_SQL)).await?,
-            release: db("prepare release", timeout, client.prepare(RELEASE_SQL)).await?,
             client,
             same_database,
         })
@@ -203,7 +204,6 @@ impl Shipper {
             client: source_client,
             claim,
             claim_older,
-            release,
             same_database,
         } = source;
         let source_tx = db("begin claim", timeout, source_client.transaction()).await?;
@@ -228,7 +228,7 @@ impl Shipper {
         }
         failpoint::hit("after_claim");
 
-        let mut outbox_ids = Vec::with_capacity(rows.len());
+        let mut claimed = 0usize;
         let mut good = HotColumns::default();
         let mut dead = DeadColumns::default();
         for row in &rows {
@@ -239,7 +239,7 @@ impl Shipper {
             let occurred_at: DateTime<Utc> = get(row, 4)?;
             let event_source: String = get(row, 5)?;
             let payload: String = get(row, 6)?;
-            outbox_ids.push(outbox_id);
+            claimed += 1;
             let verdict = validate_source(&event_source)
                 .and_then(|()| validate_row(&user_id, &kind, &payload, &self.limits));
             match verdict {
@@ -273,22 +273,16 @@ impl Shipper {
             .await?;
 
         let outcome = BatchOutcome {
-            claimed: outbox_ids.len(),
+            claimed,
             shipped: good.ids.len(),
             dead_lettered: dead.ids.len(),
         };
 
         if let Some(statements) = same_database {
-            // One transaction: insert, release, commit.
+            // One transaction: claim (delete), insert, commit.
             self.write_hot(&source_tx, statements, &good, &dead).await?;
             failpoint::hit("before_hot_commit");
             failpoint::hit("before_source_release");
-            db(
-                "release batch",
-                timeout,
-                source_tx.execute(&*release, &[&outbox_ids]),
-            )
-            .await?;
             db("commit batch", timeout, source_tx.commit()).await?;
             self.observe(&good.ids);
         } else {
@@ -300,12 +294,6 @@ impl Shipper {
             self.observe(&good.ids);
             failpoint::hit("after_hot_commit");
             failpoint::hit("before_source_release");
-            db(
-                "release batch",
-                timeout,
-                source_tx.execute(&*release, &[&outbox_ids]),
-            )
-            .await?;
             db("commit release", timeout, source_tx.commit()).await?;
         }
 

@@ -444,8 +444,24 @@ async fn reconciler_resends_stuck_rows() -> anyhow::Result<()> {
         })
         .await
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The listener's first wake-up (after LISTEN) must be over before the
+    // rows go in, or a worker would ship them instead of the reconciler.
     let source = env.source().await?;
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            source
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity \
+                     WHERE application_name = 'strata-relay-listener' AND datname = current_database()",
+                    &[],
+                )
+                .await
+                .map(|r| r.get::<_, i64>(0) == 1)
+                .unwrap_or(false)
+        })
+        .await
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
     source
         .batch_execute(
             "INSERT INTO strata_outbox.events (user_id, kind, source, payload) \
@@ -464,7 +480,10 @@ async fn reconciler_resends_stuck_rows() -> anyhow::Result<()> {
         )
         .await?
         .get(0);
-    assert_eq!(total, 25);
+    assert_eq!(
+        total, 25,
+        "rows shipped by the reconciler, not by woken workers"
+    );
     Ok(())
 }
 

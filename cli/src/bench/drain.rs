@@ -67,11 +67,13 @@ pub async fn run(args: DrainArgs, cancel: CancellationToken) -> anyhow::Result<(
     // Logical replication, set up before the fill and left disabled: the
     // slot retains the inserts until the subscription is enabled.
     src.batch_execute(
-        "CREATE PUBLICATION bench_outbox FOR TABLE strata_outbox.events WITH (publish = 'insert');
-         SELECT pg_create_logical_replication_slot('bench_outbox_slot', 'pgoutput');",
+        "CREATE PUBLICATION bench_outbox FOR TABLE strata_outbox.events WITH (publish = 'insert')",
     )
     .await
     .context("create publication")?;
+    src.batch_execute("SELECT pg_create_logical_replication_slot('bench_outbox_slot', 'pgoutput')")
+        .await
+        .context("create replication slot")?;
     let sub = pg::connect(&sub_url).await?;
     let day0 = today.format("%Y-%m-%d").to_string();
     let day2 = (today + chrono::Duration::days(2))

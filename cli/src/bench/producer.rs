@@ -29,7 +29,7 @@ pub struct ProducerArgs {
     #[arg(long, default_value_t = 32)]
     connections: u64,
     /// Rounds of the four variants (interleaved; the median is reported).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 3)]
     rounds: usize,
     #[command(flatten)]
     common: CommonArgs,
@@ -38,6 +38,7 @@ pub struct ProducerArgs {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Variant {
     NoOutbox,
+    ExtraRoundTrip,
     Silent,
     Default,
     NotifyPerTx,
@@ -47,6 +48,7 @@ impl Variant {
     fn label(self) -> &'static str {
         match self {
             Variant::NoOutbox => "no outbox",
+            Variant::ExtraRoundTrip => "no outbox + one round trip (SELECT 1)",
             Variant::Silent => "outbox, no notification (silent)",
             Variant::Default => "outbox, default wake-up (doorbell)",
             Variant::NotifyPerTx => "outbox, NOTIFY in every transaction",
@@ -65,12 +67,13 @@ pub async fn run(args: ProducerArgs, cancel: CancellationToken) -> anyhow::Resul
     admin
         .batch_execute(&format!(
             "CREATE TABLE accounts (id bigint PRIMARY KEY, balance bigint NOT NULL);
-             INSERT INTO accounts SELECT g, 0 FROM generate_series(1, {ACCOUNTS}) g;
-             VACUUM ANALYZE accounts;"
+             INSERT INTO accounts SELECT g, 0 FROM generate_series(1, {ACCOUNTS}) g;"
         ))
         .await?;
+    admin.batch_execute("VACUUM ANALYZE accounts").await?;
     let variants = [
         Variant::NoOutbox,
+        Variant::ExtraRoundTrip,
         Variant::Silent,
         Variant::Default,
         Variant::NotifyPerTx,
@@ -81,9 +84,8 @@ pub async fn run(args: ProducerArgs, cancel: CancellationToken) -> anyhow::Resul
             if cancel.is_cancelled() {
                 anyhow::bail!("cancelled");
             }
-            admin
-                .batch_execute("TRUNCATE strata_outbox.events; CHECKPOINT")
-                .await?;
+            admin.batch_execute("TRUNCATE strata_outbox.events").await?;
+            admin.batch_execute("CHECKPOINT").await?;
             let rate = run_variant(&url, *variant, &args, &cancel).await?;
             println!(
                 "  round {} {:<40} {:>9.0} tx/s",
@@ -98,7 +100,8 @@ pub async fn run(args: ProducerArgs, cancel: CancellationToken) -> anyhow::Resul
         .iter_mut()
         .map(|r| super::latency::percentile(r, 50.0))
         .collect();
-    let (none, silent, default, notify) = (medians[0], medians[1], medians[2], medians[3]);
+    let (none, round_trip, silent, default, notify) =
+        (medians[0], medians[1], medians[2], medians[3], medians[4]);
     println!(
         "\nstrata bench producer: {} connections, {:.0}s per variant, {} round(s) ({})",
         args.connections,
@@ -129,6 +132,7 @@ pub async fn run(args: ProducerArgs, cancel: CancellationToken) -> anyhow::Resul
                 "silent_outbox_tx_per_s": silent.round(),
                 "default_tx_per_s": default.round(),
                 "notify_per_tx_tx_per_s": notify.round(),
+                "no_outbox_plus_round_trip_tx_per_s": round_trip.round(),
                 "default_vs_silent": (default / silent * 100.0).round() / 100.0,
                 "silent_vs_no_outbox": (silent / none * 100.0).round() / 100.0,
                 "connections": args.connections,
@@ -176,7 +180,9 @@ async fn run_variant(
                 let account = (rng % ACCOUNTS as u64) as i64 + 1;
                 let tx = client.transaction().await?;
                 tx.execute(&update, &[&account]).await?;
-                if variant != Variant::NoOutbox {
+                if variant == Variant::ExtraRoundTrip {
+                    tx.execute("SELECT 1", &[]).await?;
+                } else if variant != Variant::NoOutbox {
                     let event = synth.event_for(&Synth::user_id(account as u64));
                     outbox.enqueue_pg(&tx, &event).await?;
                 }
