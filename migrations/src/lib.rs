@@ -57,7 +57,7 @@ pub const STORE: MigrationSet = MigrationSet {
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
     /// A database call failed.
-    #[error("{set} migrations: {context}: {source}")]
+    #[error("{set} migrations: {context}: {}", describe(source))]
     Database {
         /// Which set.
         set: &'static str,
@@ -225,6 +225,14 @@ impl MigrationSet {
             });
         }
         Ok(())
+    }
+}
+
+/// The driver's error with the server's message, which its `Display` hides.
+fn describe(err: &tokio_postgres::Error) -> String {
+    match err.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => err.to_string(),
     }
 }
 

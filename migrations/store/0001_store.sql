@@ -108,6 +108,17 @@ BEGIN
         GRANT USAGE ON SCHEMA strata TO strata_reader;
         GRANT SELECT ON ALL TABLES IN SCHEMA strata TO strata_reader;
         ALTER DEFAULT PRIVILEGES IN SCHEMA strata GRANT SELECT ON TABLES TO strata_reader;
-        ALTER ROLE strata_reader SET default_transaction_read_only = on;
+        IF NOT EXISTS (
+            SELECT FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole
+            WHERE r.rolname = 'strata_reader' AND s.setdatabase = 0
+              AND 'default_transaction_read_only=on' = ANY (s.setconfig)) THEN
+            BEGIN
+                ALTER ROLE strata_reader SET default_transaction_read_only = on;
+            EXCEPTION WHEN unique_violation OR internal_error THEN
+                -- The migration of another database set it at the same
+                -- moment (duplicate key, or "tuple concurrently updated").
+                NULL;
+            END;
+        END IF;
     END IF;
 END $$;

@@ -102,6 +102,13 @@ impl RelayProcess {
         })
     }
 
+    /// Starts `count` relays with default settings, named `prefix-<i>`.
+    pub fn spawn_many(env: &TestEnv, prefix: &str, count: usize) -> anyhow::Result<Vec<Self>> {
+        (0..count)
+            .map(|i| Self::spawn(env, &format!("{prefix}-{i}"), &[], None))
+            .collect()
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

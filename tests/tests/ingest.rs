@@ -106,10 +106,7 @@ async fn same_database_moves_in_one_transaction() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_nine_at_random_and_at_every_step() -> anyhow::Result<()> {
     let env = TestEnv::new("kill9").await?;
-    let mut relays = Vec::new();
-    for i in 0..3 {
-        relays.push(RelayProcess::spawn(&env, &format!("kill9-{i}"), &[], None)?);
-    }
+    let mut relays = RelayProcess::spawn_many(&env, "kill9", 3)?;
     let ledger = Ledger::default();
     let cancel = CancellationToken::new();
     let options = LoadOptions {
@@ -323,15 +320,7 @@ async fn lost_notifications_are_covered_by_the_poll() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconciler_failover_within_seconds_never_two_leaders() -> anyhow::Result<()> {
     let env = TestEnv::new("failover").await?;
-    let mut relays = Vec::new();
-    for i in 0..3 {
-        relays.push(RelayProcess::spawn(
-            &env,
-            &format!("failover-{i}"),
-            &[],
-            None,
-        )?);
-    }
+    let mut relays = RelayProcess::spawn_many(&env, "failover", 3)?;
     let hot = env.hot().await?;
     let max_holders = Arc::new(AtomicI64::new(0));
     let sampler_cancel = CancellationToken::new();

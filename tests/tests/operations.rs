@@ -12,17 +12,20 @@ async fn concurrent_migrations_are_safe() -> anyhow::Result<()> {
     let base = strata_tests::db::base_url()?;
     let hot = strata_tests::db::create_database(&base, "mig_hot").await?;
     let src = strata_tests::db::create_database(&base, "mig_src").await?;
+    // All four start before any is waited for.
     let runs: Vec<_> = (0..4)
         .map(|_| {
             Command::new(strata_bin())
                 .arg("migrate")
                 .env("STRATA_HOT_STORE__URL", &hot)
                 .env("STRATA_SOURCES__MAIN__URL", &src)
-                .output()
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
         })
-        .collect();
+        .collect::<Result<_, _>>()?;
     for run in runs {
-        let out = run?;
+        let out = run.wait_with_output()?;
         assert!(
             out.status.success(),
             "{}",
@@ -35,6 +38,51 @@ async fn concurrent_migrations_are_safe() -> anyhow::Result<()> {
         .await?
         .get(0);
     assert_eq!(n, strata_migrations::STORE.migrations.len() as i64);
+    Ok(())
+}
+
+/// Migrations of different databases at once race on the cluster-wide
+/// `strata_reader` role; none of them may fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_migrations_of_many_databases_share_the_reader_role() -> anyhow::Result<()> {
+    let base = strata_tests::db::base_url()?;
+    let mut urls = Vec::new();
+    for _ in 0..8 {
+        urls.push(strata_tests::db::create_database(&base, "mig_many").await?);
+    }
+    let admin = strata_tests::connect(&format!("{base}/postgres")).await?;
+    // Make every run take the role's settings path again.
+    let _ = admin
+        .batch_execute("ALTER ROLE strata_reader RESET default_transaction_read_only")
+        .await;
+    let children: Vec<_> = urls
+        .iter()
+        .map(|url| {
+            Command::new(strata_bin())
+                .arg("migrate")
+                .env("STRATA_HOT_STORE__URL", url)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+        })
+        .collect::<Result<_, _>>()?;
+    for child in children {
+        let out = child.wait_with_output()?;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let read_only: bool = admin
+        .query_one(
+            "SELECT EXISTS (SELECT FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole \
+             WHERE r.rolname = 'strata_reader' AND 'default_transaction_read_only=on' = ANY (s.setconfig))",
+            &[],
+        )
+        .await?
+        .get(0);
+    assert!(read_only);
     Ok(())
 }
 
