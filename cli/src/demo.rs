@@ -142,9 +142,8 @@ async fn demo(
     // Synthetic producer: 8 connections sharing the rate.
     let produced = Arc::new(AtomicU64::new(0));
     let producer_cancel = cancel.child_token();
-    let doorbell_client = Arc::new(pg::connect(&shop_url).await?);
     let doorbell = Doorbell::spawn_tokio_postgres(
-        doorbell_client,
+        shop_url.parse()?,
         Duration::from_millis(5),
         producer_cancel.clone(),
     );

@@ -70,22 +70,39 @@ impl Doorbell {
         )
     }
 
-    /// A doorbell sending through a tokio-postgres client of the producer
-    /// database (a dedicated connection; never one inside a transaction).
+    /// A doorbell with its own tokio-postgres connection to the producer
+    /// database (never one inside a transaction), opened on first use and
+    /// reopened after failures.
     #[cfg(feature = "tokio-postgres")]
     pub fn spawn_tokio_postgres(
-        client: Arc<tokio_postgres::Client>,
+        config: tokio_postgres::Config,
         debounce: Duration,
         cancel: CancellationToken,
     ) -> Self {
+        let client: Arc<tokio::sync::Mutex<Option<tokio_postgres::Client>>> = Arc::default();
         Self::spawn_with(
             Box::new(move || {
-                let client = client.clone();
+                let (client, config) = (client.clone(), config.clone());
                 Box::pin(async move {
-                    client
-                        .batch_execute("NOTIFY strata_outbox")
-                        .await
-                        .map_err(|err| err.to_string())
+                    let mut slot = client.lock().await;
+                    if slot.as_ref().is_none_or(|c| c.is_closed()) {
+                        let (fresh, connection) = config
+                            .connect(tokio_postgres::NoTls)
+                            .await
+                            .map_err(|err| format!("connect: {err}"))?;
+                        tokio::spawn(async move {
+                            let _ = connection.await;
+                        });
+                        *slot = Some(fresh);
+                    }
+                    let Some(connected) = slot.as_ref() else {
+                        return Err("no connection".to_string());
+                    };
+                    let result = connected.batch_execute("NOTIFY strata_outbox").await;
+                    if result.is_err() {
+                        *slot = None;
+                    }
+                    result.map_err(|err| err.to_string())
                 })
             }),
             debounce,

@@ -1,7 +1,6 @@
 //! Producer load for tests: business transactions that enqueue events
 //! through the SDK, some rolled back, every outcome in the ledger.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
@@ -56,7 +55,7 @@ pub async fn start(
     let outbox = Outbox::new("test-load")?.notify_in_transaction(options.notify_in_transaction);
     let doorbell = if options.doorbell {
         Some(Doorbell::spawn_tokio_postgres(
-            Arc::new(connect(source_url).await?),
+            source_url.parse()?,
             Duration::from_millis(5),
             cancel.clone(),
         ))

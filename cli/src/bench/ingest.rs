@@ -78,7 +78,7 @@ pub async fn run(args: IngestArgs, cancel: CancellationToken) -> anyhow::Result<
 
     let producer_cancel = cancel.child_token();
     let doorbell = Doorbell::spawn_tokio_postgres(
-        Arc::new(pg::connect(&src_url).await?),
+        src_url.parse()?,
         Duration::from_millis(5),
         producer_cancel.clone(),
     );
