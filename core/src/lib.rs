@@ -5,7 +5,6 @@
 pub mod config;
 pub mod duration;
 pub mod event;
-pub mod names;
 pub mod telemetry;
 
 pub use config::{Config, ConfigError};

@@ -9,6 +9,10 @@ use tokio_postgres::{Client, Config, Connection, NoTls, Socket};
 
 use crate::error::RelayError;
 
+/// `application_name` of the workers' sessions, for `pg_stat_activity`
+/// (listeners and the reconciler have their own).
+pub const WORKER_APPLICATION_NAME: &str = "strata-relay";
+
 /// Parses a URL and applies what every relay session needs: a name in
 /// `pg_stat_activity`, and TCP keepalives so a half-open peer is noticed.
 pub(crate) fn config(

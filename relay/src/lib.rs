@@ -27,5 +27,6 @@ pub mod reconcile;
 mod relay;
 pub mod ship;
 
+pub use connect::WORKER_APPLICATION_NAME;
 pub use error::RelayError;
 pub use relay::{run, RelayOptions, ShipObserver};

@@ -11,7 +11,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
-use crate::connect::{connect, prepare_hot_session, prepare_source_session};
+use crate::connect::{
+    connect, prepare_hot_session, prepare_source_session, WORKER_APPLICATION_NAME,
+};
 use crate::durability::check_hot_store;
 use crate::error::RelayError;
 use crate::listener::{self, sleep_or_cancel};
@@ -146,7 +148,7 @@ async fn startup_checks(
             return Err(RelayError::Cancelled);
         }
         let attempt = async {
-            let hot = connect(hot_url, strata_core::names::RELAY_APPLICATION_NAME, timeout).await?;
+            let hot = connect(hot_url, WORKER_APPLICATION_NAME, timeout).await?;
             check_hot_store(&hot, options.hot_store.allow_unsafe_durability, timeout).await?;
             strata_migrations::STORE.check(&hot).await?;
             Ok::<(), RelayError>(())
@@ -161,13 +163,7 @@ async fn startup_checks(
         }
     }
     for (name, source) in &options.sources {
-        match connect(
-            &source.url,
-            strata_core::names::RELAY_APPLICATION_NAME,
-            timeout,
-        )
-        .await
-        {
+        match connect(&source.url, WORKER_APPLICATION_NAME, timeout).await {
             Ok(client) => strata_migrations::OUTBOX.check(&client).await?,
             Err(err) if err.is_retryable() => {
                 tracing::warn!(source = %name, error = %err, "source not reachable at start-up; workers will retry");
@@ -191,7 +187,7 @@ struct Worker {
 impl Worker {
     async fn open(&self) -> Result<(SourceConn, HotConn), RelayError> {
         let timeout = self.config.statement_timeout;
-        let app = strata_core::names::RELAY_APPLICATION_NAME;
+        let app = WORKER_APPLICATION_NAME;
         let source = connect(&self.source_url, app, timeout).await?;
         prepare_source_session(&source, timeout, self.config.reconcile_after).await?;
         let source = SourceConn::new(source, self.same_database, timeout).await?;

@@ -9,6 +9,7 @@ use chrono::{SubsecRound, TimeZone, Utc};
 use rand::Rng;
 use serde_json::json;
 use strata_producer::{NewEvent, Outbox};
+use strata_relay::listener::LISTENER_APPLICATION_NAME;
 use strata_tests::load::{self, LoadOptions};
 use strata_tests::{check, wait_until, Ledger, Outcome, RelayProcess, TestEnv};
 use tokio_util::sync::CancellationToken;
@@ -279,8 +280,8 @@ async fn lost_notifications_are_covered_by_the_poll() -> anyhow::Result<()> {
         let row = admin
             .query_one(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-                 WHERE application_name = 'strata-relay-listener' AND datname = current_database()",
-                &[],
+                 WHERE application_name = $1 AND datname = current_database()",
+                &[&LISTENER_APPLICATION_NAME],
             )
             .await?;
         terminated += row.get::<_, i64>(0);
@@ -441,8 +442,8 @@ async fn reconciler_resends_stuck_rows() -> anyhow::Result<()> {
             source
                 .query_one(
                     "SELECT count(*) FROM pg_stat_activity \
-                     WHERE application_name = 'strata-relay-listener' AND datname = current_database()",
-                    &[],
+                     WHERE application_name = $1 AND datname = current_database()",
+                    &[&LISTENER_APPLICATION_NAME],
                 )
                 .await
                 .map(|r| r.get::<_, i64>(0) == 1)
