@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use strata_core::event::{validate_row, validate_source, EventLimits};
-use tokio_postgres::{Client, Statement};
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
+use tokio_postgres::{Client, Statement, Transaction};
 use uuid::Uuid;
 
 use crate::error::{db, RelayError};
@@ -39,6 +41,21 @@ const CLAIM_OLDER_SQL: &str = "DELETE FROM strata_outbox.events WHERE id IN ( \
          ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) \
      RETURNING id, event_id, user_id, kind, occurred_at, source, payload::text, enqueued_at";
 
+const COPY_HOT_SQL: &str =
+    "COPY strata.activity (event_id, user_id, kind, occurred_at, source, payload) \
+     FROM STDIN (FORMAT binary)";
+
+const COPY_HOT_TYPES: [Type; 6] = [
+    Type::UUID,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TIMESTAMPTZ,
+    Type::TEXT,
+    Type::JSONB,
+];
+
+/// Fallback when the batch holds an event the hot store already has
+/// (re-shipped after a crash, or re-enqueued by a producer).
 const INSERT_HOT_SQL: &str = "INSERT INTO strata.activity (event_id, user_id, kind, occurred_at, source, payload) \
      SELECT e, u, k, o, s, p::jsonb \
      FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[]) AS t(e, u, k, o, s, p) \
@@ -206,7 +223,7 @@ impl Shipper {
             claim_older,
             same_database,
         } = source;
-        let source_tx = db("begin claim", timeout, source_client.transaction()).await?;
+        let mut source_tx = db("begin claim", timeout, source_client.transaction()).await?;
         let limit = limit as i64;
         let rows = match filter {
             ClaimFilter::Any => {
@@ -280,14 +297,15 @@ impl Shipper {
 
         if let Some(statements) = same_database {
             // One transaction: claim (delete), insert, commit.
-            self.write_hot(&source_tx, statements, &good, &dead).await?;
+            self.write_hot(&mut source_tx, statements, &good, &dead)
+                .await?;
             failpoint::hit("before_hot_commit");
             failpoint::hit("before_source_release");
             db("commit batch", timeout, source_tx.commit()).await?;
             self.observe(&good.ids);
         } else {
-            let hot_tx = db("begin hot batch", timeout, hot.client.transaction()).await?;
-            self.write_hot(&hot_tx, &hot.statements, &good, &dead)
+            let mut hot_tx = db("begin hot batch", timeout, hot.client.transaction()).await?;
+            self.write_hot(&mut hot_tx, &hot.statements, &good, &dead)
                 .await?;
             failpoint::hit("before_hot_commit");
             db("commit hot batch", timeout, hot_tx.commit()).await?;
@@ -321,31 +339,42 @@ impl Shipper {
         Ok(outcome)
     }
 
+    /// Writes the batch inside `tx`: binary COPY first (the fast path);
+    /// if the hot store already holds one of the events, the COPY is rolled
+    /// back to a savepoint and the batch goes in with `ON CONFLICT DO NOTHING`.
     async fn write_hot(
         &self,
-        tx: &tokio_postgres::Transaction<'_>,
+        tx: &mut Transaction<'_>,
         statements: &HotStatements,
         good: &HotColumns,
         dead: &DeadColumns,
     ) -> Result<(), RelayError> {
         let timeout = self.timeout;
         if !good.ids.is_empty() {
-            let result = db(
-                "insert hot batch",
-                timeout,
-                tx.execute(
-                    &statements.insert_hot,
-                    &[
-                        &good.ids,
-                        &good.users,
-                        &good.kinds,
-                        &good.times,
-                        &good.sources,
-                        &good.payloads,
-                    ],
-                ),
-            )
-            .await;
+            let result = match self.copy_hot(tx, good).await {
+                Ok(true) => Ok(()),
+                Ok(false) => {
+                    tracing::debug!(source = %self.source_name, rows = good.ids.len(), "batch holds events already stored; inserting with ON CONFLICT DO NOTHING");
+                    db(
+                        "insert hot batch",
+                        timeout,
+                        tx.execute(
+                            &statements.insert_hot,
+                            &[
+                                &good.ids,
+                                &good.users,
+                                &good.kinds,
+                                &good.times,
+                                &good.sources,
+                                &good.payloads,
+                            ],
+                        ),
+                    )
+                    .await
+                    .map(|_| ())
+                }
+                Err(err) => Err(err),
+            };
             if let Err(err) = result {
                 // 23514: no partition for a row's day (dropped after archiving).
                 if err.sqlstate() == Some("23514") {
@@ -381,9 +410,85 @@ impl Shipper {
         Ok(())
     }
 
+    /// Binary COPY of the batch under a savepoint. `Ok(false)`: a row was
+    /// already stored (23505) and the savepoint was rolled back.
+    async fn copy_hot(
+        &self,
+        tx: &mut Transaction<'_>,
+        good: &HotColumns,
+    ) -> Result<bool, RelayError> {
+        let timeout = self.timeout;
+        let savepoint = db(
+            "savepoint before copy",
+            timeout,
+            tx.savepoint("strata_copy"),
+        )
+        .await?;
+        let copy = async {
+            let sink = savepoint.copy_in(COPY_HOT_SQL).await?;
+            let writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &COPY_HOT_TYPES));
+            let mut writer = writer;
+            for i in 0..good.ids.len() {
+                writer
+                    .as_mut()
+                    .write(&[
+                        &good.ids[i],
+                        &good.users[i],
+                        &good.kinds[i],
+                        &good.times[i],
+                        &good.sources[i],
+                        &RawJsonb(&good.payloads[i]),
+                    ])
+                    .await?;
+            }
+            writer.finish().await
+        };
+        match tokio::time::timeout(timeout, copy).await {
+            Ok(Ok(_)) => {
+                db("release savepoint", timeout, savepoint.commit()).await?;
+                Ok(true)
+            }
+            Ok(Err(source)) if source.code().map(|c| c.code()) == Some("23505") => {
+                db("roll back to savepoint", timeout, savepoint.rollback()).await?;
+                Ok(false)
+            }
+            Ok(Err(source)) => Err(RelayError::Database {
+                context: "copy hot batch",
+                source,
+            }),
+            Err(_) => Err(RelayError::Timeout {
+                context: "copy hot batch",
+            }),
+        }
+    }
+
     fn observe(&self, ids: &[Uuid]) {
         if let Some(observer) = &self.observer {
             observer(&self.source_name, ids);
         }
     }
+}
+
+/// A payload already in jsonb's text form, sent as binary jsonb (version
+/// byte 1, then the text) without parsing it into a `serde_json::Value`.
+#[derive(Debug)]
+struct RawJsonb<'a>(&'a str);
+
+impl ToSql for RawJsonb<'_> {
+    fn to_sql(
+        &self,
+        _ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        use bytes::BufMut;
+        out.put_u8(1);
+        out.put_slice(self.0.as_bytes());
+        Ok(IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::JSONB
+    }
+
+    to_sql_checked!();
 }

@@ -549,6 +549,54 @@ async fn poison_rows_are_dead_lettered_and_never_block() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A retried business operation that re-enqueues the same event (same
+/// event_id and occurred_at) is stored once, whether the retry lands in the
+/// same batch or a later one (the COPY fast path falls back to
+/// ON CONFLICT DO NOTHING).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retried_operation_with_the_same_event_id_is_stored_once() -> anyhow::Result<()> {
+    let env = TestEnv::new("idem").await?;
+    let outbox = Outbox::new("idem")?;
+    let at = Utc::now().trunc_subsecs(6);
+    let events: Vec<NewEvent> = (0..20)
+        .map(|i| {
+            NewEvent::new(format!("idem-{i}"), "deposit")
+                .event_id(Uuid::now_v7())
+                .occurred_at(at)
+                .payload(json!({"attempt": 1}))
+        })
+        .collect();
+    let mut source = env.source().await?;
+    // Same batch: two copies of the first five.
+    let tx = source.transaction().await?;
+    outbox.enqueue_many_pg(&tx, &events).await?;
+    outbox.enqueue_many_pg(&tx, &events[..5]).await?;
+    tx.commit().await?;
+    let mut relay = RelayProcess::spawn(&env, "idem", &[], None)?;
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            env.outbox_len().await.unwrap_or(-1) == 0
+        })
+        .await
+    );
+    // A later batch: the retry arrives after the original was shipped.
+    let tx = source.transaction().await?;
+    outbox.enqueue_many_pg(&tx, &events[10..]).await?;
+    outbox
+        .enqueue_pg(&tx, &NewEvent::new("idem-new", "login"))
+        .await?;
+    tx.commit().await?;
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            env.outbox_len().await.unwrap_or(-1) == 0
+        })
+        .await
+    );
+    assert_eq!(env.hot_len().await?, 21, "{}", relay.log_tail());
+    relay.kill9();
+    Ok(())
+}
+
 /// Test 7: events around midnight UTC land in their own day; events for
 /// days with no partition (far past, far future) get one and are kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
