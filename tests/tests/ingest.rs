@@ -549,6 +549,64 @@ async fn poison_rows_are_dead_lettered_and_never_block() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A large batch (the COPY path) crashes right after its hot commit; the
+/// re-shipped batch finds its events already stored, falls back to
+/// ON CONFLICT DO NOTHING, and nothing is lost or duplicated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_batch_reshipped_after_crash_is_stored_once() -> anyhow::Result<()> {
+    let env = TestEnv::new("bigbatch").await?;
+    let outbox = Outbox::new("bigbatch")?;
+    let ledger = Ledger::default();
+    let mut source = env.source().await?;
+    for round in 0..3 {
+        let events: Vec<NewEvent> = (0..500)
+            .map(|i| {
+                NewEvent::new(format!("big-{}", i % 37), "trade")
+                    .payload(json!({"round": round, "i": i}))
+            })
+            .collect();
+        let prepared = outbox.prepare(&events)?;
+        let fixed: Vec<NewEvent> = prepared
+            .iter()
+            .zip(&events)
+            .map(|(p, e)| e.clone().event_id(p.event_id).occurred_at(p.occurred_at))
+            .collect();
+        let tx = source.transaction().await?;
+        outbox.enqueue_many_pg(&tx, &fixed).await?;
+        tx.commit().await?;
+        let entries: Vec<_> = prepared
+            .iter()
+            .map(strata_tests::ledger::LedgerEvent::from)
+            .collect();
+        ledger.record(&entries, Outcome::Committed);
+    }
+    let big = [
+        ("relay.batch_size", "600"),
+        ("relay.workers_per_source", "1"),
+    ];
+    let mut armed = RelayProcess::spawn(&env, "bigbatch-armed", &big, Some("after_hot_commit=1"))?;
+    let status = armed.wait_exit(Duration::from_secs(20)).await;
+    assert!(
+        matches!(status, Some(s) if !s.success()),
+        "{status:?}\n{}",
+        armed.log_tail()
+    );
+    assert_eq!(
+        env.hot_len().await?,
+        600,
+        "the crashed batch was committed to the hot store"
+    );
+    assert_eq!(env.outbox_len().await?, 1500, "and is still in the outbox");
+    let relay = RelayProcess::spawn(&env, "bigbatch", &big, None)?;
+    drained_and_clean(&env, &ledger, Duration::from_secs(15)).await?;
+    let log = std::fs::read_to_string(&relay.log_path)?;
+    assert!(
+        log.contains("already stored"),
+        "the re-shipped batch took the fallback"
+    );
+    Ok(())
+}
+
 /// A retried business operation that re-enqueues the same event (same
 /// event_id and occurred_at) is stored once, whether the retry lands in the
 /// same batch or a later one (the COPY fast path falls back to
