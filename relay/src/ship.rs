@@ -184,19 +184,34 @@ struct HotColumns {
     payloads: Vec<String>,
 }
 
-/// Poison rows as parallel arrays for `unnest`.
+/// Poison rows as parallel arrays for `unnest`: the event columns plus
+/// where each row came from and why it was refused.
 #[derive(Default)]
 struct DeadColumns {
+    event: HotColumns,
     outbox_ids: Vec<i64>,
-    ids: Vec<Uuid>,
-    users: Vec<String>,
-    kinds: Vec<String>,
-    times: Vec<DateTime<Utc>>,
-    sources: Vec<String>,
-    payloads: Vec<String>,
     enqueued: Vec<DateTime<Utc>>,
     codes: Vec<String>,
     reasons: Vec<String>,
+}
+
+impl HotColumns {
+    fn push(
+        &mut self,
+        event_id: Uuid,
+        user_id: String,
+        kind: String,
+        occurred_at: DateTime<Utc>,
+        source: String,
+        payload: String,
+    ) {
+        self.ids.push(event_id);
+        self.users.push(user_id);
+        self.kinds.push(kind);
+        self.times.push(occurred_at);
+        self.sources.push(source);
+        self.payloads.push(payload);
+    }
 }
 
 fn get<'a, T: tokio_postgres::types::FromSql<'a>>(
@@ -249,7 +264,7 @@ impl Shipper {
         }
         failpoint::hit("after_claim");
 
-        let mut claimed = 0usize;
+        let claimed = rows.len();
         let mut good = HotColumns::default();
         let mut dead = DeadColumns::default();
         for row in &rows {
@@ -260,27 +275,15 @@ impl Shipper {
             let occurred_at: DateTime<Utc> = get(row, 4)?;
             let event_source: String = get(row, 5)?;
             let payload: String = get(row, 6)?;
-            claimed += 1;
             let verdict = validate_source(&event_source)
                 .and_then(|()| validate_row(&user_id, &kind, &payload, &self.limits));
             match verdict {
-                Ok(()) => {
-                    good.ids.push(event_id);
-                    good.users.push(user_id);
-                    good.kinds.push(kind);
-                    good.times.push(occurred_at);
-                    good.sources.push(event_source);
-                    good.payloads.push(payload);
-                }
+                Ok(()) => good.push(event_id, user_id, kind, occurred_at, event_source, payload),
                 Err(reason) => {
                     tracing::warn!(source = %self.source_name, outbox_id, %event_id, reason = %reason, "dead-lettering poison outbox row");
+                    dead.event
+                        .push(event_id, user_id, kind, occurred_at, event_source, payload);
                     dead.outbox_ids.push(outbox_id);
-                    dead.ids.push(event_id);
-                    dead.users.push(user_id);
-                    dead.kinds.push(kind);
-                    dead.times.push(occurred_at);
-                    dead.sources.push(event_source);
-                    dead.payloads.push(payload);
                     dead.enqueued.push(get(row, 7)?);
                     dead.codes.push(reason.code().to_string());
                     dead.reasons.push(reason.to_string());
@@ -296,7 +299,7 @@ impl Shipper {
         let outcome = BatchOutcome {
             claimed,
             shipped: good.ids.len(),
-            dead_lettered: dead.ids.len(),
+            dead_lettered: dead.outbox_ids.len(),
         };
 
         if let Some(statements) = same_database {
@@ -392,7 +395,7 @@ impl Shipper {
                 return Err(err);
             }
         }
-        if !dead.ids.is_empty() {
+        if !dead.outbox_ids.is_empty() {
             db(
                 "insert dead letters",
                 timeout,
@@ -401,12 +404,12 @@ impl Shipper {
                     &[
                         &self.source_name,
                         &dead.outbox_ids,
-                        &dead.ids,
-                        &dead.users,
-                        &dead.kinds,
-                        &dead.times,
-                        &dead.sources,
-                        &dead.payloads,
+                        &dead.event.ids,
+                        &dead.event.users,
+                        &dead.event.kinds,
+                        &dead.event.times,
+                        &dead.event.sources,
+                        &dead.event.payloads,
                         &dead.enqueued,
                         &dead.codes,
                         &dead.reasons,
