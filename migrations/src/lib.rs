@@ -57,7 +57,7 @@ pub const STORE: MigrationSet = MigrationSet {
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
     /// A database call failed.
-    #[error("{set} migrations: {context}: {}", describe(source))]
+    #[error("{set} migrations: {context}: {}", describe_pg_error(source))]
     Database {
         /// Which set.
         set: &'static str,
@@ -228,11 +228,15 @@ impl MigrationSet {
     }
 }
 
-/// The driver's error with the server's message, which its `Display` hides.
-fn describe(err: &tokio_postgres::Error) -> String {
+/// A tokio-postgres error with the server's SQLSTATE and message, which its
+/// `Display` hides ("db error"). Shared by every crate that reports them.
+pub fn describe_pg_error(err: &tokio_postgres::Error) -> String {
     match err.as_db_error() {
-        Some(db) => format!("{}: {}", db.code().code(), db.message()),
-        None => err.to_string(),
+        Some(db) => format!("{err} ({}): {}", db.code().code(), db.message()),
+        None => match std::error::Error::source(err) {
+            Some(inner) => format!("{err}: {inner}"),
+            None => err.to_string(),
+        },
     }
 }
 

@@ -4,7 +4,7 @@
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
     /// A database call failed.
-    #[error("{context}: {}", describe(source))]
+    #[error("{context}: {}", strata_migrations::describe_pg_error(source))]
     Database {
         /// What was being done ("claim batch", "commit hot batch", ...).
         context: &'static str,
@@ -93,17 +93,6 @@ impl RelayError {
             RelayError::Database { source, .. } => source.code().map(|c| c.code()),
             _ => None,
         }
-    }
-}
-
-/// The driver's error with the server's message, which its `Display` hides.
-pub fn describe(err: &tokio_postgres::Error) -> String {
-    match err.as_db_error() {
-        Some(db) => format!("{} ({}): {}", err, db.code().code(), db.message()),
-        None => match std::error::Error::source(err) {
-            Some(inner) => format!("{err}: {inner}"),
-            None => err.to_string(),
-        },
     }
 }
 

@@ -360,32 +360,7 @@ impl Shipper {
     ) -> Result<(), RelayError> {
         let timeout = self.timeout;
         if !good.ids.is_empty() {
-            let copied = if good.ids.len() >= COPY_MIN_ROWS {
-                self.copy_hot(tx, good).await
-            } else {
-                Ok(false)
-            };
-            let result = match copied {
-                Ok(true) => Ok(()),
-                Ok(false) => db(
-                    "insert hot batch",
-                    timeout,
-                    tx.execute(
-                        &statements.insert_hot,
-                        &[
-                            &good.ids,
-                            &good.users,
-                            &good.kinds,
-                            &good.times,
-                            &good.sources,
-                            &good.payloads,
-                        ],
-                    ),
-                )
-                .await
-                .map(|_| ()),
-                Err(err) => Err(err),
-            };
+            let result = self.insert_events(tx, statements, good).await;
             if let Err(err) = result {
                 // 23514: no partition for a row's day (dropped after archiving).
                 if err.sqlstate() == Some("23514") {
@@ -421,6 +396,35 @@ impl Shipper {
         Ok(())
     }
 
+    /// COPY for large batches, unless it met a stored event; else INSERT.
+    async fn insert_events(
+        &self,
+        tx: &mut Transaction<'_>,
+        statements: &HotStatements,
+        good: &HotColumns,
+    ) -> Result<(), RelayError> {
+        if good.ids.len() >= COPY_MIN_ROWS && self.copy_hot(tx, good).await? {
+            return Ok(());
+        }
+        db(
+            "insert hot batch",
+            self.timeout,
+            tx.execute(
+                &statements.insert_hot,
+                &[
+                    &good.ids,
+                    &good.users,
+                    &good.kinds,
+                    &good.times,
+                    &good.sources,
+                    &good.payloads,
+                ],
+            ),
+        )
+        .await
+        .map(|_| ())
+    }
+
     /// Binary COPY of the batch under a savepoint. `Ok(false)`: a row was
     /// already stored (23505) and the savepoint was rolled back.
     async fn copy_hot(
@@ -437,8 +441,7 @@ impl Shipper {
         .await?;
         let copy = async {
             let sink = savepoint.copy_in(COPY_HOT_SQL).await?;
-            let writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &COPY_HOT_TYPES));
-            let mut writer = writer;
+            let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &COPY_HOT_TYPES));
             for i in 0..good.ids.len() {
                 writer
                     .as_mut()
@@ -454,23 +457,17 @@ impl Shipper {
             }
             writer.finish().await
         };
-        match tokio::time::timeout(timeout, copy).await {
-            Ok(Ok(_)) => {
+        match db("copy hot batch", timeout, copy).await {
+            Ok(_) => {
                 db("release savepoint", timeout, savepoint.commit()).await?;
                 Ok(true)
             }
-            Ok(Err(source)) if source.code().map(|c| c.code()) == Some("23505") => {
+            Err(err) if err.sqlstate() == Some("23505") => {
                 tracing::debug!(source = %self.source_name, rows = good.ids.len(), "batch holds events already stored; inserting with ON CONFLICT DO NOTHING");
                 db("roll back to savepoint", timeout, savepoint.rollback()).await?;
                 Ok(false)
             }
-            Ok(Err(source)) => Err(RelayError::Database {
-                context: "copy hot batch",
-                source,
-            }),
-            Err(_) => Err(RelayError::Timeout {
-                context: "copy hot batch",
-            }),
+            Err(err) => Err(err),
         }
     }
 
