@@ -1,6 +1,7 @@
 //! `strata`: parse, load config, init telemetry, then run one subcommand
 //! until it ends or a signal cancels it. No pipeline logic lives here.
 
+mod archive;
 mod bench;
 mod demo;
 mod metrics_server;
@@ -38,6 +39,11 @@ enum Command {
     Migrate,
     /// Ship outbox rows into the hot store until SIGTERM/Ctrl-C.
     Relay,
+    /// Archive closed days into Parquet on the object store, continuously,
+    /// until SIGTERM/Ctrl-C.
+    Archiver,
+    /// Archive one day now (with progress), or `--verify` a committed one.
+    Archive(archive::ArchiveArgs),
     /// Everything on a private Postgres cluster with synthetic traffic.
     Demo(demo::DemoArgs),
     /// Benchmarks (see README).
@@ -106,6 +112,8 @@ async fn run(command: Command, config: Config, cancel: CancellationToken) -> any
             }
             Ok(())
         }
+        Command::Archiver => archive::run_daemon(&config, cancel).await,
+        Command::Archive(args) => archive::run_once(args, &config, cancel).await,
         Command::Demo(args) => demo::run(args, config, cancel).await,
         Command::Bench(args) => bench::run(args, cancel).await,
     }

@@ -18,7 +18,15 @@ use crate::event::{EventLimits, DEFAULT_MAX_PAYLOAD_BYTES};
 
 /// Top-level sections; only `STRATA_<SECTION>__...` variables are read as
 /// configuration, so unrelated `STRATA_*` variables do not break start-up.
-const SECTIONS: [&str; 5] = ["hot_store", "sources", "relay", "metrics", "log"];
+const SECTIONS: [&str; 7] = [
+    "hot_store",
+    "sources",
+    "relay",
+    "archiver",
+    "object_store",
+    "metrics",
+    "log",
+];
 
 /// A configuration problem, naming the key at fault.
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +116,10 @@ pub struct Config {
     pub sources: BTreeMap<String, SourceConfig>,
     /// How relays ship and reconcile.
     pub relay: RelayConfig,
+    /// How closed days are rolled into Parquet.
+    pub archiver: ArchiverConfig,
+    /// Where the archive lives.
+    pub object_store: ObjectStoreConfig,
     /// The Prometheus endpoint.
     pub metrics: MetricsConfig,
     /// Logging.
@@ -194,6 +206,145 @@ impl RelayConfig {
     pub fn limits(&self) -> EventLimits {
         EventLimits {
             max_payload_bytes: self.max_payload_bytes,
+        }
+    }
+}
+
+/// Archiver tuning.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArchiverConfig {
+    /// Wait this long after a UTC day ends before archiving it, so events
+    /// still in flight (relay lag, clock skew between producers) land first.
+    #[serde(with = "serde_text")]
+    pub settle: Duration,
+    /// Committed days stay in the hot store this many days after they end
+    /// (fast reads, late events) before their partition is dropped.
+    pub hot_retention_days: u32,
+    /// How often the continuous archiver looks for work.
+    #[serde(with = "serde_text")]
+    pub interval: Duration,
+    /// A new file starts at the first user boundary after this many rows,
+    /// so one user's day always lives in one file.
+    pub max_file_rows: u64,
+    /// Rows per Parquet row group: small enough that a reader selecting one
+    /// user skips most of a file, large enough to compress well.
+    pub row_group_rows: usize,
+    /// Where files are written before upload; the system temp dir if empty.
+    pub spool_dir: String,
+    /// The leader's lease; a leader that cannot renew within it (paused,
+    /// partitioned) is replaced and fenced.
+    #[serde(with = "serde_text")]
+    pub lease_ttl: Duration,
+    /// Uncommitted objects older than this are garbage-collected.
+    #[serde(with = "serde_text")]
+    pub orphan_grace: Duration,
+    /// First retry delay after a fault; doubles up to `backoff_max`.
+    #[serde(with = "serde_text")]
+    pub backoff_initial: Duration,
+    /// Longest retry delay.
+    #[serde(with = "serde_text")]
+    pub backoff_max: Duration,
+    /// Upper bound on catalog and lease statements (not on a day's export).
+    #[serde(with = "serde_text")]
+    pub statement_timeout: Duration,
+}
+
+impl Default for ArchiverConfig {
+    fn default() -> Self {
+        Self {
+            settle: Duration::from_secs(600),
+            hot_retention_days: 3,
+            interval: Duration::from_secs(30),
+            max_file_rows: 2_000_000,
+            row_group_rows: 65_536,
+            spool_dir: String::new(),
+            lease_ttl: Duration::from_secs(30),
+            orphan_grace: Duration::from_secs(6 * 3600),
+            backoff_initial: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(30),
+            statement_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A secret from configuration; never printed by `Debug`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The value itself: pass it to a client, never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+/// The object store holding the archive.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ObjectStoreConfig {
+    /// `s3` (any S3-compatible endpoint) or `local` (a directory). No
+    /// default: the archiver drops hot partitions once they are archived,
+    /// so it must never archive somewhere the operator did not choose.
+    pub kind: String,
+    /// Bucket (`s3`).
+    pub bucket: String,
+    /// Key prefix inside the bucket (or directory); may be empty.
+    pub prefix: String,
+    /// Endpoint URL for S3-compatible servers; empty for AWS.
+    pub endpoint: String,
+    /// Region; empty means the AWS chain (`AWS_REGION`, profile), else `us-east-1`.
+    pub region: String,
+    /// Path-style addressing (`endpoint/bucket/key`), needed by most
+    /// S3-compatible servers.
+    pub path_style: bool,
+    /// Static credentials; when empty, the standard AWS chain is used
+    /// (environment, profile, web identity, instance metadata).
+    pub access_key_id: String,
+    /// Secret of `access_key_id`.
+    pub secret_access_key: Secret,
+    /// Directory (`local`).
+    pub local_dir: String,
+    /// Files larger than this are uploaded in parts.
+    pub multipart_threshold_bytes: u64,
+    /// Size of each part (S3 needs at least 5 MiB but for the last).
+    pub part_size_bytes: u64,
+    /// Multipart uploads left unfinished this long (a crashed archiver) are aborted.
+    #[serde(with = "serde_text")]
+    pub abandoned_upload_after: Duration,
+    /// Upper bound on one request (one part, one GET).
+    #[serde(with = "serde_text")]
+    pub request_timeout: Duration,
+}
+
+impl Default for ObjectStoreConfig {
+    fn default() -> Self {
+        Self {
+            kind: String::new(),
+            bucket: String::new(),
+            prefix: String::new(),
+            endpoint: String::new(),
+            region: String::new(),
+            path_style: false,
+            access_key_id: String::new(),
+            secret_access_key: Secret::default(),
+            local_dir: String::new(),
+            multipart_threshold_bytes: 32 << 20,
+            part_size_bytes: 16 << 20,
+            abandoned_upload_after: Duration::from_secs(24 * 3600),
+            request_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -344,6 +495,59 @@ impl Config {
             if source.url.expose().is_empty() {
                 return Err(invalid(&format!("sources.{name}.url"), "is required"));
             }
+        }
+        let a = &self.archiver;
+        for (key, value) in [
+            ("archiver.interval", a.interval),
+            ("archiver.lease_ttl", a.lease_ttl),
+            ("archiver.backoff_initial", a.backoff_initial),
+            ("archiver.backoff_max", a.backoff_max),
+            ("archiver.statement_timeout", a.statement_timeout),
+            (
+                "object_store.request_timeout",
+                self.object_store.request_timeout,
+            ),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(key, "must be greater than zero"));
+            }
+        }
+        if a.max_file_rows == 0 {
+            return Err(invalid("archiver.max_file_rows", "must be positive"));
+        }
+        if a.row_group_rows < 1024 || a.row_group_rows > 4_194_304 {
+            return Err(invalid(
+                "archiver.row_group_rows",
+                "must be between 1024 and 4194304",
+            ));
+        }
+        let o = &self.object_store;
+        if o.part_size_bytes < 5 << 20 || o.part_size_bytes > 5 << 30 {
+            return Err(invalid(
+                "object_store.part_size_bytes",
+                "must be between 5 MiB and 5 GiB (S3's limits)",
+            ));
+        }
+        if !matches!(o.kind.as_str(), "" | "s3" | "local") {
+            return Err(invalid("object_store.kind", "must be \"s3\" or \"local\""));
+        }
+        if o.kind == "s3" && o.bucket.is_empty() {
+            return Err(invalid(
+                "object_store.bucket",
+                "is required when kind = \"s3\"",
+            ));
+        }
+        if o.kind == "local" && o.local_dir.is_empty() {
+            return Err(invalid(
+                "object_store.local_dir",
+                "is required when kind = \"local\"",
+            ));
+        }
+        if o.prefix.starts_with('/') || o.prefix.contains("..") {
+            return Err(invalid(
+                "object_store.prefix",
+                "must be relative and must not contain \"..\"",
+            ));
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(invalid("log.format", "must be \"text\" or \"json\""));

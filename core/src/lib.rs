@@ -2,9 +2,11 @@
 //! configuration loading, durations, and the Prometheus text endpoint's
 //! renderer. No I/O lives here: every crate can depend on it.
 
+pub mod backoff;
 pub mod config;
 pub mod duration;
 pub mod event;
+pub mod failpoint;
 pub mod telemetry;
 
 pub use config::{Config, ConfigError};

@@ -46,11 +46,18 @@ pub const OUTBOX: MigrationSet = MigrationSet {
 pub const STORE: MigrationSet = MigrationSet {
     label: "store",
     schema: "strata",
-    migrations: &[Migration {
-        version: 1,
-        name: "0001_store.sql",
-        sql: include_str!("../store/0001_store.sql"),
-    }],
+    migrations: &[
+        Migration {
+            version: 1,
+            name: "0001_store.sql",
+            sql: include_str!("../store/0001_store.sql"),
+        },
+        Migration {
+            version: 2,
+            name: "0002_archive.sql",
+            sql: include_str!("../store/0002_archive.sql"),
+        },
+    ],
 };
 
 /// Why migrating failed.

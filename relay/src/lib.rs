@@ -15,11 +15,10 @@
 //! a row at once and a relay killed at any instruction leaves its rows to be
 //! claimed again (the hot store drops the duplicates).
 
-mod backoff;
 mod connect;
 mod durability;
 mod error;
-pub mod failpoint;
+pub use strata_core::failpoint;
 pub mod listener;
 pub mod metrics;
 mod partition;

@@ -11,10 +11,10 @@ use tokio::sync::{mpsc, watch};
 use tokio_postgres::AsyncMessage;
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
 use crate::connect::connect_raw;
 use crate::error::db;
 use crate::metrics;
+use strata_core::backoff::Backoff;
 
 /// `application_name` of listener sessions (tests terminate them).
 pub const LISTENER_APPLICATION_NAME: &str = "strata-relay-listener";

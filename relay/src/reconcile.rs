@@ -17,13 +17,13 @@ use chrono::Utc;
 use strata_core::config::{DatabaseUrl, RelayConfig};
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
 use crate::connect::{connect, prepare_hot_session, prepare_source_session};
 use crate::error::{db, RelayError};
 use crate::listener::sleep_or_cancel;
 use crate::metrics;
 use crate::partition::ensure_day;
 use crate::ship::{ClaimFilter, HotConn, Shipper, SourceConn};
+use strata_core::backoff::Backoff;
 
 /// `application_name` of the election sessions.
 pub const RECONCILER_APPLICATION_NAME: &str = "strata-relay-reconciler";

@@ -10,7 +10,6 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
 use crate::connect::{
     connect, prepare_hot_session, prepare_source_session, WORKER_APPLICATION_NAME,
 };
@@ -22,6 +21,7 @@ use crate::partition::PartitionCache;
 use crate::reconcile::Candidate;
 pub use crate::ship::ShipObserver;
 use crate::ship::{ClaimFilter, HotConn, Shipper, SourceConn};
+use strata_core::backoff::Backoff;
 
 /// Everything a relay process needs.
 #[derive(Clone)]

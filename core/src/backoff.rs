@@ -6,14 +6,14 @@ use rand::Rng;
 
 /// Delay generator: `initial`, doubling to `max`, each +/-20% jitter.
 #[derive(Debug, Clone)]
-pub(crate) struct Backoff {
+pub struct Backoff {
     initial: Duration,
     max: Duration,
     next: Duration,
 }
 
 impl Backoff {
-    pub(crate) fn new(initial: Duration, max: Duration) -> Self {
+    pub fn new(initial: Duration, max: Duration) -> Self {
         Self {
             initial,
             max,
@@ -22,7 +22,7 @@ impl Backoff {
     }
 
     /// The delay to wait now; the following one is twice as long (capped).
-    pub(crate) fn next_delay(&mut self) -> Duration {
+    pub fn next_delay(&mut self) -> Duration {
         let base = self.next;
         self.next = (self.next * 2).min(self.max);
         let jitter = rand::thread_rng().gen_range(0.8..1.2);
@@ -30,7 +30,7 @@ impl Backoff {
     }
 
     /// After a success.
-    pub(crate) fn reset(&mut self) {
+    pub fn reset(&mut self) {
         self.next = self.initial;
     }
 }

@@ -1,0 +1,88 @@
+//! `strata archiver`: wait for the lease, then archive pass after pass
+//! until shut down or fenced; a fenced archiver goes back to waiting.
+
+use strata_core::backoff::Backoff;
+use tokio_util::sync::CancellationToken;
+
+use crate::archive::{holder_id, Archiver, ArchiverOptions};
+use crate::error::ArchiveError;
+use crate::metrics;
+
+/// Runs the continuous archiver until `cancel`.
+pub async fn run(options: ArchiverOptions, cancel: CancellationToken) {
+    let holder = holder_id();
+    let config = options.archiver.clone();
+    let mut backoff = Backoff::new(config.backoff_initial, config.backoff_max);
+    while !cancel.is_cancelled() {
+        let mut archiver = match Archiver::start(options.clone(), &holder).await {
+            Ok(archiver) => archiver,
+            Err(ArchiveError::LeaseHeld { holder, until }) => {
+                tracing::debug!(%holder, %until, "another archiver leads; standing by");
+                wait(&cancel, config.lease_ttl / 3).await;
+                continue;
+            }
+            Err(err) => {
+                metrics::ERRORS.with_label_values(&[err.label()]).inc();
+                let delay = backoff.next_delay();
+                tracing::warn!(error = %err, retry_in = ?delay, "archiver could not start");
+                wait(&cancel, delay).await;
+                continue;
+            }
+        };
+        let stop_keeper = cancel.child_token();
+        let lost = archiver.keep_lease(stop_keeper.clone());
+        // Work stops on shutdown or when the lease is lost.
+        let work = CancellationToken::new();
+        let linked = {
+            let work = work.clone();
+            let cancel = cancel.clone();
+            let lost = lost.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = cancel.cancelled() => {}
+                    _ = lost.cancelled() => {}
+                }
+                work.cancel();
+            })
+        };
+        loop {
+            match archiver.pass(&work).await {
+                Ok(()) => backoff.reset(),
+                Err(ArchiveError::Cancelled) => break,
+                Err(err @ ArchiveError::Fenced { .. }) => {
+                    tracing::warn!(error = %err, "archiver fenced; standing by");
+                    break;
+                }
+                Err(err) => {
+                    metrics::ERRORS.with_label_values(&[err.label()]).inc();
+                    let delay = backoff.next_delay();
+                    tracing::error!(error = %err, retry_in = ?delay, "archiver pass failed");
+                    wait(&work, delay).await;
+                    continue;
+                }
+            }
+            if work.is_cancelled() {
+                break;
+            }
+            wait(&work, config.interval).await;
+            if work.is_cancelled() {
+                break;
+            }
+        }
+        stop_keeper.cancel();
+        linked.abort();
+        if lost.is_cancelled() {
+            metrics::IS_LEADER.set(0);
+            continue;
+        }
+        archiver.release().await;
+    }
+    tracing::info!("archiver stopped");
+}
+
+async fn wait(cancel: &CancellationToken, delay: std::time::Duration) {
+    tokio::select! {
+        _ = cancel.cancelled() => {}
+        _ = tokio::time::sleep(delay) => {}
+    }
+}
