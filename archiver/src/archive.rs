@@ -126,6 +126,22 @@ struct Staged {
     final_key: String,
 }
 
+/// The task renewing an archiver's lease.
+pub struct LeaseKeeper {
+    /// Fires when the lease is lost.
+    pub lost: CancellationToken,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LeaseKeeper {
+    /// Stops renewing and waits until no renewal is in flight.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
 /// One archiver process's handle on the hot store, the object store and
 /// the lease.
 pub struct Archiver {
@@ -208,17 +224,20 @@ impl Archiver {
         self.progress.clone()
     }
 
-    /// Keeps the lease alive from its own connection until `cancel`;
-    /// cancels the returned token when the lease is lost (taken over, or
-    /// not renewed within its ttl), so in-flight work stops early. Fencing
-    /// at commit is what makes a lost lease safe; this only saves work.
-    pub fn keep_lease(&self, cancel: CancellationToken) -> CancellationToken {
+    /// Keeps the lease alive from its own connection until the keeper is
+    /// stopped; its `lost` token fires when the lease is lost (taken over,
+    /// or not renewed within its ttl), so in-flight work stops early.
+    /// Fencing at commit is what makes a lost lease safe; this only saves
+    /// work.
+    pub fn keep_lease(&self) -> LeaseKeeper {
         let lost = CancellationToken::new();
+        let cancel = CancellationToken::new();
+        let stop = cancel.clone();
         let lease = self.lease.clone();
         let url = self.options.hot_store.clone();
         let config = self.options.archiver.clone();
         let lost_out = lost.clone();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let every = config.lease_ttl / 3;
             let mut last_renewed = Instant::now();
             let mut client: Option<Client> = None;
@@ -256,10 +275,15 @@ impl Archiver {
                 }
             }
         });
-        lost_out
+        LeaseKeeper {
+            lost: lost_out,
+            stop,
+            task,
+        }
     }
 
-    /// Gives the lease up.
+    /// Gives the lease up (stop its keeper first, or a renewal in flight
+    /// could outlive the release).
     pub async fn release(self) {
         catalog::release_lease(
             &self.hot,
@@ -758,7 +782,7 @@ impl Archiver {
         bounded("commit", timeout, tx.commit()).await?;
         metrics::ROWS_ARCHIVED.inc_by(rows as u64);
         metrics::COMMITS.with_label_values(&[origin]).inc();
-        tracing::info!(%day, origin, rows, bytes, files = staged.len(), epoch = lease.epoch, "committed");
+        tracing::info!(%day, origin, rows, bytes, files = staged.len(), epoch = lease.epoch, "archive commit");
         Ok(true)
     }
 

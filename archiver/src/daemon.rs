@@ -29,8 +29,8 @@ pub async fn run(options: ArchiverOptions, cancel: CancellationToken) {
                 continue;
             }
         };
-        let stop_keeper = cancel.child_token();
-        let lost = archiver.keep_lease(stop_keeper.clone());
+        let keeper = archiver.keep_lease();
+        let lost = keeper.lost.clone();
         // Work stops on shutdown or when the lease is lost.
         let work = CancellationToken::new();
         let linked = {
@@ -69,7 +69,7 @@ pub async fn run(options: ArchiverOptions, cancel: CancellationToken) {
                 break;
             }
         }
-        stop_keeper.cancel();
+        keeper.stop().await;
         linked.abort();
         if lost.is_cancelled() {
             metrics::IS_LEADER.set(0);

@@ -381,3 +381,49 @@ pub fn check_file(path: &Path) -> Result<FileCheck, ArchiveError> {
         content_sha256: content.finish(),
     })
 }
+
+/// One archived row, owned: what a reader of the archive gets back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchivedRow {
+    /// The user.
+    pub user_id: String,
+    /// UTC microseconds since the epoch.
+    pub occurred_at: i64,
+    /// The event id.
+    pub event_id: uuid::Uuid,
+    /// Event kind.
+    pub kind: String,
+    /// Producing service.
+    pub source: String,
+    /// JSON text as Postgres prints jsonb.
+    pub payload: String,
+    /// UTC microseconds since the epoch.
+    pub ingested_at: i64,
+}
+
+/// Decodes every row of an archive file, in file order (small files and
+/// tests; the archiver itself never materializes a file).
+pub fn read_rows(path: &Path) -> Result<Vec<ArchivedRow>, ArchiveError> {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let file = std::fs::File::open(path).map_err(ArchiveError::spool(path))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)?
+        .with_batch_size(BATCH_ROWS)
+        .build()?;
+    let mut rows = Vec::new();
+    for batch in reader {
+        let batch = batch?;
+        layout::for_each_row(&batch, |row| {
+            rows.push(ArchivedRow {
+                user_id: row.user_id.to_string(),
+                occurred_at: row.occurred_at,
+                event_id: uuid::Uuid::from_bytes(row.event_id),
+                kind: row.kind.to_string(),
+                source: row.source.to_string(),
+                payload: row.payload.to_string(),
+                ingested_at: row.ingested_at,
+            })
+        })
+        .map_err(ArchiveError::Parquet)?;
+    }
+    Ok(rows)
+}

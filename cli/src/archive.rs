@@ -69,20 +69,46 @@ pub async fn run_once(
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let options = options(config)?;
-    let holder = strata_archiver::archive::holder_id();
-    let mut archiver = Archiver::start(options, &holder)
-        .await
-        .context("start the archiver")?;
-    let stop_keeper = cancel.child_token();
-    let lost = archiver.keep_lease(stop_keeper.clone());
+    let mut archiver = start_waiting_for_lease(options, &cancel).await?;
+    let keeper = archiver.keep_lease();
     let result = if args.verify {
         verify(&archiver, args.day).await
     } else {
-        archive(&mut archiver, args.day, &cancel, &lost).await
+        archive(&mut archiver, args.day, &cancel, &keeper.lost).await
     };
-    stop_keeper.cancel();
+    keeper.stop().await;
     archiver.release().await;
     result
+}
+
+/// Takes the lease, waiting up to two lease ttls for it: long enough for
+/// the lease of a crashed archiver to expire, not for a live one to stop.
+async fn start_waiting_for_lease(
+    options: ArchiverOptions,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Archiver> {
+    let holder = strata_archiver::archive::holder_id();
+    let ttl = options.archiver.lease_ttl;
+    let deadline = tokio::time::Instant::now() + ttl * 2;
+    let mut told = false;
+    loop {
+        match Archiver::start(options.clone(), &holder).await {
+            Ok(archiver) => return Ok(archiver),
+            Err(ArchiveError::LeaseHeld { holder, until })
+                if tokio::time::Instant::now() < deadline =>
+            {
+                if !told {
+                    eprintln!("waiting for the archiver lease (held by {holder} until {until})");
+                    told = true;
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => anyhow::bail!("cancelled while waiting for the lease"),
+                    _ = tokio::time::sleep(ttl / 6) => {}
+                }
+            }
+            Err(err) => return Err(err).context("start the archiver"),
+        }
+    }
 }
 
 async fn verify(archiver: &Archiver, day: NaiveDate) -> anyhow::Result<()> {

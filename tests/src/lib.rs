@@ -6,6 +6,7 @@
 //! exports `STRATA_TEST_PG_URL` (a superuser URL without a database) and
 //! `STRATA_BIN` (the `strata` binary). A missing service is a loud failure.
 
+pub mod archive;
 pub mod checker;
 pub mod db;
 pub mod ledger;
@@ -15,7 +16,7 @@ pub mod process;
 pub use checker::{check, Report};
 pub use db::{connect, TestEnv};
 pub use ledger::{Ledger, Outcome};
-pub use process::RelayProcess;
+pub use process::StrataProcess;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

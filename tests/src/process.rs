@@ -1,4 +1,5 @@
-//! `strata relay` as a real child process that tests can SIGKILL.
+//! `strata relay` / `strata archiver` as real child processes that tests
+//! can SIGKILL, SIGSTOP and SIGCONT.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -26,8 +27,8 @@ pub fn log_dir() -> PathBuf {
     dir
 }
 
-/// A running `strata relay`.
-pub struct RelayProcess {
+/// A running `strata` command (relay or archiver).
+pub struct StrataProcess {
     child: Child,
     /// Label in logs.
     pub name: String,
@@ -54,11 +55,23 @@ pub fn fast_settings() -> HashMap<String, String> {
     .collect()
 }
 
-impl RelayProcess {
+impl StrataProcess {
     /// Starts a relay for `env` (one source named `main`), with `settings`
     /// overriding [`fast_settings`] and optional failpoints.
     pub fn spawn(
         env: &TestEnv,
+        name: &str,
+        settings: &[(&str, &str)],
+        failpoints: Option<&str>,
+    ) -> anyhow::Result<Self> {
+        Self::spawn_command(env, &["relay"], name, settings, failpoints)
+    }
+
+    /// Starts `strata <args>` for `env` (one source named `main`), with
+    /// `settings` overriding [`fast_settings`] and optional failpoints.
+    pub fn spawn_command(
+        env: &TestEnv,
+        args: &[&str],
         name: &str,
         settings: &[(&str, &str)],
         failpoints: Option<&str>,
@@ -71,14 +84,14 @@ impl RelayProcess {
             "{name}-{}.log",
             chrono::Utc::now().format("%H%M%S%.6f")
         ));
-        let log = File::create(&log_path).context("create relay log")?;
+        let log = File::create(&log_path).context("create process log")?;
         let log_err = log.try_clone()?;
         let mut command = Command::new(strata_bin());
         command
-            .arg("relay")
+            .args(args)
             .env("STRATA_HOT_STORE__URL", &env.hot_url)
             .env("STRATA_SOURCES__MAIN__URL", &env.source_url)
-            .env("RUST_LOG", "info,strata_relay=debug")
+            .env("RUST_LOG", "info,strata_relay=debug,strata_archiver=debug")
             .env_remove("STRATA_FAILPOINTS")
             .stdin(Stdio::null())
             .stdout(log)
@@ -120,6 +133,15 @@ impl RelayProcess {
         let _ = self.child.wait();
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, ...) by name.
+    pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -{signal} failed");
+        Ok(())
+    }
+
     /// SIGTERM (graceful shutdown).
     pub fn sigterm(&mut self) -> anyhow::Result<()> {
         let status = Command::new("kill")
@@ -157,7 +179,7 @@ impl RelayProcess {
     }
 }
 
-impl Drop for RelayProcess {
+impl Drop for StrataProcess {
     fn drop(&mut self) {
         self.kill9();
     }

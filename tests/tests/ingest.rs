@@ -11,7 +11,7 @@ use serde_json::json;
 use strata_producer::{NewEvent, Outbox};
 use strata_relay::listener::LISTENER_APPLICATION_NAME;
 use strata_tests::load::{self, LoadOptions};
-use strata_tests::{check, wait_until, Ledger, Outcome, RelayProcess, TestEnv};
+use strata_tests::{check, wait_until, Ledger, Outcome, StrataProcess, TestEnv};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -40,7 +40,7 @@ async fn rolled_back_transactions_never_appear() -> anyhow::Result<()> {
     let env = TestEnv::new("g1").await?;
     let port = strata_embedded::free_port()?;
     let listen = format!("\"127.0.0.1:{port}\"");
-    let _relay = RelayProcess::spawn(&env, "g1", &[("metrics.listen", &listen)], None)?;
+    let _relay = StrataProcess::spawn(&env, "g1", &[("metrics.listen", &listen)], None)?;
     let ledger = Ledger::default();
     let cancel = CancellationToken::new();
     let options = LoadOptions {
@@ -77,7 +77,7 @@ async fn rolled_back_transactions_never_appear() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_database_moves_in_one_transaction() -> anyhow::Result<()> {
     let env = TestEnv::same_database("samedb").await?;
-    let _relay = RelayProcess::spawn(&env, "samedb", &[], Some("after_claim=0.02"))?;
+    let _relay = StrataProcess::spawn(&env, "samedb", &[], Some("after_claim=0.02"))?;
     let ledger = Ledger::default();
     let cancel = CancellationToken::new();
     let tasks = load::start(
@@ -89,7 +89,7 @@ async fn same_database_moves_in_one_transaction() -> anyhow::Result<()> {
     .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     load::stop(cancel, tasks).await;
-    let mut relay = RelayProcess::spawn(&env, "samedb-2", &[], None)?;
+    let mut relay = StrataProcess::spawn(&env, "samedb-2", &[], None)?;
     drained_and_clean(&env, &ledger, Duration::from_secs(15)).await?;
     relay.sigterm()?;
     let status = relay.wait_exit(Duration::from_secs(10)).await;
@@ -107,7 +107,7 @@ async fn same_database_moves_in_one_transaction() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_nine_at_random_and_at_every_step() -> anyhow::Result<()> {
     let env = TestEnv::new("kill9").await?;
-    let mut relays = RelayProcess::spawn_many(&env, "kill9", 3)?;
+    let mut relays = StrataProcess::spawn_many(&env, "kill9", 3)?;
     let ledger = Ledger::default();
     let cancel = CancellationToken::new();
     let options = LoadOptions {
@@ -121,7 +121,7 @@ async fn kill_nine_at_random_and_at_every_step() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(pause)).await;
         let victim = rand::thread_rng().gen_range(0..relays.len());
         relays[victim].kill9();
-        relays[victim] = RelayProcess::spawn(&env, &format!("kill9-r{kill}"), &[], None)?;
+        relays[victim] = StrataProcess::spawn(&env, &format!("kill9-r{kill}"), &[], None)?;
     }
     // Deterministic crash points: a relay armed to die at the point is
     // started, must die there, and is replaced.
@@ -131,7 +131,7 @@ async fn kill_nine_at_random_and_at_every_step() -> anyhow::Result<()> {
         "after_hot_commit",
         "before_source_release",
     ] {
-        let mut armed = RelayProcess::spawn(
+        let mut armed = StrataProcess::spawn(
             &env,
             &format!("kill9-{point}"),
             &[],
@@ -178,7 +178,7 @@ async fn kill_nine_at_random_and_at_every_step() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_transaction_committing_after_later_ids_is_not_lost() -> anyhow::Result<()> {
     let env = TestEnv::new("slow").await?;
-    let _relay = RelayProcess::spawn(&env, "slow", &[], None)?;
+    let _relay = StrataProcess::spawn(&env, "slow", &[], None)?;
     let outbox = Outbox::new("slow-test")?;
     let mut slow_client = env.source().await?;
     let slow_tx = slow_client.transaction().await?;
@@ -261,7 +261,7 @@ async fn slow_transaction_committing_after_later_ids_is_not_lost() -> anyhow::Re
 async fn lost_notifications_are_covered_by_the_poll() -> anyhow::Result<()> {
     let env = TestEnv::new("nonotify").await?;
     let poll = Duration::from_secs(1);
-    let _relay = RelayProcess::spawn(&env, "nonotify", &[("relay.poll_interval", "1s")], None)?;
+    let _relay = StrataProcess::spawn(&env, "nonotify", &[("relay.poll_interval", "1s")], None)?;
     let ledger = Ledger::default();
 
     // (a) LISTEN connections killed every 200 ms under load.
@@ -321,7 +321,7 @@ async fn lost_notifications_are_covered_by_the_poll() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconciler_failover_within_seconds_never_two_leaders() -> anyhow::Result<()> {
     let env = TestEnv::new("failover").await?;
-    let mut relays = RelayProcess::spawn_many(&env, "failover", 3)?;
+    let mut relays = StrataProcess::spawn_many(&env, "failover", 3)?;
     let hot = env.hot().await?;
     let max_holders = Arc::new(AtomicI64::new(0));
     let sampler_cancel = CancellationToken::new();
@@ -384,7 +384,7 @@ async fn reconciler_failover_within_seconds_never_two_leaders() -> anyhow::Resul
             "round {round}: new reconciler acting {:?} after kill",
             killed_at.elapsed()
         );
-        relays[leader] = RelayProcess::spawn(&env, &format!("failover-r{round}"), &[], None)?;
+        relays[leader] = StrataProcess::spawn(&env, &format!("failover-r{round}"), &[], None)?;
     }
     sampler_cancel.cancel();
     sampler.await??;
@@ -412,7 +412,7 @@ async fn reconciler_failover_within_seconds_never_two_leaders() -> anyhow::Resul
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconciler_resends_stuck_rows() -> anyhow::Result<()> {
     let env = TestEnv::new("resend").await?;
-    let _relay = RelayProcess::spawn(
+    let _relay = StrataProcess::spawn(
         &env,
         "resend",
         &[
@@ -498,7 +498,8 @@ async fn poison_rows_are_dead_lettered_and_never_block() -> anyhow::Result<()> {
             long = "u".repeat(300)
         ))
         .await?;
-    let _relay = RelayProcess::spawn(&env, "poison", &[("relay.max_payload_bytes", "2048")], None)?;
+    let _relay =
+        StrataProcess::spawn(&env, "poison", &[("relay.max_payload_bytes", "2048")], None)?;
     let ledger_free = wait_until(Duration::from_secs(10), || async {
         env.outbox_len().await.unwrap_or(-1) == 0
     })
@@ -584,7 +585,7 @@ async fn large_batch_reshipped_after_crash_is_stored_once() -> anyhow::Result<()
         ("relay.batch_size", "600"),
         ("relay.workers_per_source", "1"),
     ];
-    let mut armed = RelayProcess::spawn(&env, "bigbatch-armed", &big, Some("after_hot_commit=1"))?;
+    let mut armed = StrataProcess::spawn(&env, "bigbatch-armed", &big, Some("after_hot_commit=1"))?;
     let status = armed.wait_exit(Duration::from_secs(20)).await;
     assert!(
         matches!(status, Some(s) if !s.success()),
@@ -597,7 +598,7 @@ async fn large_batch_reshipped_after_crash_is_stored_once() -> anyhow::Result<()
         "the crashed batch was committed to the hot store"
     );
     assert_eq!(env.outbox_len().await?, 1500, "and is still in the outbox");
-    let relay = RelayProcess::spawn(&env, "bigbatch", &big, None)?;
+    let relay = StrataProcess::spawn(&env, "bigbatch", &big, None)?;
     drained_and_clean(&env, &ledger, Duration::from_secs(15)).await?;
     let log = std::fs::read_to_string(&relay.log_path)?;
     assert!(
@@ -630,7 +631,7 @@ async fn retried_operation_with_the_same_event_id_is_stored_once() -> anyhow::Re
     outbox.enqueue_many_pg(&tx, &events).await?;
     outbox.enqueue_many_pg(&tx, &events[..5]).await?;
     tx.commit().await?;
-    let mut relay = RelayProcess::spawn(&env, "idem", &[], None)?;
+    let mut relay = StrataProcess::spawn(&env, "idem", &[], None)?;
     assert!(
         wait_until(Duration::from_secs(10), || async {
             env.outbox_len().await.unwrap_or(-1) == 0
@@ -698,7 +699,7 @@ async fn midnight_and_partitionless_days() -> anyhow::Result<()> {
         );
     }
     tx.commit().await?;
-    let _relay = RelayProcess::spawn(&env, "midnight", &[], None)?;
+    let _relay = StrataProcess::spawn(&env, "midnight", &[], None)?;
     assert!(
         wait_until(Duration::from_secs(10), || async {
             env.hot_len().await.unwrap_or(0) == 4
@@ -735,7 +736,7 @@ async fn hot_store_down_for_ten_seconds() -> anyhow::Result<()> {
     let base = strata_tests::db::base_url()?;
     let source_url = strata_tests::db::create_database(&base, "hotdown_src").await?;
     let env = TestEnv::with_urls(source_url, cluster.url("hot")).await?;
-    let _relay = RelayProcess::spawn(&env, "hotdown", &[], None)?;
+    let _relay = StrataProcess::spawn(&env, "hotdown", &[], None)?;
     let ledger = Ledger::default();
     let cancel = CancellationToken::new();
     let tasks = load::start(
@@ -792,7 +793,7 @@ async fn source_down_and_back() -> anyhow::Result<()> {
     let base = strata_tests::db::base_url()?;
     let hot_url = strata_tests::db::create_database(&base, "srcdown_hot").await?;
     let env = TestEnv::with_urls(cluster.url("src"), hot_url).await?;
-    let _relay = RelayProcess::spawn(&env, "srcdown", &[], None)?;
+    let _relay = StrataProcess::spawn(&env, "srcdown", &[], None)?;
     let ledger = Ledger::default();
     let cancel = CancellationToken::new();
     let tasks = load::start(

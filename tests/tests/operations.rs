@@ -4,7 +4,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use strata_tests::process::strata_bin;
-use strata_tests::{RelayProcess, TestEnv};
+use strata_tests::{StrataProcess, TestEnv};
 
 /// Concurrent `migrate` runs are safe and idempotent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,7 +104,7 @@ async fn relay_refuses_unsafe_or_unmigrated_hot_store() -> anyhow::Result<()> {
             "ALTER DATABASE \"{name}\" SET synchronous_commit = off"
         ))
         .await?;
-    let mut relay = RelayProcess::spawn(&env, "refuse", &[], None)?;
+    let mut relay = StrataProcess::spawn(&env, "refuse", &[], None)?;
     let status = relay.wait_exit(Duration::from_secs(15)).await;
     assert!(matches!(status, Some(s) if !s.success()), "{status:?}");
     assert!(
@@ -113,7 +113,7 @@ async fn relay_refuses_unsafe_or_unmigrated_hot_store() -> anyhow::Result<()> {
         relay.log_tail()
     );
 
-    let mut relay = RelayProcess::spawn(
+    let mut relay = StrataProcess::spawn(
         &env,
         "refuse-override",
         &[("hot_store.allow_unsafe_durability", "true")],
@@ -128,7 +128,7 @@ async fn relay_refuses_unsafe_or_unmigrated_hot_store() -> anyhow::Result<()> {
         source_url: env.source_url.clone(),
         hot_url: strata_tests::db::create_database(&base, "bare").await?,
     };
-    let mut relay = RelayProcess::spawn(&bare, "bare", &[], None)?;
+    let mut relay = StrataProcess::spawn(&bare, "bare", &[], None)?;
     let status = relay.wait_exit(Duration::from_secs(15)).await;
     assert!(matches!(status, Some(s) if !s.success()), "{status:?}");
     assert!(

@@ -1,0 +1,640 @@
+//! The archiver against the real Postgres and the real S3 server (moto)
+//! the test command started: end to end with an independent reader, crash
+//! at every step, S3 outage, two archivers and a paused leader, corrupted
+//! uploads, late events, day boundaries.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use rand::Rng;
+use serde_json::json;
+use strata_archiver::export::ArchivedRow;
+use strata_producer::{NewEvent, Outbox};
+use strata_tests::archive::{
+    archived_rows, create_bucket, day_catalog, hot_rows, python_read, run_archive, spawn_archiver,
+    DayCatalog, MotoServer, S3Target,
+};
+use strata_tests::{wait_until, StrataProcess, TestEnv};
+
+const KINDS: [&str; 5] = [
+    "login",
+    "deposit",
+    "withdrawal",
+    "2fa_reset",
+    "password_change",
+];
+
+/// A closed day `days_ago` days back (UTC).
+fn past_day(days_ago: i64) -> NaiveDate {
+    (Utc::now() - TimeDelta::days(days_ago)).date_naive()
+}
+
+fn at(day: NaiveDate, h: u32, m: u32, s: u32, micros: u32) -> DateTime<Utc> {
+    day.and_hms_micro_opt(h, m, s, micros)
+        .expect("valid time")
+        .and_utc()
+}
+
+/// `count` events spread over `day` across 20 users, with payloads that
+/// exercise JSON text (unicode, quotes, nesting, numbers).
+fn events_for(day: NaiveDate, count: usize) -> Vec<NewEvent> {
+    let mut rng = rand::thread_rng();
+    (0..count)
+        .map(|i| {
+            let user = format!("user-{:03}", rng.gen_range(0..20));
+            let kind = KINDS[i % KINDS.len()];
+            let time = at(
+                day,
+                rng.gen_range(0..24),
+                rng.gen_range(0..60),
+                rng.gen_range(0..60),
+                rng.gen_range(0..1_000_000),
+            );
+            let currency = ["EUR", "USD", "JPY"][i % 3];
+            NewEvent::new(user, kind).occurred_at(time).payload(json!({
+                "ip": format!("10.{}.{}.{}", rng.gen_range(0..255), rng.gen_range(0..255), i % 255),
+                "amount": rng.gen_range(1..100_000) as f64 / 100.0,
+                "currency": currency,
+                "note": format!("payé «{i}» \"quoted\" \\ back"),
+                "device": {"id": format!("d-{}", rng.gen::<u32>()), "trusted": i % 2 == 0},
+            }))
+        })
+        .collect()
+}
+
+/// Writes `events` through the SDK in transactions of 50.
+async fn produce(env: &TestEnv, events: &[NewEvent]) -> anyhow::Result<()> {
+    let mut client = env.source().await?;
+    let outbox = Outbox::new("archive-test")?;
+    for chunk in events.chunks(50) {
+        let tx = client.transaction().await?;
+        outbox.enqueue_many_pg(&tx, chunk).await?;
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
+/// Runs a relay until the outbox is empty.
+async fn ship(env: &TestEnv) -> anyhow::Result<()> {
+    let mut relay = StrataProcess::spawn(env, "archive-relay", &[], None)?;
+    let shipped = wait_until(Duration::from_secs(60), || async {
+        env.outbox_len().await.map(|n| n == 0).unwrap_or(false)
+    })
+    .await;
+    anyhow::ensure!(shipped, "relay did not ship: {}", relay.log_tail());
+    relay.kill9();
+    Ok(())
+}
+
+async fn produce_and_ship(env: &TestEnv, days: &[NaiveDate], per_day: usize) -> anyhow::Result<()> {
+    let events: Vec<NewEvent> = days.iter().flat_map(|d| events_for(*d, per_day)).collect();
+    produce(env, &events).await?;
+    ship(env).await
+}
+
+async fn catalog(env: &TestEnv, day: NaiveDate) -> anyhow::Result<Option<DayCatalog>> {
+    day_catalog(&env.hot().await?, day).await
+}
+
+/// Waits until `day` is committed and published.
+async fn wait_committed(env: &TestEnv, day: NaiveDate, timeout: Duration) -> bool {
+    wait_until(timeout, || async {
+        matches!(catalog(env, day).await, Ok(Some(c)) if c.state == "committed" && c.published)
+    })
+    .await
+}
+
+async fn partition_exists(env: &TestEnv, day: NaiveDate) -> anyhow::Result<bool> {
+    Ok(env
+        .hot()
+        .await?
+        .query_one(
+            "SELECT to_regclass($1) IS NOT NULL",
+            &[&format!("strata.activity_{}", day.format("%Y%m%d"))],
+        )
+        .await?
+        .get(0))
+}
+
+/// Keys under the day's data directory (files and manifest).
+async fn day_objects(target: &S3Target, day: NaiveDate) -> anyhow::Result<HashSet<String>> {
+    let dir = strata_archiver::layout::day_dir(&target.prefix, day);
+    Ok(target
+        .store()
+        .await?
+        .list(&dir)
+        .await?
+        .into_iter()
+        .map(|o| o.key)
+        .collect())
+}
+
+/// Exactly one commit, its files (and the manifest) and nothing else at
+/// the day's final keys, and the archive equal to `expected`.
+async fn assert_one_clean_commit(
+    env: &TestEnv,
+    target: &S3Target,
+    day: NaiveDate,
+    expected: &[ArchivedRow],
+) -> anyhow::Result<()> {
+    let hot = env.hot().await?;
+    let entry = day_catalog(&hot, day).await?.expect("catalog entry");
+    assert_eq!(entry.state, "committed");
+    assert!(entry.published);
+    assert_eq!(entry.version, 1, "exactly one commit of {day}");
+    let epochs: HashSet<i64> = entry.files.iter().map(|f| f.4).collect();
+    assert_eq!(epochs.len(), 1, "files of one attempt: {:?}", entry.files);
+    assert_eq!(entry.rows as usize, expected.len());
+    let archived = archived_rows(&hot, target, day).await?;
+    assert_rows_equal(&archived, expected, "own reader");
+    let mut keys: HashSet<String> = entry.files.iter().map(|f| f.0.clone()).collect();
+    keys.insert(strata_archiver::layout::manifest_key(&target.prefix, day));
+    assert_eq!(
+        day_objects(target, day).await?,
+        keys,
+        "only committed files are data"
+    );
+    Ok(())
+}
+
+fn assert_rows_equal(actual: &[ArchivedRow], expected: &[ArchivedRow], reader: &str) {
+    assert_eq!(
+        actual.len(),
+        expected.len(),
+        "{reader}: {} rows, expected {}",
+        actual.len(),
+        expected.len()
+    );
+    for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
+        assert_eq!(a, e, "{reader}: row {i} differs");
+    }
+}
+
+fn sorted(mut rows: Vec<ArchivedRow>) -> Vec<ArchivedRow> {
+    rows.sort_by(|a, b| {
+        (a.user_id.as_bytes(), a.occurred_at, a.event_id.as_bytes()).cmp(&(
+            b.user_id.as_bytes(),
+            b.occurred_at,
+            b.event_id.as_bytes(),
+        ))
+    });
+    rows
+}
+
+fn day_arg(day: NaiveDate) -> String {
+    day.format("%Y-%m-%d").to_string()
+}
+
+/// Tests 1 and 7: SDK -> relay -> archive; read back by our reader and by
+/// pyarrow + DuckDB; events at 23:59:59.999999 and 00:00:00 in their days;
+/// closure rule refusals; verify; idempotent re-run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_to_end_archive_reads_back_exactly() -> anyhow::Result<()> {
+    let env = TestEnv::new("arch_e2e").await?;
+    let target = S3Target::new("e2e").await?;
+    let (d1, d2) = (past_day(3), past_day(2));
+    let mut events = events_for(d1, 300);
+    events.extend(events_for(d2, 300));
+    let last_of_d1 = at(d1, 23, 59, 59, 999_999);
+    let first_of_d2 = at(d2, 0, 0, 0, 0);
+    events.push(NewEvent::new("edge", "login").occurred_at(last_of_d1));
+    events.push(NewEvent::new("edge", "logout").occurred_at(first_of_d2));
+    produce(&env, &events).await?;
+
+    // Unshipped events of the day: not archivable yet (closure rule).
+    let (ok, output) = run_archive(&env, &target, &["--day", &day_arg(d1)], &[], None).await?;
+    assert!(!ok && output.contains("unshipped"), "{output}");
+    // Today has not ended.
+    let today = day_arg(Utc::now().date_naive());
+    let (ok, output) = run_archive(&env, &target, &["--day", &today], &[], None).await?;
+    assert!(!ok && output.contains("has not ended"), "{output}");
+    assert!(
+        catalog(&env, d1).await?.is_none(),
+        "a refusal changes nothing"
+    );
+
+    ship(&env).await?;
+    let hot = env.hot().await?;
+    let expected1 = hot_rows(&hot, d1).await?;
+    let expected2 = hot_rows(&hot, d2).await?;
+    assert_eq!(expected1.len() + expected2.len(), events.len());
+    let micros = |t: DateTime<Utc>| t.timestamp_micros();
+    assert!(expected1
+        .iter()
+        .any(|r| r.user_id == "edge" && r.occurred_at == micros(last_of_d1)));
+    assert!(expected2
+        .iter()
+        .any(|r| r.user_id == "edge" && r.occurred_at == micros(first_of_d2)));
+
+    // Small files force a split: each file a contiguous user range.
+    let small = [
+        ("archiver.max_file_rows", "60"),
+        ("archiver.row_group_rows", "1024"),
+    ];
+    for day in [d1, d2] {
+        let (ok, output) =
+            run_archive(&env, &target, &["--day", &day_arg(day)], &small, None).await?;
+        assert!(ok && output.contains("committed"), "{output}");
+    }
+    for (day, expected) in [(d1, &expected1), (d2, &expected2)] {
+        assert_one_clean_commit(&env, &target, day, expected).await?;
+        let entry = catalog(&env, day).await?.expect("entry");
+        assert!(entry.files.len() > 1, "a split day: {:?}", entry.files);
+        let independent = python_read(&target, day).await?;
+        assert_rows_equal(&independent.rows, expected, "pyarrow + DuckDB");
+        assert_eq!(independent.files, entry.files.len());
+        assert_eq!(independent.manifest_files, entry.files.len());
+        assert!(
+            independent.files_sorted,
+            "each file sorted by (user_id, occurred_at, event_id)"
+        );
+        assert!(
+            independent.users_disjoint,
+            "one user's day lives in one file"
+        );
+        assert!(independent.statistics, "column statistics");
+        assert!(independent.page_index, "page index");
+        assert_eq!(independent.codecs, vec!["ZSTD".to_string()]);
+    }
+
+    // Re-running a committed day changes nothing.
+    let (ok, output) = run_archive(&env, &target, &["--day", &day_arg(d1)], &[], None).await?;
+    assert!(ok && output.contains("already committed"), "{output}");
+    assert_eq!(catalog(&env, d1).await?.expect("entry").version, 1);
+
+    // Verify re-reads the day; a tampered object is reported.
+    let (ok, output) = run_archive(
+        &env,
+        &target,
+        &["--verify", "--day", &day_arg(d1)],
+        &[],
+        None,
+    )
+    .await?;
+    assert!(ok && output.contains("OK"), "{output}");
+    let entry = catalog(&env, d1).await?.expect("entry");
+    let store = target.store().await?;
+    store
+        .put_bytes(&entry.files[0].0, b"not parquet at all".to_vec())
+        .await?;
+    let (ok, output) = run_archive(
+        &env,
+        &target,
+        &["--verify", "--day", &day_arg(d1)],
+        &[],
+        None,
+    )
+    .await?;
+    assert!(!ok && output.contains("verification of"), "{output}");
+    Ok(())
+}
+
+/// Test 2: the continuous archiver aborted at `point`, then restarted:
+/// one commit, nothing lost or duplicated, the partition never dropped
+/// before the commit (and dropped after it, retention being 0 days).
+async fn crash_then_restart(point: &str) -> anyhow::Result<()> {
+    let env = TestEnv::new("arch_crash").await?;
+    let target = S3Target::new("crash").await?;
+    let day = past_day(2);
+    produce_and_ship(&env, &[day], 400).await?;
+    let expected = hot_rows(&env.hot().await?, day).await?;
+    let settings = [
+        ("archiver.hot_retention_days", "0"),
+        ("archiver.max_file_rows", "150"),
+    ];
+
+    let failpoints = format!("{point}=1");
+    let mut crashing = spawn_archiver(
+        &env,
+        &target,
+        "archiver-crash",
+        &settings,
+        Some(&failpoints),
+    )?;
+    let status = crashing
+        .wait_exit(Duration::from_secs(60))
+        .await
+        .expect("the failpoint must abort the archiver");
+    assert!(!status.success(), "aborted at {point}");
+    let entry = catalog(&env, day).await?;
+    let committed = entry.as_ref().is_some_and(|e| e.state == "committed");
+    let expect_committed = matches!(point, "archiver.after_commit" | "archiver.before_drop");
+    assert_eq!(
+        committed, expect_committed,
+        "commit state after a crash at {point}"
+    );
+    assert!(
+        partition_exists(&env, day).await?,
+        "partition kept at {point}"
+    );
+    assert_eq!(
+        hot_rows(&env.hot().await?, day).await?.len(),
+        expected.len()
+    );
+
+    let mut archiver = spawn_archiver(&env, &target, "archiver-restart", &settings, None)?;
+    // Dropped after the commit, and the crashed attempt's staged objects
+    // collected as garbage (grace 0 s here).
+    let staging = strata_archiver::layout::staging_dir(&target.prefix);
+    let store = target.store().await?;
+    let done = wait_until(Duration::from_secs(60), || async {
+        matches!(catalog(&env, day).await, Ok(Some(c)) if c.partition_dropped)
+            && store.list(&staging).await.is_ok_and(|l| l.is_empty())
+    })
+    .await;
+    assert!(done, "not archived after restart: {}", archiver.log_tail());
+    archiver.kill9();
+    assert!(!partition_exists(&env, day).await?);
+    assert_one_clean_commit(&env, &target, day, &expected).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_after_local_write() -> anyhow::Result<()> {
+    crash_then_restart("archiver.after_local_write").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_after_upload() -> anyhow::Result<()> {
+    crash_then_restart("archiver.after_upload").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_before_commit() -> anyhow::Result<()> {
+    crash_then_restart("archiver.before_commit").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_after_commit() -> anyhow::Result<()> {
+    crash_then_restart("archiver.after_commit").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_before_partition_drop() -> anyhow::Result<()> {
+    crash_then_restart("archiver.before_drop").await
+}
+
+/// Test 3: the S3 server dies while the archiver is about to upload and
+/// comes back (empty: moto keeps state in memory) several seconds later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_outage_is_retried_and_the_day_commits_after_recovery() -> anyhow::Result<()> {
+    let env = TestEnv::new("arch_s3down").await?;
+    let mut moto = MotoServer::start().await?;
+    let target = S3Target::on(&moto.endpoint(), "outage").await?;
+    let day = past_day(2);
+    produce_and_ship(&env, &[day], 300).await?;
+    let expected = hot_rows(&env.hot().await?, day).await?;
+
+    let mut archiver = spawn_archiver(
+        &env,
+        &target,
+        "archiver-s3down",
+        &[],
+        Some("archiver.after_local_write=sleep:1s"),
+    )?;
+    let about_to_upload = wait_until(Duration::from_secs(30), || async {
+        std::fs::read_to_string(&archiver.log_path)
+            .is_ok_and(|log| log.contains("failpoint archiver.after_local_write fired"))
+    })
+    .await;
+    assert!(about_to_upload, "{}", archiver.log_tail());
+    moto.stop();
+    let retrying = wait_until(Duration::from_secs(30), || async {
+        std::fs::read_to_string(&archiver.log_path)
+            .is_ok_and(|log| log.matches("retrying").count() >= 3)
+    })
+    .await;
+    assert!(retrying, "no retries: {}", archiver.log_tail());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(catalog(&env, day)
+        .await?
+        .is_none_or(|c| c.state != "committed"));
+    assert_eq!(
+        hot_rows(&env.hot().await?, day).await?,
+        expected,
+        "hot data stays"
+    );
+
+    moto.restart().await?;
+    create_bucket(&target.endpoint, &target.bucket).await?;
+    let committed = wait_committed(&env, day, Duration::from_secs(90)).await;
+    assert!(
+        committed,
+        "not committed after recovery: {}",
+        archiver.log_tail()
+    );
+    // Publication (the manifest) follows the commit in the same pass.
+    let published = wait_until(Duration::from_secs(30), || async {
+        day_objects(&target, day)
+            .await
+            .is_ok_and(|keys| keys.iter().any(|k| k.ends_with("_manifest.json")))
+    })
+    .await;
+    assert!(published);
+    archiver.kill9();
+    assert_one_clean_commit(&env, &target, day, &expected).await
+}
+
+/// Test 4a: two archivers started together on the same days.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_archivers_commit_each_day_once() -> anyhow::Result<()> {
+    let env = TestEnv::new("arch_two").await?;
+    let target = S3Target::new("two").await?;
+    let days = [past_day(4), past_day(3), past_day(2)];
+    produce_and_ship(&env, &days, 150).await?;
+    let hot = env.hot().await?;
+    let mut expected = Vec::new();
+    for day in days {
+        expected.push(hot_rows(&hot, day).await?);
+    }
+    let mut a = spawn_archiver(&env, &target, "archiver-a", &[], None)?;
+    let mut b = spawn_archiver(&env, &target, "archiver-b", &[], None)?;
+    for day in days {
+        assert!(
+            wait_committed(&env, day, Duration::from_secs(60)).await,
+            "{day} not committed:\n{}\n{}",
+            a.log_tail(),
+            b.log_tail()
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    a.kill9();
+    b.kill9();
+    for (day, rows) in days.iter().zip(&expected) {
+        assert_one_clean_commit(&env, &target, *day, rows).await?;
+    }
+    Ok(())
+}
+
+/// Test 4b: a leader paused (SIGSTOP) just before its commit loses the
+/// lease; another archiver takes over and commits; the resumed leader is
+/// fenced and commits nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_leader_cannot_commit_after_takeover() -> anyhow::Result<()> {
+    let env = TestEnv::new("arch_pause").await?;
+    let target = S3Target::new("pause").await?;
+    let day = past_day(2);
+    produce_and_ship(&env, &[day], 200).await?;
+    let expected = hot_rows(&env.hot().await?, day).await?;
+    let short_lease = [("archiver.lease_ttl", "2s")];
+
+    let mut leader = spawn_archiver(
+        &env,
+        &target,
+        "archiver-paused",
+        &short_lease,
+        Some("archiver.before_commit=sleep:2s"),
+    )?;
+    let at_commit = wait_until(Duration::from_secs(30), || async {
+        std::fs::read_to_string(&leader.log_path)
+            .is_ok_and(|log| log.contains("failpoint archiver.before_commit fired"))
+    })
+    .await;
+    assert!(at_commit, "{}", leader.log_tail());
+    leader.signal("STOP")?;
+
+    let mut successor = spawn_archiver(&env, &target, "archiver-successor", &short_lease, None)?;
+    let committed = wait_committed(&env, day, Duration::from_secs(60)).await;
+    assert!(
+        committed,
+        "successor did not commit: {}",
+        successor.log_tail()
+    );
+    successor.kill9();
+    let winner_epoch = catalog(&env, day).await?.expect("entry").files[0].4;
+
+    leader.signal("CONT")?;
+    let fenced = wait_until(Duration::from_secs(30), || async {
+        std::fs::read_to_string(&leader.log_path)
+            .is_ok_and(|log| log.contains("fenced") || log.contains("taken over"))
+    })
+    .await;
+    assert!(
+        fenced,
+        "the paused leader was not fenced: {}",
+        leader.log_tail()
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    leader.kill9();
+    let log = std::fs::read_to_string(&leader.log_path)?;
+    assert!(
+        !log.contains("archive commit"),
+        "the stale leader committed: {log}"
+    );
+    assert_one_clean_commit(&env, &target, day, &expected).await?;
+    assert_eq!(
+        catalog(&env, day).await?.expect("entry").files[0].4,
+        winner_epoch
+    );
+    Ok(())
+}
+
+/// Test 5: a corrupted or truncated upload fails verification and is never
+/// committed; a clean run then commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupted_or_truncated_upload_is_never_committed() -> anyhow::Result<()> {
+    let env = TestEnv::new("arch_corrupt").await?;
+    let target = S3Target::new("corrupt").await?;
+    let day = past_day(2);
+    produce_and_ship(&env, &[day], 300).await?;
+    let expected = hot_rows(&env.hot().await?, day).await?;
+    for fault in ["archiver.corrupt_upload=1", "archiver.truncate_upload=1"] {
+        let (ok, output) =
+            run_archive(&env, &target, &["--day", &day_arg(day)], &[], Some(fault)).await?;
+        assert!(!ok, "{fault}: must fail: {output}");
+        assert!(output.contains("verification of"), "{fault}: {output}");
+        let entry = catalog(&env, day).await?.expect("sealed entry");
+        assert_eq!(entry.state, "sealed", "{fault}");
+        assert!(entry.files.is_empty(), "{fault}");
+        assert!(day_objects(&target, day).await?.is_empty(), "{fault}");
+    }
+    let (ok, output) = run_archive(&env, &target, &["--day", &day_arg(day)], &[], None).await?;
+    assert!(ok, "{output}");
+    assert_one_clean_commit(&env, &target, day, &expected).await
+}
+
+/// Test 6: late events for an archived day are kept and archived as extra
+/// files, also after the day's partition was dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_events_become_extra_files() -> anyhow::Result<()> {
+    let env = TestEnv::new("arch_late").await?;
+    let target = S3Target::new("late").await?;
+    let day = past_day(3);
+    produce_and_ship(&env, &[day], 200).await?;
+    let on_time = hot_rows(&env.hot().await?, day).await?;
+    let (ok, output) = run_archive(&env, &target, &["--day", &day_arg(day)], &[], None).await?;
+    assert!(ok, "{output}");
+
+    // A late event while the partition still exists.
+    produce(
+        &env,
+        &[NewEvent::new("late-1", "login").occurred_at(at(day, 12, 0, 0, 1))],
+    )
+    .await?;
+    ship(&env).await?;
+    let (ok, output) = run_archive(&env, &target, &["--day", &day_arg(day)], &[], None).await?;
+    assert!(ok && output.contains("committed 1 late rows"), "{output}");
+    let hot_now = hot_rows(&env.hot().await?, day).await?;
+    assert_eq!(hot_now.len(), on_time.len() + 1);
+    let mut expected = sorted(hot_now);
+    let entry = catalog(&env, day).await?.expect("entry");
+    assert_eq!(entry.version, 2);
+    assert_eq!(entry.files.last().map(|f| f.1.as_str()), Some("late"));
+    let archived = sorted(archived_rows(&env.hot().await?, &target, day).await?);
+    assert_rows_equal(&archived, &expected, "own reader after a late file");
+
+    // The partition is dropped (retention 0), then another late event.
+    let mut archiver = spawn_archiver(
+        &env,
+        &target,
+        "archiver-late",
+        &[("archiver.hot_retention_days", "0")],
+        None,
+    )?;
+    let dropped = wait_until(Duration::from_secs(60), || async {
+        matches!(catalog(&env, day).await, Ok(Some(c)) if c.partition_dropped)
+    })
+    .await;
+    assert!(dropped, "{}", archiver.log_tail());
+    archiver.sigterm()?;
+    assert!(archiver
+        .wait_exit(Duration::from_secs(30))
+        .await
+        .is_some_and(|s| s.success()));
+    produce(
+        &env,
+        &[NewEvent::new("late-2", "deposit")
+            .occurred_at(at(day, 23, 59, 59, 999_999))
+            .payload(json!({"amount": 12.5}))],
+    )
+    .await?;
+    ship(&env).await?;
+    let recreated = hot_rows(&env.hot().await?, day).await?;
+    assert_eq!(
+        recreated.len(),
+        1,
+        "the re-created partition holds the late event"
+    );
+    expected = sorted(expected.into_iter().chain(recreated).collect());
+    let (ok, output) = run_archive(&env, &target, &["--day", &day_arg(day)], &[], None).await?;
+    assert!(ok && output.contains("committed 1 late rows"), "{output}");
+
+    let entry = catalog(&env, day).await?.expect("entry");
+    assert_eq!(entry.version, 3);
+    assert_eq!(entry.rows as usize, expected.len());
+    let archived = sorted(archived_rows(&env.hot().await?, &target, day).await?);
+    assert_rows_equal(&archived, &expected, "own reader after the partition drop");
+    let independent = python_read(&target, day).await?;
+    assert_rows_equal(&independent.rows, &expected, "pyarrow + DuckDB");
+    assert_eq!(independent.manifest_files, entry.files.len());
+    let (ok, output) = run_archive(
+        &env,
+        &target,
+        &["--verify", "--day", &day_arg(day)],
+        &[],
+        None,
+    )
+    .await?;
+    assert!(ok, "{output}");
+    Ok(())
+}
