@@ -144,6 +144,16 @@ impl ObjectStore {
         }
     }
 
+    /// Creates the bucket when it does not exist (benchmarks and first
+    /// runs against a fresh S3-compatible server; production buckets are
+    /// usually provisioned with their lifecycle rules beforehand).
+    pub async fn ensure_bucket(&self) -> Result<(), StoreError> {
+        match self {
+            Self::S3(s) => s.ensure_bucket().await,
+            Self::Local(_) => Ok(()),
+        }
+    }
+
     /// Size of `key`.
     pub async fn size(&self, key: &str) -> Result<u64, StoreError> {
         match self {
@@ -386,6 +396,26 @@ impl S3Store {
             .await
             .map_err(|e| StoreError::new("get", key, e))?;
         Ok(copied)
+    }
+
+    async fn ensure_bucket(&self) -> Result<(), StoreError> {
+        if self
+            .client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        self.client
+            .create_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map_err(|e| StoreError::new("create bucket", &self.bucket, sdk_message(&e)))?;
+        Ok(())
     }
 
     async fn size(&self, key: &str) -> Result<u64, StoreError> {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::NaiveDate;
 use strata_archiver::{ArchiveError, Archiver, ArchiverOptions, Closure, Outcome};
+use strata_core::config::DatabaseUrl;
 use strata_core::Config;
 use tokio_util::sync::CancellationToken;
 
@@ -37,16 +38,26 @@ pub fn options(config: &Config) -> anyhow::Result<ArchiverOptions> {
             "invalid configuration: `object_store.kind` is required for archiving (\"s3\" or \"local\")"
         );
     }
-    Ok(ArchiverOptions {
+    let sources = config
+        .sources
+        .iter()
+        .map(|(name, source)| (name.clone(), source.url.clone()))
+        .collect();
+    Ok(options_for(config, hot_store, sources))
+}
+
+/// The archiver's options for given databases (the demo's own).
+pub fn options_for(
+    config: &Config,
+    hot_store: DatabaseUrl,
+    sources: Vec<(String, DatabaseUrl)>,
+) -> ArchiverOptions {
+    ArchiverOptions {
         hot_store,
-        sources: config
-            .sources
-            .iter()
-            .map(|(name, source)| (name.clone(), source.url.clone()))
-            .collect(),
+        sources,
         archiver: config.archiver.clone(),
         object_store: config.object_store.clone(),
-    })
+    }
 }
 
 /// `strata archiver`.

@@ -1,6 +1,8 @@
 //! `strata demo`: the embedded default. A private Postgres cluster in
-//! `./.strata/`, a producer database and a hot store in it, relays, and a
-//! synthetic producer writing through the SDK, with live progress.
+//! `./.strata/`, a producer database and a hot store in it, relays, a
+//! synthetic producer writing through the SDK with live progress, and the
+//! archiver rolling a few backfilled past days into Parquet in
+//! `./.strata/archive/` (a local-directory object store).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -9,8 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use chrono::{NaiveDate, TimeDelta, Utc};
 use clap::Args;
-use strata_core::config::{DatabaseUrl, HotStoreConfig, SourceConfig};
+use rand::Rng;
+use strata_core::config::{DatabaseUrl, HotStoreConfig, ObjectStoreConfig, SourceConfig};
 use strata_core::Config;
 use strata_embedded::{Cluster, ClusterOptions};
 use strata_producer::{Doorbell, Outbox};
@@ -38,6 +42,12 @@ pub struct DemoArgs {
     /// Number of synthetic users.
     #[arg(long, default_value_t = 500)]
     users: u64,
+    /// Past days of synthetic activity to backfill (and archive).
+    #[arg(long, default_value_t = 3)]
+    backfill_days: u32,
+    /// Events per backfilled day.
+    #[arg(long, default_value_t = 4000)]
+    backfill_events: u64,
     /// Stop the demo's Postgres cluster (left running for inspection) and exit.
     #[arg(long)]
     stop: bool,
@@ -130,6 +140,43 @@ async fn demo(
             config.metrics.listen
         );
     }
+    // The archiver, on the configured object store or ./.strata/archive.
+    // The catalog is new (the hot store was just recreated), so is the
+    // local archive: files of an earlier run would be orphans.
+    let archive_dir = std::fs::canonicalize(&args.dir)
+        .unwrap_or_else(|_| args.dir.clone())
+        .join("archive");
+    let mut archiver_options = crate::archive::options_for(
+        config,
+        DatabaseUrl::new(hot_url.clone()),
+        vec![("shop".to_string(), DatabaseUrl::new(shop_url.clone()))],
+    );
+    if archiver_options.object_store.kind.is_empty() {
+        let _ = std::fs::remove_dir_all(&archive_dir);
+        archiver_options.object_store = ObjectStoreConfig {
+            kind: "local".into(),
+            local_dir: archive_dir.display().to_string(),
+            ..ObjectStoreConfig::default()
+        };
+    }
+    archiver_options.archiver.interval = Duration::from_secs(2);
+    let local_archive = archiver_options.object_store.kind == "local";
+    let archive_location = if local_archive {
+        archiver_options.object_store.local_dir.clone()
+    } else {
+        format!(
+            "s3://{}/{}",
+            archiver_options.object_store.bucket, archiver_options.object_store.prefix
+        )
+    };
+    println!("  archive:           {archive_location} (Parquet, one folder per day)");
+    let backfilled = backfill(&shop_url, &outbox_for_backfill()?, args).await?;
+    let archiver_cancel = cancel.child_token();
+    let archiver = tokio::spawn(strata_archiver::run(
+        archiver_options,
+        archiver_cancel.clone(),
+    ));
+
     let relays: Vec<_> = (0..2)
         .map(|_| {
             tokio::spawn(strata_relay::run(
@@ -222,7 +269,21 @@ async fn demo(
         let _ = handle.await;
     }
     if cancel.is_cancelled() {
+        archiver_cancel.cancel();
+        let _ = archiver.await;
         return Ok(());
+    }
+    show_archive(&hot, &backfilled, &cancel).await?;
+    archiver_cancel.cancel();
+    let _ = archiver.await;
+    if local_archive {
+        println!(
+            "
+Query the archive with DuckDB (pip install duckdb, or the duckdb CLI):"
+        );
+        println!(
+            "  duckdb -c \"SELECT date, kind, count(*) FROM read_parquet('{archive_location}/activity/*/*.parquet', hive_partitioning = true) GROUP BY ALL ORDER BY ALL\""
+        );
     }
 
     let row = hot
@@ -274,6 +335,105 @@ async fn demo(
     println!(
         "Stop it with: strata demo --stop   (or: cargo run --release -p strata-cli -- demo --stop)"
     );
+    Ok(())
+}
+
+fn outbox_for_backfill() -> anyhow::Result<Outbox> {
+    Ok(Outbox::new("demo-backfill")?)
+}
+
+/// Writes `backfill_events` events for each of the last `backfill_days`
+/// days through the SDK (as a late-arriving import would); returns the days.
+async fn backfill(
+    shop_url: &str,
+    outbox: &Outbox,
+    args: &DemoArgs,
+) -> anyhow::Result<Vec<NaiveDate>> {
+    let mut client = pg::connect(shop_url).await?;
+    let today = Utc::now().date_naive();
+    let mut synth = Synth::new(args.users, 9_999);
+    let mut rng = rand::thread_rng();
+    let mut days = Vec::new();
+    for back in (1..=i64::from(args.backfill_days)).rev() {
+        let day = today - TimeDelta::days(back);
+        let start = day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
+        let mut left = args.backfill_events;
+        while left > 0 {
+            let n = left.min(500);
+            let events: Vec<_> = (0..n)
+                .map(|_| {
+                    let at = start + TimeDelta::microseconds(rng.gen_range(0..86_400_000_000));
+                    synth.event().occurred_at(at)
+                })
+                .collect();
+            let tx = client.transaction().await?;
+            outbox.enqueue_many_pg(&tx, &events).await?;
+            tx.commit().await?;
+            left -= n;
+        }
+        days.push(day);
+    }
+    if !days.is_empty() {
+        println!(
+            "  backfilled {} events on each of {} past days (the archiver rolls them into Parquet)",
+            args.backfill_events,
+            days.len()
+        );
+    }
+    Ok(days)
+}
+
+/// Waits (up to a minute) for the backfilled days to be committed and
+/// published, then lists the archive's catalog.
+async fn show_archive(
+    hot: &tokio_postgres::Client,
+    days: &[NaiveDate],
+    cancel: &CancellationToken,
+) -> anyhow::Result<()> {
+    if days.is_empty() {
+        return Ok(());
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let done: i64 = hot
+            .query_one(
+                "SELECT count(*) FROM strata.archive_days
+                  WHERE day = ANY($1) AND state = 'committed' AND manifest_version >= version",
+                &[&days],
+            )
+            .await?
+            .get(0);
+        if done as usize >= days.len() || Instant::now() >= deadline || cancel.is_cancelled() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let rows = hot
+        .query(
+            "SELECT day::text, state, rows, files, bytes, coalesce(to_char(committed_at, 'HH24:MI:SS'), '')
+               FROM strata.archive_days ORDER BY day",
+            &[],
+        )
+        .await?;
+    println!(
+        "
+Archive catalog (strata.archive_days):"
+    );
+    println!(
+        "  {:<12} {:<10} {:>8} {:>6} {:>10} committed",
+        "day", "state", "rows", "files", "bytes"
+    );
+    for row in rows {
+        let (day, state, n, files, bytes, at): (String, String, i64, i32, i64, String) = (
+            row.get(0),
+            row.get(1),
+            row.get(2),
+            row.get(3),
+            row.get(4),
+            row.get(5),
+        );
+        println!("  {day:<12} {state:<10} {n:>8} {files:>6} {bytes:>10} {at}");
+    }
     Ok(())
 }
 

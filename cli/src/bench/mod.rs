@@ -4,6 +4,7 @@
 //! points at one. Prints a table; `--json` adds one JSON object as the
 //! last line.
 
+mod archive;
 mod drain;
 mod env;
 mod ingest;
@@ -22,6 +23,9 @@ pub struct BenchArgs {
 
 #[derive(Debug, Subcommand)]
 enum Scenario {
+    /// Fill one day of the hot store, archive it to Parquet on the object
+    /// store; a sorted binary COPY-out of the day as the ceiling.
+    Archive(archive::ArchiveArgs),
     /// Pre-fill the outbox, time the relays draining it; COPY and logical
     /// replication as baselines.
     Drain(drain::DrainArgs),
@@ -47,6 +51,7 @@ pub struct CommonArgs {
 /// Runs one scenario.
 pub async fn run(args: BenchArgs, cancel: CancellationToken) -> anyhow::Result<()> {
     match args.scenario {
+        Scenario::Archive(a) => archive::run(a, cancel).await,
         Scenario::Drain(a) => drain::run(a, cancel).await,
         Scenario::Ingest(a) => ingest::run(a, cancel).await,
         Scenario::Producer(a) => producer::run(a, cancel).await,
