@@ -104,9 +104,16 @@ pub async fn run(args: ArchiveArgs, cancel: CancellationToken) -> anyhow::Result
     reset_peak_rss();
     let rss_before = peak_rss_bytes();
     let mut archiver = Archiver::start(options, "bench").await?;
-    let report = archiver.archive_day(day, Closure::Now, &cancel).await?;
+    let keeper = archiver.keep_lease();
+    let work = keeper.lost.child_token();
+    let result = tokio::select! {
+        _ = cancel.cancelled() => Err(anyhow::anyhow!("cancelled")),
+        result = archiver.archive_day(day, Closure::Now, &work) => result.map_err(anyhow::Error::from),
+    };
     let peak_rss = peak_rss_bytes();
+    keeper.stop().await;
     archiver.release().await;
+    let report = result?;
     let _ = std::fs::remove_dir_all(&spool);
     anyhow::ensure!(
         report.rows == args.events,
