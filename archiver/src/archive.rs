@@ -58,7 +58,7 @@ pub struct ArchiverOptions {
 #[derive(Debug, Default)]
 pub struct Progress {
     /// Rows read from the hot store.
-    pub rows_read: AtomicU64,
+    pub rows_read: Arc<AtomicU64>,
     /// Files uploaded and verified.
     pub files_verified: AtomicU64,
     /// Bytes uploaded.
@@ -545,6 +545,7 @@ impl Archiver {
             spool_dir: spool.path().to_path_buf(),
             max_file_rows: self.options.archiver.max_file_rows,
             properties: layout::writer_properties(self.options.archiver.row_group_rows),
+            rows_read: self.progress.rows_read.clone(),
         };
         let (files_tx, mut files_rx) = mpsc::channel::<SpoolFile>(1);
         let exporting = export::export(&client, plan, files_tx);
@@ -571,9 +572,6 @@ impl Archiver {
         let staged = staged?;
         let totals = exported?;
         metrics::ROWS_EXPORTED.inc_by(totals.rows);
-        self.progress
-            .rows_read
-            .fetch_add(totals.rows, Ordering::Relaxed);
         let _ = client.batch_execute("COMMIT").await;
         Ok((snapshot, staged, totals))
     }

@@ -9,6 +9,8 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use bytes::Buf;
@@ -70,6 +72,8 @@ pub struct ExportPlan {
     pub max_file_rows: u64,
     /// Parquet settings.
     pub properties: WriterProperties,
+    /// Bumped as rows are read, for progress displays of long exports.
+    pub rows_read: Arc<AtomicU64>,
 }
 
 /// Totals of one export.
@@ -165,6 +169,8 @@ async fn decode(
         if let Some(open) = &current {
             if open.rows >= plan.max_file_rows && open.last_user_id != row.user_id {
                 if !builder.is_empty() {
+                    plan.rows_read
+                        .fetch_add(builder.len() as u64, Ordering::Relaxed);
                     send(ToEncoder::Batch(builder.finish()?)).await?;
                 }
                 if let Some(done) = current.take() {
@@ -188,10 +194,14 @@ async fn decode(
         totals.payload_bytes += row.payload.len() as u64;
         builder.push(&row);
         if builder.len() >= BATCH_ROWS {
+            plan.rows_read
+                .fetch_add(builder.len() as u64, Ordering::Relaxed);
             send(ToEncoder::Batch(builder.finish()?)).await?;
         }
     }
     if !builder.is_empty() {
+        plan.rows_read
+            .fetch_add(builder.len() as u64, Ordering::Relaxed);
         send(ToEncoder::Batch(builder.finish()?)).await?;
     }
     if let Some(done) = current.take() {

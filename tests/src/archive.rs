@@ -373,6 +373,30 @@ pub async fn python_read(target: &S3Target, day: NaiveDate) -> anyhow::Result<In
     })
 }
 
+/// Runs Python `code` with boto3 client `c` and bucket name `B` bound to
+/// `target` (for what Strata's own store API does not do, such as
+/// starting a multipart upload and leaving it); returns stdout, trimmed.
+pub async fn boto3(target: &S3Target, code: &str) -> anyhow::Result<String> {
+    let python = std::env::var("STRATA_TEST_PYTHON")
+        .context("STRATA_TEST_PYTHON is not set: run the suite through scripts/test")?;
+    let program = format!(
+        "import boto3\nc = boto3.client('s3', endpoint_url={:?}, region_name='us-east-1', \
+         aws_access_key_id='test', aws_secret_access_key='test')\nB = {:?}\n{code}",
+        target.endpoint, target.bucket
+    );
+    let output = tokio::process::Command::new(python)
+        .args(["-c", &program])
+        .output()
+        .await
+        .context("run python")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+}
+
 /// An S3 server (moto) of a test's own, to stop and restart.
 pub struct MotoServer {
     child: Option<Child>,

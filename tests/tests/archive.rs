@@ -12,8 +12,8 @@ use serde_json::json;
 use strata_archiver::export::ArchivedRow;
 use strata_producer::{NewEvent, Outbox};
 use strata_tests::archive::{
-    archived_rows, create_bucket, day_catalog, hot_rows, python_read, run_archive, spawn_archiver,
-    DayCatalog, MotoServer, S3Target,
+    archived_rows, boto3, create_bucket, day_catalog, hot_rows, python_read, run_archive,
+    spawn_archiver, DayCatalog, MotoServer, S3Target,
 };
 use strata_tests::{wait_until, StrataProcess, TestEnv};
 
@@ -636,5 +636,77 @@ async fn late_events_become_extra_files() -> anyhow::Result<()> {
     )
     .await?;
     assert!(ok, "{output}");
+    Ok(())
+}
+
+/// Large files go up in parts (each with a checksum the server checks) and
+/// read back equal; a multipart upload a crashed archiver left behind is
+/// aborted by garbage collection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_upload_and_abandoned_upload_cleanup() -> anyhow::Result<()> {
+    let env = TestEnv::new("arch_multipart").await?;
+    let target = S3Target::new("multipart").await?;
+    let day = past_day(2);
+    let hot = env.hot().await?;
+    hot.execute("SELECT strata.ensure_day_partition($1)", &[&day])
+        .await?;
+    // 80k rows with hard-to-compress payloads: a file of several parts.
+    hot.execute(
+        "INSERT INTO strata.activity (event_id, user_id, kind, occurred_at, source, payload)
+         SELECT gen_random_uuid(), 'user-' || (g % 997), 'login',
+                $1::date + (g % 86400) * interval '1 second', 'bulk',
+                jsonb_build_object('n', g, 'blob',
+                    md5(random()::text) || md5(random()::text) || md5(random()::text) ||
+                    md5(random()::text) || md5(random()::text) || md5(random()::text))
+           FROM generate_series(1, 80000) g",
+        &[&day],
+    )
+    .await?;
+    let expected = hot_rows(&hot, day).await?;
+    let five_mib = (5u64 << 20).to_string();
+    let multipart = [
+        ("object_store.multipart_threshold_bytes", five_mib.as_str()),
+        ("object_store.part_size_bytes", five_mib.as_str()),
+    ];
+    let (ok, output) =
+        run_archive(&env, &target, &["--day", &day_arg(day)], &multipart, None).await?;
+    assert!(ok, "{output}");
+    let store = target.store().await?;
+    let entry = catalog(&env, day).await?.expect("entry");
+    let size = store.size(&entry.files[0].0).await?;
+    assert!(size > 5 << 20, "a multipart-sized file: {size} bytes");
+    assert_one_clean_commit(&env, &target, day, &expected).await?;
+    let independent = python_read(&target, day).await?;
+    assert_rows_equal(&independent.rows, &expected, "pyarrow + DuckDB");
+
+    // An upload left open in staging, as a crash mid-upload leaves it.
+    let staging = strata_archiver::layout::staging_dir(&target.prefix);
+    boto3(
+        &target,
+        &format!(
+            "c.create_multipart_upload(Bucket=B, Key={:?})",
+            format!("{staging}abandoned.parquet")
+        ),
+    )
+    .await?;
+    let open_uploads = "print(len(c.list_multipart_uploads(Bucket=B).get('Uploads', [])))";
+    assert_eq!(boto3(&target, open_uploads).await?, "1");
+    let mut archiver = spawn_archiver(
+        &env,
+        &target,
+        "archiver-gc",
+        &[("object_store.abandoned_upload_after", "0s")],
+        None,
+    )?;
+    let aborted = wait_until(Duration::from_secs(30), || async {
+        boto3(&target, open_uploads).await.is_ok_and(|n| n == "0")
+    })
+    .await;
+    archiver.kill9();
+    assert!(
+        aborted,
+        "abandoned upload not aborted: {}",
+        archiver.log_tail()
+    );
     Ok(())
 }
