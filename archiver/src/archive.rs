@@ -834,6 +834,9 @@ impl Archiver {
         let body = serde_json::to_vec_pretty(&manifest)
             .map_err(|e| ArchiveError::Parquet(format!("manifest: {e}")))?;
         let manifest_key = layout::manifest_key(&self.prefix, day);
+        // A former leader must not overwrite a newer manifest; this leaves
+        // a window of one PUT (see README, known limits).
+        catalog::fence(&self.hot, &self.lease).await?;
         self.with_retries("put manifest", &never, || {
             self.store.put_bytes(&manifest_key, body.clone())
         })

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use tokio_postgres::{Client, GenericClient, Transaction};
+use tokio_postgres::{Client, GenericClient};
 
 use crate::error::ArchiveError;
 
@@ -121,9 +121,9 @@ pub async fn release_lease(client: &Client, lease: &Lease, timeout: Duration) {
     }
 }
 
-/// Inside a commit transaction: fails unless `lease` is still current, and
-/// holds a lock that keeps it current until the transaction ends.
-pub(crate) async fn fence(tx: &Transaction<'_>, lease: &Lease) -> Result<(), ArchiveError> {
+/// Fails unless `lease` is still current; inside a transaction, holds a
+/// lock that keeps it current until the transaction ends.
+pub(crate) async fn fence<C: GenericClient>(tx: &C, lease: &Lease) -> Result<(), ArchiveError> {
     let row = tx
         .query_opt(
             "SELECT 1 FROM strata.archiver_lease
