@@ -10,6 +10,7 @@ use crate::metrics;
 
 /// Runs the continuous archiver until `cancel`.
 pub async fn run(options: ArchiverOptions, cancel: CancellationToken) {
+    metrics::register();
     let holder = holder_id();
     let config = options.archiver.clone();
     let mut backoff = Backoff::new(config.backoff_initial, config.backoff_max);

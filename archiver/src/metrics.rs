@@ -126,3 +126,21 @@ pub static IS_LEADER: LazyLock<IntGauge> = LazyLock::new(|| {
         "is_leader",
     )
 });
+
+/// Registers every archiver metric now, so `/metrics` shows them at zero
+/// from the start (a counter that appears only on its first increment
+/// breaks rate() and alerts on absence).
+pub fn register() {
+    LazyLock::force(&DAYS_PENDING);
+    LazyLock::force(&LAG_SECONDS);
+    LazyLock::force(&ROWS_ARCHIVED);
+    LazyLock::force(&ROWS_EXPORTED);
+    LazyLock::force(&BYTES_UPLOADED);
+    for origin in ["day", "late"] {
+        COMMITS.with_label_values(&[origin]);
+    }
+    LazyLock::force(&VERIFICATION_FAILURES);
+    LazyLock::force(&ERRORS);
+    LazyLock::force(&PARTITIONS_DROPPED);
+    LazyLock::force(&IS_LEADER);
+}

@@ -15,7 +15,7 @@ use strata_tests::archive::{
     archived_rows, boto3, create_bucket, day_catalog, hot_rows, python_read, run_archive,
     spawn_archiver, DayCatalog, MotoServer, S3Target,
 };
-use strata_tests::{wait_until, StrataProcess, TestEnv};
+use strata_tests::{http_get, metric_value, wait_until, StrataProcess, TestEnv};
 
 const KINDS: [&str; 5] = [
     "login",
@@ -447,8 +447,22 @@ async fn two_archivers_commit_each_day_once() -> anyhow::Result<()> {
     for day in days {
         expected.push(hot_rows(&hot, day).await?);
     }
-    let mut a = spawn_archiver(&env, &target, "archiver-a", &[], None)?;
-    let mut b = spawn_archiver(&env, &target, "archiver-b", &[], None)?;
+    let ports = [strata_embedded::free_port()?, strata_embedded::free_port()?];
+    let listen: Vec<String> = ports.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+    let mut a = spawn_archiver(
+        &env,
+        &target,
+        "archiver-a",
+        &[("metrics.listen", &listen[0])],
+        None,
+    )?;
+    let mut b = spawn_archiver(
+        &env,
+        &target,
+        "archiver-b",
+        &[("metrics.listen", &listen[1])],
+        None,
+    )?;
     for day in days {
         assert!(
             wait_committed(&env, day, Duration::from_secs(60)).await,
@@ -458,6 +472,37 @@ async fn two_archivers_commit_each_day_once() -> anyhow::Result<()> {
         );
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
+    // The metrics agree: one leader, one commit per day between the two.
+    let mut commits = 0.0;
+    let mut leaders = 0.0;
+    for port in ports {
+        let body = http_get(port, "/metrics").await?;
+        commits += metric_value(&body, "strata_archiver_commits_total{origin=\"day\"}")
+            .expect("commits metric");
+        leaders += metric_value(&body, "strata_archiver_is_leader").expect("leader metric");
+        assert_eq!(
+            metric_value(&body, "strata_archiver_verification_failures_total"),
+            Some(0.0)
+        );
+        assert_eq!(
+            metric_value(&body, "strata_archiver_days_pending"),
+            Some(0.0)
+        );
+    }
+    // Every committed day once (the relay's empty partitions of other
+    // closed days, such as yesterday's, are archived too).
+    let committed_days: i64 = env
+        .hot()
+        .await?
+        .query_one(
+            "SELECT count(*) FROM strata.archive_days WHERE state = 'committed'",
+            &[],
+        )
+        .await?
+        .get(0);
+    assert!(committed_days >= 3);
+    assert_eq!(commits, committed_days as f64);
+    assert_eq!(leaders, 1.0);
     a.kill9();
     b.kill9();
     for (day, rows) in days.iter().zip(&expected) {

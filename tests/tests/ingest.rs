@@ -11,7 +11,9 @@ use serde_json::json;
 use strata_producer::{NewEvent, Outbox};
 use strata_relay::listener::LISTENER_APPLICATION_NAME;
 use strata_tests::load::{self, LoadOptions};
-use strata_tests::{check, wait_until, Ledger, Outcome, StrataProcess, TestEnv};
+use strata_tests::{
+    check, http_get, metric_value, wait_until, Ledger, Outcome, StrataProcess, TestEnv,
+};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -822,25 +824,4 @@ async fn source_down_and_back() -> anyhow::Result<()> {
     drop(cluster);
     let _ = std::fs::remove_dir_all(dir);
     Ok(())
-}
-
-async fn http_get(port: u16, path: &str) -> anyhow::Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .await?;
-    let mut body = String::new();
-    stream.read_to_string(&mut body).await?;
-    Ok(body)
-}
-
-fn metric_value(body: &str, series: &str) -> Option<f64> {
-    body.lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
 }
