@@ -45,16 +45,20 @@ impl LatencyTracker {
         let now = Instant::now();
         let mut pending = lock(&self.pending);
         let mut samples = lock(&self.samples_ms);
+        let mut tracked = 0;
         for id in ids {
             if let Some(at) = pending.remove(id) {
                 samples.push(now.saturating_duration_since(at).as_secs_f64() * 1000.0);
+                tracked += 1;
             }
         }
+        // Only events this tracker saw committed: the demo's backfill is
+        // shipped by the same relays and is not "produced" here.
         self.visible
-            .fetch_add(ids.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            .fetch_add(tracked, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Events seen visible so far.
+    /// Tracked events seen visible so far.
     pub fn visible_count(&self) -> u64 {
         self.visible.load(std::sync::atomic::Ordering::Relaxed)
     }
