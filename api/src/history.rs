@@ -1,0 +1,399 @@
+//! One page of one user's history across the tiers (G3).
+//!
+//! The catalog decides the tier of each day: a day whose archive is
+//! committed is served from its archive files plus the rows of
+//! `strata.late_activity` not archived yet; every other day from the hot
+//! store. The catalog, the hot rows and the late rows are read in one
+//! `REPEATABLE READ` snapshot, and committing a day (or a late file) changes
+//! the catalog and `late_activity` in one transaction, so each event is
+//! counted exactly once whichever way its day is served, and a day that
+//! moves from hot to cold between two pages yields the same rows on both
+//! sides of the seam. Pages are cut by the (occurred_at, event_id) cursor.
+//!
+//! Cold reads fetch the day's files whose user range covers the user; the
+//! files are immutable, at their final key once published and at their
+//! staging key until then.
+
+use std::path::Path;
+
+use chrono::NaiveDate;
+use strata_archiver::export::{read_rows, ArchivedRow};
+use strata_archiver::{layout, ObjectStore, StoreError};
+use tokio_postgres::Client;
+
+use crate::page_token::Cursor;
+
+/// One event as the API returns it: the archive's row shape, which equals
+/// the hot store's columns.
+pub type Event = ArchivedRow;
+
+/// What to read.
+#[derive(Debug, Clone)]
+pub struct Query {
+    /// Whose history.
+    pub user_id: String,
+    /// Range start, UTC microseconds, inclusive.
+    pub from_micros: i64,
+    /// Range end, UTC microseconds, exclusive.
+    pub to_micros: i64,
+    /// Only these kinds (empty: all).
+    pub kinds: Vec<String>,
+    /// Newest first.
+    pub descending: bool,
+    /// Continue after (descending: before) this event.
+    pub after: Option<Cursor>,
+    /// Events per page (at least 1).
+    pub limit: usize,
+}
+
+/// One page.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    /// At most `limit` events, in the requested order.
+    pub events: Vec<Event>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<Cursor>,
+}
+
+/// A read that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The hot store.
+    #[error("{context}: {source}")]
+    Db {
+        /// What was being done.
+        context: &'static str,
+        /// The driver's error.
+        source: tokio_postgres::Error,
+    },
+    /// The object store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// An archive file that cannot be decoded.
+    #[error("archive file {key}: {message}")]
+    Archive {
+        /// The object.
+        key: String,
+        /// Why.
+        message: String,
+    },
+    /// Local scratch space for downloads.
+    #[error("scratch file: {0}")]
+    Scratch(#[from] std::io::Error),
+}
+
+fn db(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> ReadError {
+    move |source| ReadError::Db { context, source }
+}
+
+/// Reads pages of histories from a hot store and its archive.
+pub struct HistoryReader {
+    store: ObjectStore,
+    prefix: String,
+}
+
+/// An archive file of a committed day that may hold the user's rows.
+struct ColdFile {
+    day: NaiveDate,
+    key: String,
+}
+
+impl HistoryReader {
+    /// A reader of the archive in `store` under `prefix`.
+    pub fn new(store: ObjectStore, prefix: impl Into<String>) -> Self {
+        Self {
+            store,
+            prefix: prefix.into(),
+        }
+    }
+
+    /// One page of `query` (the client must not be in a transaction).
+    pub async fn page(&self, hot: &mut Client, query: &Query) -> Result<Page, ReadError> {
+        let limit = query.limit.max(1);
+        let want = (limit + 1) as i64;
+        let first_day = day_of(query.from_micros);
+        let last_day = day_of(query.to_micros.saturating_sub(1));
+        let (cursor_at, cursor_id) = match &query.after {
+            Some(c) => (
+                Some(timestamp(c.occurred_at_micros)),
+                Some(uuid::Uuid::from_bytes(c.event_id)),
+            ),
+            None => (None, None),
+        };
+        let from = timestamp(query.from_micros);
+        let to = timestamp(query.to_micros);
+        let tx = hot
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(db("begin the read"))?;
+        let cold_days: Vec<NaiveDate> = tx
+            .query(
+                "SELECT day FROM strata.archive_days
+                  WHERE state = 'committed' AND day BETWEEN $1 AND $2",
+                &[&first_day, &last_day],
+            )
+            .await
+            .map_err(db("read the catalog"))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let files: Vec<ColdFile> = tx
+            .query(
+                "SELECT day, object_key FROM strata.archive_files
+                  WHERE day = ANY($1) AND min_user_id <= $2 AND max_user_id >= $2
+                  ORDER BY day, seq",
+                &[&cold_days, &query.user_id],
+            )
+            .await
+            .map_err(db("read the catalog's files"))?
+            .iter()
+            .map(|r| ColdFile {
+                day: r.get(0),
+                key: r.get(1),
+            })
+            .collect();
+        // Both statements are constants; the request only binds values.
+        let (hot_sql, late_sql) = if query.descending {
+            (HOT_DESC, LATE_DESC)
+        } else {
+            (HOT_ASC, LATE_ASC)
+        };
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
+            &query.user_id,
+            &from,
+            &to,
+            &query.kinds,
+            &cursor_at,
+            &cursor_id,
+            &cold_days,
+            &want,
+        ];
+        let mut candidates: Vec<Event> = tx
+            .query(hot_sql, &params)
+            .await
+            .map_err(db("read the hot store"))?
+            .iter()
+            .map(event_from_row)
+            .collect();
+        candidates.extend(
+            tx.query(late_sql, &params)
+                .await
+                .map_err(db("read late rows"))?
+                .iter()
+                .map(event_from_row),
+        );
+        tx.commit().await.map_err(db("end the read"))?;
+        sort(&mut candidates, query.descending);
+        candidates.truncate(limit + 1);
+
+        // Cold days in reading order, until they cannot improve the page.
+        let mut days: Vec<NaiveDate> = files.iter().map(|f| f.day).collect();
+        days.dedup();
+        if query.descending {
+            days.reverse();
+        }
+        for day in days {
+            if candidates.len() > limit {
+                let worst = &candidates[limit];
+                let worst_day = day_of(worst.occurred_at);
+                let beyond = if query.descending {
+                    day < worst_day
+                } else {
+                    day > worst_day
+                };
+                if beyond {
+                    break;
+                }
+            }
+            for file in files.iter().filter(|f| f.day == day) {
+                let rows = self.read_file(&file.key).await?;
+                candidates.extend(rows.into_iter().filter(|r| matches(r, query)));
+            }
+            sort(&mut candidates, query.descending);
+            candidates.truncate(limit + 1);
+        }
+        let more = candidates.len() > limit;
+        candidates.truncate(limit);
+        let next = if more {
+            candidates.last().map(|e| Cursor {
+                occurred_at_micros: e.occurred_at,
+                event_id: *e.event_id.as_bytes(),
+            })
+        } else {
+            None
+        };
+        Ok(Page {
+            events: candidates,
+            next,
+        })
+    }
+
+    /// Downloads and decodes one archive file: its final key, or its
+    /// staging key while the commit is not published yet.
+    async fn read_file(&self, key: &str) -> Result<Vec<Event>, ReadError> {
+        let scratch = std::env::temp_dir().join(format!(
+            "strata-read-{}-{:016x}.parquet",
+            std::process::id(),
+            rand_suffix()
+        ));
+        let staging = layout::staging_key(&self.prefix, key);
+        let mut last_err = None;
+        // Publication moves the object while we look: final, staging, final.
+        for candidate in [key, staging.as_str(), key] {
+            match self.store.get_to_file(candidate, &scratch).await {
+                Ok(_) => {
+                    last_err = None;
+                    break;
+                }
+                Err(err) if err.not_found => last_err = Some(err),
+                Err(err) => return Err(err.into()),
+            }
+        }
+        if let Some(err) = last_err {
+            return Err(err.into());
+        }
+        let path = scratch.clone();
+        let rows = tokio::task::spawn_blocking(move || read_rows(&path))
+            .await
+            .map_err(|e| ReadError::Archive {
+                key: key.to_string(),
+                message: e.to_string(),
+            })?;
+        remove(&scratch);
+        rows.map_err(|e| ReadError::Archive {
+            key: key.to_string(),
+            message: e.to_string(),
+        })
+    }
+}
+
+fn remove(path: &Path) {
+    let _ = std::fs::remove_file(path);
+}
+
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+    );
+    hasher.finish()
+}
+
+/// Microseconds as a timestamp, clamped to what chrono represents (the
+/// caller validated the range; this only keeps extremes total).
+fn timestamp(micros: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_micros(micros).unwrap_or(if micros < 0 {
+        chrono::DateTime::<chrono::Utc>::MIN_UTC
+    } else {
+        chrono::DateTime::<chrono::Utc>::MAX_UTC
+    })
+}
+
+/// The UTC day of a timestamp in microseconds.
+fn day_of(micros: i64) -> NaiveDate {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .map(|t| t.date_naive())
+        .unwrap_or(if micros < 0 {
+            NaiveDate::MIN
+        } else {
+            NaiveDate::MAX
+        })
+}
+
+fn key(e: &Event) -> (i64, [u8; 16]) {
+    (e.occurred_at, *e.event_id.as_bytes())
+}
+
+fn sort(events: &mut [Event], descending: bool) {
+    if descending {
+        events.sort_unstable_by_key(|e| std::cmp::Reverse(key(e)));
+    } else {
+        events.sort_unstable_by_key(key);
+    }
+}
+
+/// The hot-side predicate, applied to a decoded archive row.
+fn matches(row: &Event, query: &Query) -> bool {
+    if row.user_id != query.user_id
+        || row.occurred_at < query.from_micros
+        || row.occurred_at >= query.to_micros
+        || (!query.kinds.is_empty() && !query.kinds.contains(&row.kind))
+    {
+        return false;
+    }
+    match &query.after {
+        None => true,
+        Some(c) => {
+            let here = key(row);
+            let cursor = (c.occurred_at_micros, c.event_id);
+            if query.descending {
+                here < cursor
+            } else {
+                here > cursor
+            }
+        }
+    }
+}
+
+fn event_from_row(row: &tokio_postgres::Row) -> Event {
+    Event {
+        user_id: row.get(0),
+        occurred_at: row.get(1),
+        event_id: row.get(2),
+        kind: row.get(3),
+        source: row.get(4),
+        payload: row.get(5),
+        ingested_at: row.get(6),
+    }
+}
+
+// $1 user, $2/$3 range, $4 kinds (empty: all), $5/$6 cursor (NULL: first
+// page), $7 committed days (served cold, so excluded here), $8 limit.
+const HOT_ASC: &str = "SELECT user_id, (extract(epoch FROM occurred_at) * 1000000)::int8, event_id,
+        kind, source, payload::text, (extract(epoch FROM ingested_at) * 1000000)::int8
+   FROM strata.activity
+  WHERE user_id = $1 AND occurred_at >= $2 AND occurred_at < $3
+    AND (cardinality($4::text[]) = 0 OR kind = ANY($4))
+    AND ($5::timestamptz IS NULL OR (occurred_at, event_id) > ($5, $6::uuid))
+    AND NOT ((occurred_at AT TIME ZONE 'UTC')::date = ANY($7::date[]))
+  ORDER BY occurred_at, event_id
+  LIMIT $8";
+
+const HOT_DESC: &str =
+    "SELECT user_id, (extract(epoch FROM occurred_at) * 1000000)::int8, event_id,
+        kind, source, payload::text, (extract(epoch FROM ingested_at) * 1000000)::int8
+   FROM strata.activity
+  WHERE user_id = $1 AND occurred_at >= $2 AND occurred_at < $3
+    AND (cardinality($4::text[]) = 0 OR kind = ANY($4))
+    AND ($5::timestamptz IS NULL OR (occurred_at, event_id) < ($5, $6::uuid))
+    AND NOT ((occurred_at AT TIME ZONE 'UTC')::date = ANY($7::date[]))
+  ORDER BY occurred_at DESC, event_id DESC
+  LIMIT $8";
+
+const LATE_ASC: &str =
+    "SELECT user_id, (extract(epoch FROM occurred_at) * 1000000)::int8, event_id,
+        kind, source, payload::text, (extract(epoch FROM ingested_at) * 1000000)::int8
+   FROM strata.late_activity
+  WHERE user_id = $1 AND occurred_at >= $2 AND occurred_at < $3
+    AND (cardinality($4::text[]) = 0 OR kind = ANY($4))
+    AND ($5::timestamptz IS NULL OR (occurred_at, event_id) > ($5, $6::uuid))
+    AND day = ANY($7::date[])
+  ORDER BY occurred_at, event_id
+  LIMIT $8";
+
+const LATE_DESC: &str =
+    "SELECT user_id, (extract(epoch FROM occurred_at) * 1000000)::int8, event_id,
+        kind, source, payload::text, (extract(epoch FROM ingested_at) * 1000000)::int8
+   FROM strata.late_activity
+  WHERE user_id = $1 AND occurred_at >= $2 AND occurred_at < $3
+    AND (cardinality($4::text[]) = 0 OR kind = ANY($4))
+    AND ($5::timestamptz IS NULL OR (occurred_at, event_id) < ($5, $6::uuid))
+    AND day = ANY($7::date[])
+  ORDER BY occurred_at DESC, event_id DESC
+  LIMIT $8";
