@@ -231,6 +231,73 @@ impl HistoryReader {
         })
     }
 
+    /// One event of `user_id` by id, from whichever tier holds it. Hot
+    /// and late rows first (one snapshot, like a page); then the user's
+    /// archive files, the day a UUIDv7 id names first (ids made by the SDK
+    /// carry their creation time), then newest first.
+    pub async fn find(
+        &self,
+        hot: &mut Client,
+        user_id: &str,
+        event_id: uuid::Uuid,
+    ) -> Result<Option<Event>, ReadError> {
+        let tx = hot
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(db("begin the read"))?;
+        let files: Vec<ColdFile> = tx
+            .query(
+                "SELECT f.day, f.object_key FROM strata.archive_files f
+                   JOIN strata.archive_days d ON d.day = f.day AND d.state = 'committed'
+                  WHERE f.min_user_id <= $1 AND f.max_user_id >= $1
+                  ORDER BY f.day DESC, f.seq",
+                &[&user_id],
+            )
+            .await
+            .map_err(db("read the catalog's files"))?
+            .iter()
+            .map(|r| ColdFile {
+                day: r.get(0),
+                key: r.get(1),
+            })
+            .collect();
+        let cold_days: Vec<NaiveDate> = {
+            let mut days: Vec<NaiveDate> = files.iter().map(|f| f.day).collect();
+            days.dedup();
+            days
+        };
+        let row = tx
+            .query_opt(FIND_HOT_OR_LATE, &[&user_id, &event_id, &cold_days])
+            .await
+            .map_err(db("read the hot store"))?;
+        tx.commit().await.map_err(db("end the read"))?;
+        if let Some(row) = row {
+            return Ok(Some(event_from_row(&row)));
+        }
+        let hinted = event_id
+            .get_timestamp()
+            .filter(|_| event_id.get_version_num() == 7)
+            .and_then(|ts| {
+                let (secs, _) = ts.to_unix();
+                chrono::DateTime::from_timestamp(secs as i64, 0).map(|t| t.date_naive())
+            });
+        let mut ordered: Vec<&ColdFile> = files.iter().filter(|f| Some(f.day) == hinted).collect();
+        ordered.extend(files.iter().filter(|f| Some(f.day) != hinted));
+        for file in ordered {
+            let rows = self.read_file(&file.key).await?;
+            if let Some(found) = rows
+                .into_iter()
+                .find(|r| r.event_id == event_id && r.user_id == user_id)
+            {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
     /// Downloads and decodes one archive file: its final key, or its
     /// staging key while the commit is not published yet.
     async fn read_file(&self, key: &str) -> Result<Vec<Event>, ReadError> {
@@ -397,3 +464,18 @@ const LATE_DESC: &str =
     AND day = ANY($7::date[])
   ORDER BY occurred_at DESC, event_id DESC
   LIMIT $8";
+
+// $1 user, $2 event id, $3 committed days: the hot row when its day is not
+// committed, else the late row not archived yet.
+const FIND_HOT_OR_LATE: &str =
+    "SELECT user_id, (extract(epoch FROM occurred_at) * 1000000)::int8, event_id,
+        kind, source, payload::text, (extract(epoch FROM ingested_at) * 1000000)::int8
+   FROM strata.activity
+  WHERE user_id = $1 AND event_id = $2
+    AND NOT ((occurred_at AT TIME ZONE 'UTC')::date = ANY($3::date[]))
+  UNION ALL
+ SELECT user_id, (extract(epoch FROM occurred_at) * 1000000)::int8, event_id,
+        kind, source, payload::text, (extract(epoch FROM ingested_at) * 1000000)::int8
+   FROM strata.late_activity
+  WHERE user_id = $1 AND event_id = $2 AND day = ANY($3::date[])
+  LIMIT 1";

@@ -1,9 +1,27 @@
-//! The history API (in progress): reads one user's activity across the hot
-//! store and the archive. Built so far: page tokens and the cross-tier page
-//! reader; the gRPC service, authentication, audit and exports follow.
+//! The history API: reads one user's activity across the hot store and the
+//! archive over gRPC (`strata.v1.History`), with signed page tokens, bearer
+//! authentication, an append-only audit trail, per-principal limits and
+//! exports (streamed, or as background jobs with presigned URLs).
+//!
+//! - [`history`]: the cross-tier page reader (G3);
+//! - [`page_token`]: HMAC-signed, request-bound cursors;
+//! - [`auth`]: JWT bearer tokens and scopes;
+//! - [`limits`]: per-principal rate and export limits;
+//! - [`export`] and [`jobs`]: exports, streamed and as jobs;
+//! - [`service`]: the gRPC service (admission, audit, handlers);
+//! - [`server`]: the listener (health, reflection, TLS) and its workers.
 
+pub mod auth;
+pub mod export;
 pub mod history;
+pub mod jobs;
+pub mod limits;
+pub mod metrics;
 pub mod page_token;
+pub mod pool;
+pub mod server;
+pub mod service;
 
 pub use history::{Event, HistoryReader, Page, Query, ReadError};
 pub use page_token::{Binding, Cursor, PageTokenError, PageTokenKey, PageTokenKeys};
+pub use server::{serve, ApiOptions};

@@ -178,6 +178,16 @@ impl ObjectStore {
         }
     }
 
+    /// A URL that lets its holder GET `key` for `ttl` without credentials
+    /// (S3 presigned URL). A local store has no server: it returns a
+    /// `file://` URL, which does not expire.
+    pub async fn presign_get(&self, key: &str, ttl: Duration) -> Result<String, StoreError> {
+        match self {
+            Self::S3(s) => s.presign_get(key, ttl).await,
+            Self::Local(l) => Ok(format!("file://{}", l.path_of(key)?.display())),
+        }
+    }
+
     /// Every object under `prefix`.
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
         match self {
@@ -422,6 +432,20 @@ impl S3Store {
             .await
             .map_err(|e| StoreError::new("create bucket", &self.bucket, sdk_message(&e)))?;
         Ok(())
+    }
+
+    async fn presign_get(&self, key: &str, ttl: Duration) -> Result<String, StoreError> {
+        let config = aws_sdk_s3::presigning::PresigningConfig::expires_in(ttl)
+            .map_err(|e| StoreError::new("presign", key, e))?;
+        let request = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .presigned(config)
+            .await
+            .map_err(|e| StoreError::new("presign", key, sdk_message(&e)))?;
+        Ok(request.uri().to_string())
     }
 
     async fn size(&self, key: &str) -> Result<u64, StoreError> {

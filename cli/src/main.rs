@@ -1,6 +1,7 @@
 //! `strata`: parse, load config, init telemetry, then run one subcommand
 //! until it ends or a signal cancels it. No pipeline logic lives here.
 
+mod api;
 mod archive;
 mod bench;
 mod demo;
@@ -42,6 +43,11 @@ enum Command {
     /// Archive closed days into Parquet on the object store, continuously,
     /// until SIGTERM/Ctrl-C.
     Archiver,
+    /// Serve the history API (gRPC) until SIGTERM/Ctrl-C.
+    Api,
+    /// Print a bearer token for the API, signed with a configured HS256
+    /// secret (for tests, the demo and small deployments).
+    Token(api::TokenArgs),
     /// Archive one day now (with progress), or `--verify` a committed one.
     Archive(archive::ArchiveArgs),
     /// Everything on a private Postgres cluster with synthetic traffic.
@@ -62,7 +68,11 @@ fn main() -> ExitCode {
     // The demo and the benchmarks print their own progress; keep the logs
     // to warnings there unless asked otherwise.
     let mut log = config.log.clone();
-    if matches!(cli.command, Command::Demo(_) | Command::Bench(_)) && log.filter == "info" {
+    if matches!(
+        cli.command,
+        Command::Demo(_) | Command::Bench(_) | Command::Token(_)
+    ) && log.filter == "info"
+    {
         log.filter = "warn".into();
     }
     telemetry::init(&log);
@@ -113,6 +123,8 @@ async fn run(command: Command, config: Config, cancel: CancellationToken) -> any
             Ok(())
         }
         Command::Archiver => archive::run_daemon(&config, cancel).await,
+        Command::Api => api::run(&config, cancel).await,
+        Command::Token(args) => api::issue(args, &config),
         Command::Archive(args) => archive::run_once(args, &config, cancel).await,
         Command::Demo(args) => demo::run(args, config, cancel).await,
         Command::Bench(args) => bench::run(args, cancel).await,

@@ -18,8 +18,9 @@ use crate::event::{EventLimits, DEFAULT_MAX_PAYLOAD_BYTES};
 
 /// Top-level sections; only `STRATA_<SECTION>__...` variables are read as
 /// configuration, so unrelated `STRATA_*` variables do not break start-up.
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 8] = [
     "hot_store",
+    "api",
     "sources",
     "relay",
     "archiver",
@@ -120,6 +121,8 @@ pub struct Config {
     pub archiver: ArchiverConfig,
     /// Where the archive lives.
     pub object_store: ObjectStoreConfig,
+    /// The history API.
+    pub api: ApiConfig,
     /// The Prometheus endpoint.
     pub metrics: MetricsConfig,
     /// Logging.
@@ -264,6 +267,87 @@ impl Default for ArchiverConfig {
             backoff_initial: Duration::from_millis(200),
             backoff_max: Duration::from_secs(30),
             statement_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The history API (`strata api`): listener, credentials, limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// gRPC listen address.
+    pub listen: String,
+    /// Database the API reads (default: `hot_store.url`). Give it a login
+    /// that is a member of `db_role` only.
+    pub database_url: Option<DatabaseUrl>,
+    /// Role every API connection switches to (`SET ROLE`) before any
+    /// query: read-only on activity, insert-only on the audit table
+    /// (created by the store migrations). Empty: stay as the login user.
+    pub db_role: String,
+    /// Postgres connections the API keeps at most.
+    pub pool_size: usize,
+    /// Per-statement timeout on API connections.
+    #[serde(with = "serde_text")]
+    pub statement_timeout: Duration,
+    /// Accepted JWT issuer (`iss`).
+    pub jwt_issuer: String,
+    /// Accepted JWT audience (`aud`).
+    pub jwt_audience: String,
+    /// HS256 verification secrets by key id (`kid` header). Tokens without
+    /// a `kid` are tried against each.
+    pub jwt_hs256_secrets: BTreeMap<String, Secret>,
+    /// Public keys by key id: PEM files for RS256 (`rsa:<path>`), ES256
+    /// (`ec:<path>`) or EdDSA (`ed25519:<path>`).
+    pub jwt_public_keys: BTreeMap<String, String>,
+    /// Clock skew tolerated on `exp`/`nbf`.
+    #[serde(with = "serde_text")]
+    pub jwt_leeway: Duration,
+    /// Page-token signing keys as `id=secret`; the first signs, all verify
+    /// (add a new key first, drop the old one after `page_token_ttl`).
+    /// Empty: a random key per process (tokens die with it).
+    pub page_token_keys: Vec<Secret>,
+    /// How long a page token stays valid.
+    #[serde(with = "serde_text")]
+    pub page_token_ttl: Duration,
+    /// Requests per second each principal may make (token bucket rate).
+    pub rate_per_second: f64,
+    /// Burst each principal may make above the rate.
+    pub rate_burst: u32,
+    /// Exports (streamed or jobs) each principal may run at once.
+    pub max_concurrent_exports: u32,
+    /// Key prefix for export job files in the object store.
+    pub export_prefix: String,
+    /// How long a presigned export URL stays valid.
+    #[serde(with = "serde_text")]
+    pub export_url_ttl: Duration,
+    /// Serve TLS with this PEM certificate chain (with `tls_key_file`).
+    pub tls_cert_file: String,
+    /// The PEM private key for `tls_cert_file`.
+    pub tls_key_file: String,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:50051".into(),
+            database_url: None,
+            db_role: "strata_api".into(),
+            pool_size: 16,
+            statement_timeout: Duration::from_secs(10),
+            jwt_issuer: "strata".into(),
+            jwt_audience: "strata-history".into(),
+            jwt_hs256_secrets: BTreeMap::new(),
+            jwt_public_keys: BTreeMap::new(),
+            jwt_leeway: Duration::from_secs(30),
+            page_token_keys: Vec::new(),
+            page_token_ttl: Duration::from_secs(24 * 3600),
+            rate_per_second: 50.0,
+            rate_burst: 100,
+            max_concurrent_exports: 2,
+            export_prefix: "exports".into(),
+            export_url_ttl: Duration::from_secs(60),
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
         }
     }
 }
@@ -551,6 +635,49 @@ impl Config {
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(invalid("log.format", "must be \"text\" or \"json\""));
+        }
+        let api = &self.api;
+        if api.listen.parse::<SocketAddr>().is_err() {
+            return Err(invalid(
+                "api.listen",
+                "must be an address like 127.0.0.1:50051",
+            ));
+        }
+        if api.pool_size == 0 || api.pool_size > 1000 {
+            return Err(invalid("api.pool_size", "must be between 1 and 1000"));
+        }
+        for (key, value) in [
+            ("api.statement_timeout", api.statement_timeout),
+            ("api.page_token_ttl", api.page_token_ttl),
+            ("api.export_url_ttl", api.export_url_ttl),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(key, "must be greater than zero"));
+            }
+        }
+        if !(api.rate_per_second > 0.0 && api.rate_per_second.is_finite()) || api.rate_burst == 0 {
+            return Err(invalid(
+                "api.rate_per_second",
+                "and api.rate_burst must be positive",
+            ));
+        }
+        if api.max_concurrent_exports == 0 {
+            return Err(invalid("api.max_concurrent_exports", "must be positive"));
+        }
+        if api.tls_cert_file.is_empty() != api.tls_key_file.is_empty() {
+            return Err(invalid(
+                "api.tls_cert_file",
+                "and api.tls_key_file must be set together",
+            ));
+        }
+        if api.export_prefix.is_empty()
+            || api.export_prefix.starts_with('/')
+            || api.export_prefix.contains("..")
+        {
+            return Err(invalid(
+                "api.export_prefix",
+                "must be a non-empty relative prefix without \"..\"",
+            ));
         }
         self.metrics.listen_addr()?;
         Ok(())

@@ -57,6 +57,11 @@ pub const STORE: MigrationSet = MigrationSet {
             name: "0002_archive.sql",
             sql: include_str!("../store/0002_archive.sql"),
         },
+        Migration {
+            version: 3,
+            name: "0003_api.sql",
+            sql: include_str!("../store/0003_api.sql"),
+        },
     ],
 };
 

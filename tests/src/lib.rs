@@ -6,6 +6,7 @@
 //! exports `STRATA_TEST_PG_URL` (a superuser URL without a database) and
 //! `STRATA_BIN` (the `strata` binary). A missing service is a loud failure.
 
+pub mod api;
 pub mod archive;
 pub mod checker;
 pub mod db;

@@ -17,7 +17,7 @@ use strata_tests::archive::{
 };
 use strata_tests::{http_get, metric_value, wait_until, StrataProcess, TestEnv};
 
-const KINDS: [&str; 5] = [
+pub(crate) const KINDS: [&str; 5] = [
     "login",
     "deposit",
     "withdrawal",
@@ -26,11 +26,11 @@ const KINDS: [&str; 5] = [
 ];
 
 /// A closed day `days_ago` days back (UTC).
-fn past_day(days_ago: i64) -> NaiveDate {
+pub(crate) fn past_day(days_ago: i64) -> NaiveDate {
     (Utc::now() - TimeDelta::days(days_ago)).date_naive()
 }
 
-fn at(day: NaiveDate, h: u32, m: u32, s: u32, micros: u32) -> DateTime<Utc> {
+pub(crate) fn at(day: NaiveDate, h: u32, m: u32, s: u32, micros: u32) -> DateTime<Utc> {
     day.and_hms_micro_opt(h, m, s, micros)
         .expect("valid time")
         .and_utc()
@@ -38,7 +38,7 @@ fn at(day: NaiveDate, h: u32, m: u32, s: u32, micros: u32) -> DateTime<Utc> {
 
 /// `count` events spread over `day` across 20 users, with payloads that
 /// exercise JSON text (unicode, quotes, nesting, numbers).
-fn events_for(day: NaiveDate, count: usize) -> Vec<NewEvent> {
+pub(crate) fn events_for(day: NaiveDate, count: usize) -> Vec<NewEvent> {
     let mut rng = rand::thread_rng();
     (0..count)
         .map(|i| {
@@ -64,7 +64,7 @@ fn events_for(day: NaiveDate, count: usize) -> Vec<NewEvent> {
 }
 
 /// Writes `events` through the SDK in transactions of 50.
-async fn produce(env: &TestEnv, events: &[NewEvent]) -> anyhow::Result<()> {
+pub(crate) async fn produce(env: &TestEnv, events: &[NewEvent]) -> anyhow::Result<()> {
     let mut client = env.source().await?;
     let outbox = Outbox::new("archive-test")?;
     for chunk in events.chunks(50) {
@@ -76,7 +76,7 @@ async fn produce(env: &TestEnv, events: &[NewEvent]) -> anyhow::Result<()> {
 }
 
 /// Runs a relay until the outbox is empty.
-async fn ship(env: &TestEnv) -> anyhow::Result<()> {
+pub(crate) async fn ship(env: &TestEnv) -> anyhow::Result<()> {
     let mut relay = StrataProcess::spawn(env, "archive-relay", &[], None)?;
     let shipped = wait_until(Duration::from_secs(60), || async {
         env.outbox_len().await.map(|n| n == 0).unwrap_or(false)
@@ -105,7 +105,7 @@ async fn wait_committed(env: &TestEnv, day: NaiveDate, timeout: Duration) -> boo
     .await
 }
 
-async fn partition_exists(env: &TestEnv, day: NaiveDate) -> anyhow::Result<bool> {
+pub(crate) async fn partition_exists(env: &TestEnv, day: NaiveDate) -> anyhow::Result<bool> {
     Ok(env
         .hot()
         .await?
@@ -182,7 +182,7 @@ fn sorted(mut rows: Vec<ArchivedRow>) -> Vec<ArchivedRow> {
     rows
 }
 
-fn day_arg(day: NaiveDate) -> String {
+pub(crate) fn day_arg(day: NaiveDate) -> String {
     day.format("%Y-%m-%d").to_string()
 }
 
@@ -757,7 +757,7 @@ async fn multipart_upload_and_abandoned_upload_cleanup() -> anyhow::Result<()> {
 }
 
 /// Every event of `user` in the hot store, oldest first.
-async fn user_history(env: &TestEnv, user: &str) -> anyhow::Result<Vec<ArchivedRow>> {
+pub(crate) async fn user_history(env: &TestEnv, user: &str) -> anyhow::Result<Vec<ArchivedRow>> {
     let rows = env
         .hot()
         .await?

@@ -1,6 +1,7 @@
 //! End-to-end tests against the real Postgres the test command started.
 //! One test binary (link time on two cores); modules by capability.
 
+mod api;
 mod archive;
 mod ingest;
 mod operations;

@@ -1,0 +1,373 @@
+//! Export jobs (`StartExport`/`GetExport`): rows in `strata.export_jobs`,
+//! run by a worker in every API process. A job is claimed with a lease that
+//! the runner renews; when a process dies its jobs are taken over once the
+//! lease lapses and written again from the start (the file's key is the
+//! job's, so the rerun replaces a partial upload: uploads are atomic
+//! anyway). Job state therefore survives API restarts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::export::{self, ExportError, Format, JOB_LEASE, JOB_MAX_ATTEMPTS};
+use crate::history::{HistoryReader, Query};
+use crate::pool::Pool;
+use strata_archiver::ObjectStore;
+
+/// A job as stored.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// Its id.
+    pub export_id: Uuid,
+    /// Who started it.
+    pub principal: String,
+    /// Whose history.
+    pub user_id: String,
+    /// `pending`, `running`, `done` or `failed`.
+    pub state: String,
+    /// Where the file goes.
+    pub object_key: String,
+    /// Events written (so far).
+    pub events: i64,
+    /// Bytes written (so far).
+    pub bytes: i64,
+    /// Why it failed.
+    pub error: String,
+}
+
+/// What a new job exports.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    /// Who starts it.
+    pub principal: String,
+    /// Whose history.
+    pub user_id: String,
+    /// Range start (inclusive).
+    pub from: DateTime<Utc>,
+    /// Range end (exclusive).
+    pub to: DateTime<Utc>,
+    /// Kinds filter (empty: all).
+    pub kinds: Vec<String>,
+    /// File format.
+    pub format: Format,
+}
+
+const JOB_COLUMNS: &str = "export_id, principal, user_id, state, object_key, events, bytes, error";
+
+fn job_from_row(row: &tokio_postgres::Row) -> Job {
+    Job {
+        export_id: row.get(0),
+        principal: row.get(1),
+        user_id: row.get(2),
+        state: row.get(3),
+        object_key: row.get(4),
+        events: row.get(5),
+        bytes: row.get(6),
+        error: row.get(7),
+    }
+}
+
+/// Records a new pending job; its file goes under `prefix`.
+pub async fn create(
+    pool: &Pool,
+    spec: &JobSpec,
+    prefix: &str,
+) -> Result<Job, Box<dyn std::error::Error + Send + Sync>> {
+    let id = Uuid::now_v7();
+    let key = format!(
+        "{}/{id}.{}",
+        prefix.trim_end_matches('/'),
+        spec.format.name()
+    );
+    let client = pool.get().await?;
+    let row = client
+        .query_one(
+            &format!(
+                "INSERT INTO strata.export_jobs
+                   (export_id, principal, user_id, range_from, range_to, kinds, format,
+                    state, object_key)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8)
+                 RETURNING {JOB_COLUMNS}"
+            ),
+            &[
+                &id,
+                &spec.principal,
+                &spec.user_id,
+                &spec.from,
+                &spec.to,
+                &spec.kinds,
+                &spec.format.name(),
+                &key,
+            ],
+        )
+        .await?;
+    Ok(job_from_row(&row))
+}
+
+/// One job by id.
+pub async fn get(
+    pool: &Pool,
+    id: Uuid,
+) -> Result<Option<Job>, Box<dyn std::error::Error + Send + Sync>> {
+    let client = pool.get().await?;
+    let row = client
+        .query_opt(
+            &format!("SELECT {JOB_COLUMNS} FROM strata.export_jobs WHERE export_id = $1"),
+            &[&id],
+        )
+        .await?;
+    Ok(row.as_ref().map(job_from_row))
+}
+
+/// Jobs of `principal` not finished yet (they count against its export
+/// concurrency limit, in every API process).
+pub async fn open_count(
+    pool: &Pool,
+    principal: &str,
+) -> Result<u32, Box<dyn std::error::Error + Send + Sync>> {
+    let client = pool.get().await?;
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM strata.export_jobs
+              WHERE principal = $1 AND state IN ('pending', 'running')",
+            &[&principal],
+        )
+        .await?;
+    Ok(u32::try_from(row.get::<_, i64>(0)).unwrap_or(u32::MAX))
+}
+
+fn spool_error(err: std::io::Error) -> ExportError {
+    ExportError::Sink(format!("spool file: {err}"))
+}
+
+/// A job's spool file, renewing the job's lease as it grows.
+struct FileSink<'a> {
+    worker: &'a Worker,
+    export_id: Uuid,
+    file: tokio::fs::File,
+    last_renewal: tokio::time::Instant,
+}
+
+impl export::Sink for FileSink<'_> {
+    async fn accept(
+        &mut self,
+        chunk: Vec<u8>,
+        so_far: export::ExportTotals,
+    ) -> Result<bool, ExportError> {
+        use tokio::io::AsyncWriteExt;
+        self.file.write_all(&chunk).await.map_err(spool_error)?;
+        if self.last_renewal.elapsed() > JOB_LEASE / 3 {
+            self.last_renewal = tokio::time::Instant::now();
+            self.worker.renew(self.export_id, so_far).await?;
+        }
+        Ok(true)
+    }
+}
+
+/// What the worker needs.
+pub struct Worker {
+    /// Database (API role).
+    pub pool: Pool,
+    /// The history reader.
+    pub reader: Arc<HistoryReader>,
+    /// Where files go.
+    pub store: ObjectStore,
+    /// Wakes the worker when a job is created here.
+    pub wake: Arc<Notify>,
+    /// Scratch directory for files being written.
+    pub spool_dir: std::path::PathBuf,
+}
+
+struct Claimed {
+    export_id: Uuid,
+    user_id: String,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    kinds: Vec<String>,
+    format: String,
+    object_key: String,
+    attempts: i32,
+}
+
+impl Worker {
+    /// Claims and runs jobs until `cancel`.
+    pub async fn run(self, cancel: CancellationToken) {
+        let mut backoff =
+            strata_core::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        loop {
+            match self.claim().await {
+                Ok(Some(job)) => {
+                    backoff.reset();
+                    self.execute(job, &cancel).await;
+                    continue;
+                }
+                Ok(None) => backoff.reset(),
+                Err(err) => {
+                    tracing::warn!(error = %err, "export jobs: cannot claim");
+                    crate::metrics::errors("export_claim");
+                    let delay = backoff.next_delay();
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    continue;
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
+        }
+    }
+
+    async fn claim(&self) -> Result<Option<Claimed>, Box<dyn std::error::Error + Send + Sync>> {
+        let client = self.pool.get().await?;
+        let lease = JOB_LEASE.as_secs_f64();
+        let row = client
+            .query_opt(
+                "UPDATE strata.export_jobs
+                    SET state = 'running', attempts = attempts + 1,
+                        lease_until = now() + make_interval(secs => $1)
+                  WHERE export_id = (
+                        SELECT export_id FROM strata.export_jobs
+                         WHERE state IN ('pending', 'running')
+                           AND (lease_until IS NULL OR lease_until < now())
+                         ORDER BY created_at
+                         FOR UPDATE SKIP LOCKED
+                         LIMIT 1)
+              RETURNING export_id, user_id, range_from, range_to, kinds, format,
+                        object_key, attempts",
+                &[&lease],
+            )
+            .await?;
+        Ok(row.map(|r| Claimed {
+            export_id: r.get(0),
+            user_id: r.get(1),
+            from: r.get(2),
+            to: r.get(3),
+            kinds: r.get(4),
+            format: r.get(5),
+            object_key: r.get(6),
+            attempts: r.get(7),
+        }))
+    }
+
+    async fn execute(&self, job: Claimed, cancel: &CancellationToken) {
+        let id = job.export_id;
+        if job.attempts > JOB_MAX_ATTEMPTS {
+            self.finish(id, "failed", 0, 0, "gave up after repeated failures")
+                .await;
+            return;
+        }
+        let Some(format) = Format::from_name(&job.format) else {
+            self.finish(id, "failed", 0, 0, "unknown format").await;
+            return;
+        };
+        let path = self
+            .spool_dir
+            .join(format!("strata-export-{id}.{}", job.format));
+        let result = self.write(&job, format, &path, cancel).await;
+        let _ = tokio::fs::remove_file(&path).await;
+        match result {
+            Ok(totals) => {
+                self.finish(id, "done", totals.events, totals.bytes, "")
+                    .await;
+                crate::metrics::export_finished("job", totals.bytes);
+                tracing::info!(export_id = %id, events = totals.events, bytes = totals.bytes, "export job done");
+            }
+            Err(ExportError::Cancelled) => {
+                // Shutting down: the lease lapses and another process (or
+                // this one, restarted) takes the job over.
+                tracing::info!(export_id = %id, "export job interrupted by shutdown");
+            }
+            Err(err) => {
+                tracing::warn!(export_id = %id, error = %err, "export job attempt failed");
+                crate::metrics::errors("export_job");
+                // Retried after the lease lapses, up to JOB_MAX_ATTEMPTS.
+            }
+        }
+    }
+
+    async fn write(
+        &self,
+        job: &Claimed,
+        format: Format,
+        path: &std::path::Path,
+        cancel: &CancellationToken,
+    ) -> Result<export::ExportTotals, ExportError> {
+        use tokio::io::AsyncWriteExt;
+        let file = tokio::fs::File::create(path).await.map_err(spool_error)?;
+        let query = Query {
+            user_id: job.user_id.clone(),
+            from_micros: job.from.timestamp_micros(),
+            to_micros: job.to.timestamp_micros(),
+            kinds: job.kinds.clone(),
+            descending: false,
+            after: None,
+            limit: export::EXPORT_PAGE,
+        };
+        let mut sink = FileSink {
+            worker: self,
+            export_id: job.export_id,
+            file,
+            last_renewal: tokio::time::Instant::now(),
+        };
+        let totals =
+            export::run(&self.reader, &self.pool, query, format, cancel, &mut sink).await?;
+        sink.file.flush().await.map_err(spool_error)?;
+        sink.file.sync_all().await.map_err(spool_error)?;
+        drop(sink);
+        self.renew(job.export_id, totals).await?;
+        self.store
+            .put_file(&job.object_key, path)
+            .await
+            .map_err(|e| ExportError::Sink(e.to_string()))?;
+        Ok(totals)
+    }
+
+    /// Extends the lease and records progress; fails when the job is no
+    /// longer ours (lease lapsed and taken over).
+    async fn renew(&self, id: Uuid, so_far: export::ExportTotals) -> Result<(), ExportError> {
+        let client = self.pool.get().await?;
+        let lease = JOB_LEASE.as_secs_f64();
+        let updated = client
+            .execute(
+                "UPDATE strata.export_jobs
+                    SET lease_until = now() + make_interval(secs => $2), events = $3, bytes = $4
+                  WHERE export_id = $1 AND state = 'running'",
+                &[&id, &lease, &(so_far.events as i64), &(so_far.bytes as i64)],
+            )
+            .await
+            .map_err(|e| ExportError::Sink(format!("renew job lease: {e}")))?;
+        if updated == 0 {
+            return Err(ExportError::Sink("job is no longer running here".into()));
+        }
+        Ok(())
+    }
+
+    async fn finish(&self, id: Uuid, state: &str, events: u64, bytes: u64, error: &str) {
+        let result = async {
+            let client = self.pool.get().await?;
+            client
+                .execute(
+                    "UPDATE strata.export_jobs
+                        SET state = $2, events = $3, bytes = $4, error = $5,
+                            lease_until = NULL, finished_at = now()
+                      WHERE export_id = $1",
+                    &[&id, &state, &(events as i64), &(bytes as i64), &error],
+                )
+                .await?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+        }
+        .await;
+        if let Err(err) = result {
+            // The lease lapses and the job is run again: never lost.
+            tracing::warn!(export_id = %id, error = %err, "cannot record export job result");
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! Per-principal limits: a token bucket on requests and a cap on exports
+//! running at once. Kept in process memory: with several API processes the
+//! effective limit is per process (put a shared limiter in front for a
+//! global one).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// Principals tracked before idle, full buckets are forgotten.
+const MAX_TRACKED: usize = 100_000;
+
+struct Bucket {
+    tokens: f64,
+    refilled: Instant,
+}
+
+/// Request-rate and export-concurrency limits.
+pub struct Limits {
+    rate_per_second: f64,
+    burst: f64,
+    max_exports: u32,
+    buckets: Mutex<HashMap<String, Bucket>>,
+    exports: Arc<Mutex<HashMap<String, u32>>>,
+}
+
+/// One running export; frees its slot when dropped.
+#[derive(Debug)]
+pub struct ExportSlot {
+    principal: String,
+    exports: Arc<Mutex<HashMap<String, u32>>>,
+}
+
+impl Drop for ExportSlot {
+    fn drop(&mut self) {
+        let mut exports = lock(&self.exports);
+        if let Some(count) = exports.get_mut(&self.principal) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                exports.remove(&self.principal);
+            }
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The maps stay consistent whatever panicked while holding them.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Limits {
+    /// `rate_per_second` sustained with bursts of `burst`; `max_exports`
+    /// at once per principal.
+    pub fn new(rate_per_second: f64, burst: u32, max_exports: u32) -> Self {
+        Self {
+            rate_per_second,
+            burst: f64::from(burst.max(1)),
+            max_exports,
+            buckets: Mutex::new(HashMap::new()),
+            exports: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Takes one request token for `principal`; false when none is left.
+    pub fn try_request(&self, principal: &str) -> bool {
+        let now = Instant::now();
+        let mut buckets = lock(&self.buckets);
+        if buckets.len() >= MAX_TRACKED && !buckets.contains_key(principal) {
+            let (rate, burst) = (self.rate_per_second, self.burst);
+            buckets.retain(|_, b| {
+                b.tokens + now.duration_since(b.refilled).as_secs_f64() * rate < burst
+            });
+        }
+        let bucket = buckets.entry(principal.to_string()).or_insert(Bucket {
+            tokens: self.burst,
+            refilled: now,
+        });
+        let elapsed = now.duration_since(bucket.refilled).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * self.rate_per_second).min(self.burst);
+        bucket.refilled = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// A slot for one more export by `principal`, counting `elsewhere`
+    /// exports already running for it outside this process's memory (open
+    /// export jobs); `None` when the cap is reached.
+    pub fn try_export(&self, principal: &str, elsewhere: u32) -> Option<ExportSlot> {
+        let mut exports = lock(&self.exports);
+        let running = exports.get(principal).copied().unwrap_or(0);
+        if running + elsewhere >= self.max_exports {
+            return None;
+        }
+        exports.insert(principal.to_string(), running + 1);
+        Some(ExportSlot {
+            principal: principal.to_string(),
+            exports: self.exports.clone(),
+        })
+    }
+
+    /// The export cap per principal.
+    pub fn max_exports(&self) -> u32 {
+        self.max_exports
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_allows_burst_then_refuses_and_other_principals_are_unaffected() {
+        let limits = Limits::new(0.001, 3, 1);
+        assert!((0..3).all(|_| limits.try_request("a")));
+        assert!(!limits.try_request("a"));
+        assert!(limits.try_request("b"));
+    }
+
+    #[test]
+    fn export_slots_are_released_on_drop() {
+        let limits = Limits::new(1.0, 1, 2);
+        let one = limits.try_export("a", 0).expect("first");
+        let _two = limits.try_export("a", 0).expect("second");
+        assert!(limits.try_export("a", 0).is_none());
+        assert!(limits.try_export("b", 1).is_some());
+        assert!(limits.try_export("b", 2).is_none());
+        drop(one);
+        assert!(limits.try_export("a", 0).is_some());
+    }
+}

@@ -1,0 +1,95 @@
+//! The API's Prometheus metrics, registered in the process-wide registry.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    register_histogram_vec, register_int_counter_vec, register_int_gauge, HistogramVec,
+    IntCounterVec, IntGauge,
+};
+
+fn must<T>(result: prometheus::Result<T>, name: &str) -> T {
+    match result {
+        Ok(metric) => metric,
+        // Only a duplicate registration (a programming error) gets here.
+        Err(err) => panic!("register metric {name}: {err}"),
+    }
+}
+
+/// Calls by method and gRPC status code.
+pub static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    must(
+        register_int_counter_vec!(
+            "strata_api_requests_total",
+            "API calls by method and status code (OK, INVALID_ARGUMENT, ...)",
+            &["method", "code"]
+        ),
+        "requests",
+    )
+});
+
+/// Call latency by method (streams: until the handler returns the stream).
+pub static LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
+    must(
+        register_histogram_vec!(
+            "strata_api_request_seconds",
+            "API call latency by method",
+            &["method"],
+            vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0]
+        ),
+        "latency",
+    )
+});
+
+/// Exports running in this process (streams and jobs).
+pub static EXPORTS_RUNNING: LazyLock<IntGauge> = LazyLock::new(|| {
+    must(
+        register_int_gauge!(
+            "strata_api_exports_running",
+            "Exports (streamed) running in this process"
+        ),
+        "exports_running",
+    )
+});
+
+/// Bytes exported, by kind (stream, job).
+pub static EXPORT_BYTES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    must(
+        register_int_counter_vec!(
+            "strata_api_export_bytes_total",
+            "Bytes written by finished exports",
+            &["kind"]
+        ),
+        "export_bytes",
+    )
+});
+
+/// Errors by stage.
+pub static ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    must(
+        register_int_counter_vec!(
+            "strata_api_errors_total",
+            "Internal errors by stage (audit, read, export_job, ...)",
+            &["stage"]
+        ),
+        "errors",
+    )
+});
+
+/// Registers every metric so it shows (at zero) before anything happens.
+pub fn register() {
+    LazyLock::force(&REQUESTS);
+    LazyLock::force(&LATENCY);
+    LazyLock::force(&EXPORTS_RUNNING);
+    LazyLock::force(&EXPORT_BYTES);
+    LazyLock::force(&ERRORS);
+}
+
+/// Counts an internal error at `stage`.
+pub fn errors(stage: &str) {
+    ERRORS.with_label_values(&[stage]).inc();
+}
+
+/// Counts a finished export.
+pub fn export_finished(kind: &str, bytes: u64) {
+    EXPORT_BYTES.with_label_values(&[kind]).inc_by(bytes);
+}

@@ -1,0 +1,168 @@
+//! A small Postgres connection pool for the API: every connection switches
+//! to the API's role and gets a statement timeout before its first use, so
+//! no request ever runs with the login user's privileges.
+
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_postgres::{Client, NoTls};
+
+/// How long a request waits for a free connection before UNAVAILABLE.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long connecting may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why no connection could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    /// Every connection is busy.
+    #[error("all {0} database connections are busy")]
+    Busy(usize),
+    /// Connecting or preparing the session failed.
+    #[error("database: {0}")]
+    Connect(String),
+}
+
+struct Inner {
+    url: String,
+    role: String,
+    statement_timeout: Duration,
+    size: usize,
+    idle: Mutex<Vec<Client>>,
+    permits: Arc<Semaphore>,
+}
+
+/// The pool; cheap to clone.
+#[derive(Clone)]
+pub struct Pool {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("role", &self.inner.role)
+            .field("size", &self.inner.size)
+            .finish()
+    }
+}
+
+/// A connection on loan; returns to the pool when dropped (unless broken).
+pub struct PooledClient {
+    client: Option<Client>,
+    inner: Arc<Inner>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Deref for PooledClient {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        self.client.as_ref().expect("present until drop")
+    }
+}
+
+impl DerefMut for PooledClient {
+    fn deref_mut(&mut self) -> &mut Client {
+        self.client.as_mut().expect("present until drop")
+    }
+}
+
+impl Drop for PooledClient {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            if !client.is_closed() {
+                lock(&self.inner.idle).push(client);
+            }
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Pool {
+    /// At most `size` connections to `url`, each switched to `role` (empty:
+    /// the login user) with `statement_timeout`.
+    pub fn new(url: &str, role: &str, statement_timeout: Duration, size: usize) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                url: url.to_string(),
+                role: role.to_string(),
+                statement_timeout,
+                size,
+                idle: Mutex::new(Vec::new()),
+                permits: Arc::new(Semaphore::new(size)),
+            }),
+        }
+    }
+
+    /// A connection, waiting up to a few seconds for one to be free.
+    pub async fn get(&self) -> Result<PooledClient, PoolError> {
+        let permit =
+            tokio::time::timeout(ACQUIRE_TIMEOUT, self.inner.permits.clone().acquire_owned())
+                .await
+                .map_err(|_| PoolError::Busy(self.inner.size))?
+                .map_err(|_| PoolError::Busy(self.inner.size))?;
+        let reused = {
+            let mut idle = lock(&self.inner.idle);
+            let mut found = None;
+            while let Some(client) = idle.pop() {
+                if !client.is_closed() {
+                    found = Some(client);
+                    break;
+                }
+            }
+            found
+        };
+        let client = match reused {
+            Some(client) => client,
+            None => self.connect().await?,
+        };
+        Ok(PooledClient {
+            client: Some(client),
+            inner: self.inner.clone(),
+            _permit: permit,
+        })
+    }
+
+    async fn connect(&self) -> Result<Client, PoolError> {
+        let (client, connection) = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            tokio_postgres::connect(&self.inner.url, NoTls),
+        )
+        .await
+        .map_err(|_| PoolError::Connect("connect timed out".into()))?
+        .map_err(|e| PoolError::Connect(e.to_string()))?;
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(error = %err, "api database connection ended");
+            }
+        });
+        let mut setup = format!(
+            "SET statement_timeout = {}; SET default_transaction_read_only = off;",
+            self.inner.statement_timeout.as_millis()
+        );
+        if !self.inner.role.is_empty() {
+            setup.push_str(&format!(
+                " SET ROLE {};",
+                quote_identifier(&self.inner.role)
+            ));
+        }
+        client
+            .batch_execute(&setup)
+            .await
+            .map_err(|e| PoolError::Connect(format!("prepare session ({setup}): {e}")))?;
+        Ok(client)
+    }
+}
+
+/// `"name"` with embedded quotes doubled: the role comes from
+/// configuration, never from a request, but is quoted all the same.
+fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}

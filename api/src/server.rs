@@ -1,0 +1,236 @@
+//! `strata api`: the gRPC listener with the history service, gRPC health
+//! checking and server reflection (v1 and v1alpha), optional TLS, and this
+//! process's export-job worker.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use strata_archiver::ObjectStore;
+use strata_core::config::{ApiConfig, DatabaseUrl, ObjectStoreConfig};
+use strata_proto::v1::history_server::HistoryServer;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Authenticator;
+use crate::history::HistoryReader;
+use crate::jobs::Worker;
+use crate::limits::Limits;
+use crate::page_token::{PageTokenKey, PageTokenKeys};
+use crate::pool::Pool;
+use crate::service::{HistoryService, ServiceParts, ServiceSettings};
+
+/// Largest request message accepted; larger ones get RESOURCE_EXHAUSTED
+/// before any handler runs.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// Everything `serve` needs.
+#[derive(Debug, Clone)]
+pub struct ApiOptions {
+    /// The `[api]` section.
+    pub api: ApiConfig,
+    /// The hot store (used when `api.database_url` is not set).
+    pub hot_store_url: DatabaseUrl,
+    /// The archive.
+    pub object_store: ObjectStoreConfig,
+}
+
+/// Why the API could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A configuration problem.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The object store.
+    #[error(transparent)]
+    Store(#[from] strata_archiver::StoreError),
+    /// The database at start-up.
+    #[error("api database: {0}")]
+    Database(String),
+    /// The listener.
+    #[error("grpc server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// Reading TLS files.
+    #[error("tls: {0}")]
+    Tls(String),
+}
+
+/// Page-token keys from `id=secret` entries, or one random key.
+pub fn page_token_keys(entries: &[String]) -> Result<PageTokenKeys, ServeError> {
+    let keys = if entries.is_empty() {
+        let mut secret = Vec::with_capacity(32);
+        secret.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+        secret.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+        tracing::warn!("api.page_token_keys is empty: page tokens are signed with a random key and die with this process");
+        vec![PageTokenKey::new("ephemeral", secret)]
+    } else {
+        entries
+            .iter()
+            .map(|entry| {
+                entry
+                    .split_once('=')
+                    .map(|(id, secret)| PageTokenKey::new(id, secret.as_bytes().to_vec()))
+                    .ok_or_else(|| {
+                        ServeError::Config("api.page_token_keys entries are id=secret".into())
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    PageTokenKeys::new(keys).map_err(|e| ServeError::Config(format!("api.page_token_keys: {e}")))
+}
+
+/// Serves until `cancel`; `ready` learns the bound address.
+pub async fn serve(
+    options: ApiOptions,
+    cancel: CancellationToken,
+    ready: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
+) -> Result<(), ServeError> {
+    crate::metrics::register();
+    let api = &options.api;
+    let listen: SocketAddr = api
+        .listen
+        .parse()
+        .map_err(|_| ServeError::Config(format!("api.listen {:?}", api.listen)))?;
+    let hs256: BTreeMap<String, String> = api
+        .jwt_hs256_secrets
+        .iter()
+        .map(|(kid, secret)| (kid.clone(), secret.expose().to_string()))
+        .collect();
+    let auth = Authenticator::new(
+        &hs256,
+        &api.jwt_public_keys,
+        &api.jwt_issuer,
+        &api.jwt_audience,
+        api.jwt_leeway,
+    )
+    .map_err(|e| ServeError::Config(e.to_string()))?;
+    if !auth.has_keys() {
+        return Err(ServeError::Config(
+            "api.jwt_hs256_secrets or api.jwt_public_keys must name at least one key (see README: issuing tokens)".into(),
+        ));
+    }
+    let tokens = page_token_keys(
+        &api.page_token_keys
+            .iter()
+            .map(|s| s.expose().to_string())
+            .collect::<Vec<_>>(),
+    )?;
+    let store = ObjectStore::from_config(&options.object_store).await?;
+    let prefix = options.object_store.prefix.trim_matches('/').to_string();
+    let export_prefix = if prefix.is_empty() {
+        api.export_prefix.trim_matches('/').to_string()
+    } else {
+        format!("{prefix}/{}", api.export_prefix.trim_matches('/'))
+    };
+    let reader = Arc::new(HistoryReader::new(store.clone(), prefix));
+    let url = api
+        .database_url
+        .clone()
+        .unwrap_or_else(|| options.hot_store_url.clone());
+    let pool = Pool::new(
+        url.expose(),
+        &api.db_role,
+        api.statement_timeout,
+        api.pool_size,
+    );
+    // Fail fast on a wrong URL or a missing role rather than on the first call.
+    let probe = pool
+        .get()
+        .await
+        .map_err(|e| ServeError::Database(format!("{e} ({url})")))?;
+    probe
+        .query_one("SELECT count(*) FROM strata.api_audit WHERE false", &[])
+        .await
+        .map_err(|e| {
+            ServeError::Database(format!(
+                "cannot read strata.api_audit as {:?}: {e} (run `strata migrate` first)",
+                api.db_role
+            ))
+        })?;
+    drop(probe);
+
+    let wake_jobs = Arc::new(Notify::new());
+    let worker = Worker {
+        pool: pool.clone(),
+        reader: reader.clone(),
+        store: store.clone(),
+        wake: wake_jobs.clone(),
+        spool_dir: std::env::temp_dir(),
+    };
+    let worker_task = tokio::spawn(worker.run(cancel.child_token()));
+
+    let service = HistoryService::new(ServiceParts {
+        pool,
+        reader,
+        store,
+        auth,
+        tokens,
+        limits: Limits::new(
+            api.rate_per_second,
+            api.rate_burst,
+            api.max_concurrent_exports,
+        ),
+        wake_jobs,
+        cancel: cancel.clone(),
+        settings: ServiceSettings {
+            page_token_ttl: api.page_token_ttl,
+            export_prefix,
+            export_url_ttl: api.export_url_ttl,
+        },
+    });
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<HistoryServer<HistoryService>>()
+        .await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(strata_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServeError::Config(format!("reflection: {e}")))?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(strata_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| ServeError::Config(format!("reflection: {e}")))?;
+
+    let mut builder = tonic::transport::Server::builder();
+    if !api.tls_cert_file.is_empty() {
+        let cert = std::fs::read(&api.tls_cert_file)
+            .map_err(|e| ServeError::Tls(format!("read {}: {e}", api.tls_cert_file)))?;
+        let key = std::fs::read(&api.tls_key_file)
+            .map_err(|e| ServeError::Tls(format!("read {}: {e}", api.tls_key_file)))?;
+        let identity = tonic::transport::Identity::from_pem(cert, key);
+        builder =
+            builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
+    }
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| ServeError::Config(format!("api.listen {listen}: {e}")))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| ServeError::Config(format!("api.listen {listen}: {e}")))?;
+    tracing::info!(address = %bound, tls = !api.tls_cert_file.is_empty(), "history API listening");
+    if let Some(ready) = ready {
+        let _ = ready.send(bound);
+    }
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let result = builder
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(
+            HistoryServer::new(service)
+                .max_decoding_message_size(MAX_REQUEST_BYTES)
+                .max_encoding_message_size(16 * 1024 * 1024),
+        )
+        .serve_with_incoming_shutdown(incoming, cancel.cancelled())
+        .await;
+    health_reporter
+        .set_not_serving::<HistoryServer<HistoryService>>()
+        .await;
+    cancel.cancel();
+    let _ = worker_task.await;
+    result?;
+    Ok(())
+}

@@ -1,0 +1,785 @@
+//! The `strata.v1.History` gRPC service: authentication, authorisation,
+//! limits and audit around the history reader and the exports.
+//!
+//! Every call goes through [`HistoryService::admit`] first (bearer token,
+//! rate limit, whose history, scopes) and through [`HistoryService::finish`]
+//! last, which writes its one audit record; a call whose audit record
+//! cannot be written fails with UNAVAILABLE instead of returning data.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prost_types::Timestamp;
+use strata_archiver::ObjectStore;
+use strata_proto::v1::history_server::History;
+use strata_proto::v1::{
+    Event as ProtoEvent, ExportActivityRequest, ExportChunk, ExportFormat, ExportJob, ExportState,
+    GetEventRequest, GetExportRequest, ListActivityRequest, ListActivityResponse, Order,
+};
+use tokio::sync::{mpsc, Notify};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::auth::{Authenticator, Principal};
+use crate::export::{self, ExportError, ExportTotals, Format};
+use crate::history::{Event, HistoryReader, Query, ReadError};
+use crate::jobs::{self, JobSpec};
+use crate::limits::Limits;
+use crate::page_token::{Binding, PageTokenError, PageTokenKeys};
+use crate::pool::{Pool, PoolError};
+
+/// Events per page when the request says 0.
+pub const DEFAULT_PAGE_SIZE: usize = 100;
+/// Larger page sizes are coerced to this.
+pub const MAX_PAGE_SIZE: usize = 1_000;
+/// Most kinds one request may filter on.
+pub const MAX_KINDS: usize = 32;
+/// Earliest accepted timestamp: 0001-01-01T00:00:00Z.
+const MIN_SECONDS: i64 = -62_135_596_800;
+/// Latest accepted timestamp: 9999-12-31T23:59:59Z.
+const MAX_SECONDS: i64 = 253_402_300_799;
+
+/// Settings of the service beyond its parts.
+#[derive(Debug, Clone)]
+pub struct ServiceSettings {
+    /// How long page tokens stay valid.
+    pub page_token_ttl: Duration,
+    /// Key prefix of export job files.
+    pub export_prefix: String,
+    /// How long a presigned export URL stays valid.
+    pub export_url_ttl: Duration,
+}
+
+/// What the service is built from.
+pub struct ServiceParts {
+    /// Database connections (API role).
+    pub pool: Pool,
+    /// The cross-tier reader.
+    pub reader: Arc<HistoryReader>,
+    /// The archive's object store (also holds export files).
+    pub store: ObjectStore,
+    /// Bearer-token verification.
+    pub auth: Authenticator,
+    /// Page-token keys.
+    pub tokens: PageTokenKeys,
+    /// Per-principal limits.
+    pub limits: Limits,
+    /// Wakes this process's export worker.
+    pub wake_jobs: Arc<Notify>,
+    /// Stops streamed exports on shutdown.
+    pub cancel: CancellationToken,
+    /// The rest.
+    pub settings: ServiceSettings,
+}
+
+/// The gRPC service; cheap to clone.
+#[derive(Clone)]
+pub struct HistoryService {
+    parts: Arc<ServiceParts>,
+}
+
+/// What a call needs besides a valid token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Need {
+    /// Read the target user's history.
+    Read,
+    /// Export the target user's history.
+    Export,
+    /// Look at an export job (target known only later).
+    Job,
+}
+
+/// One admitted call, carried to its audit record.
+struct Call {
+    method: &'static str,
+    request_id: String,
+    principal: Principal,
+    target: String,
+    started: Instant,
+}
+
+impl HistoryService {
+    /// The service over `parts`.
+    pub fn new(parts: ServiceParts) -> Self {
+        Self {
+            parts: Arc::new(parts),
+        }
+    }
+
+    /// Authenticates, rate-limits and authorises a call; a refusal is
+    /// audited here and returned.
+    async fn admit<T>(
+        &self,
+        method: &'static str,
+        request: &Request<T>,
+        requested_user: &str,
+        need: Need,
+    ) -> Result<Call, Status> {
+        let started = Instant::now();
+        let request_id = request_id(request);
+        let authorization = request
+            .metadata()
+            .get("authorization")
+            .map(|v| v.to_str().unwrap_or("\u{0}"));
+        let requested = truncate(requested_user, 256);
+        let deny = |principal: &str, status: Status| {
+            let request_id = request_id.clone();
+            let principal = principal.to_string();
+            let requested = requested.to_string();
+            async move {
+                let status = with_request_id(status, &request_id);
+                self.audit(
+                    &request_id,
+                    &principal,
+                    &requested,
+                    method,
+                    "denied",
+                    &status,
+                )
+                .await;
+                record(method, status.code(), started);
+                status
+            }
+        };
+        let principal = match self.parts.auth.authenticate(authorization) {
+            Ok(principal) => principal,
+            Err(err) => return Err(deny("", Status::unauthenticated(err.to_string())).await),
+        };
+        if !self.parts.limits.try_request(&principal.subject) {
+            return Err(deny(
+                &principal.subject,
+                Status::resource_exhausted(
+                    "request rate limit reached for this principal; retry later",
+                ),
+            )
+            .await);
+        }
+        if matches!(need, Need::Export | Need::Job) && !principal.export {
+            return Err(deny(
+                &principal.subject,
+                Status::permission_denied("this token lacks the activity:export scope"),
+            )
+            .await);
+        }
+        let target = if need == Need::Job {
+            String::new()
+        } else if principal.read_any {
+            if requested_user.is_empty() {
+                return Err(deny(
+                    &principal.subject,
+                    Status::invalid_argument("user_id is required with an activity:read:any token"),
+                )
+                .await);
+            }
+            requested_user.to_string()
+        } else if requested_user.is_empty() || requested_user == principal.subject {
+            principal.subject.clone()
+        } else {
+            return Err(deny(
+                &principal.subject,
+                Status::permission_denied("a customer token reads only its own history"),
+            )
+            .await);
+        };
+        if target.len() > strata_core::event::MAX_USER_ID_BYTES {
+            return Err(deny(
+                &principal.subject,
+                Status::invalid_argument("user_id is longer than 256 bytes"),
+            )
+            .await);
+        }
+        Ok(Call {
+            method,
+            request_id,
+            principal,
+            target,
+            started,
+        })
+    }
+
+    /// Audits and counts the outcome of an admitted call.
+    async fn finish<T>(
+        &self,
+        call: Call,
+        result: Result<T, Status>,
+    ) -> Result<Response<T>, Status> {
+        let (decision, status) = match &result {
+            Ok(_) => ("allowed", Status::ok("")),
+            Err(status) if status.code() == tonic::Code::NotFound => ("denied", status.clone()),
+            Err(status) => ("failed", status.clone()),
+        };
+        let audited = self
+            .audit(
+                &call.request_id,
+                &call.principal.subject,
+                &call.target,
+                call.method,
+                decision,
+                &status,
+            )
+            .await;
+        let result = if audited {
+            result
+        } else {
+            Err(Status::unavailable(
+                "the audit log is unavailable; nothing was returned",
+            ))
+        };
+        match result {
+            Ok(value) => {
+                record(call.method, tonic::Code::Ok, call.started);
+                let mut response = Response::new(value);
+                if let Ok(value) = call.request_id.parse() {
+                    response.metadata_mut().insert("x-request-id", value);
+                }
+                Ok(response)
+            }
+            Err(status) => {
+                record(call.method, status.code(), call.started);
+                Err(with_request_id(status, &call.request_id))
+            }
+        }
+    }
+
+    /// Writes one audit record; false when it could not be written.
+    async fn audit(
+        &self,
+        request_id: &str,
+        principal: &str,
+        target: &str,
+        method: &str,
+        decision: &str,
+        status: &Status,
+    ) -> bool {
+        let code = code_name(status.code());
+        let result = async {
+            let client = self.parts.pool.get().await?;
+            client
+                .execute(
+                    "INSERT INTO strata.api_audit
+                       (request_id, principal, target_user, method, decision, status_code, detail)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    &[
+                        &request_id,
+                        &principal,
+                        &target,
+                        &method,
+                        &decision,
+                        &code,
+                        &truncate(status.message(), 200),
+                    ],
+                )
+                .await?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+        }
+        .await;
+        match result {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::error!(%request_id, error = %err, "cannot write the audit record");
+                crate::metrics::errors("audit");
+                false
+            }
+        }
+    }
+
+    async fn list(
+        &self,
+        call: &Call,
+        request: ListActivityRequest,
+    ) -> Result<ListActivityResponse, Status> {
+        let (from_micros, to_micros) = range(request.from.as_ref(), request.to.as_ref())?;
+        let kinds = kinds(&request.kinds)?;
+        let limit = match request.page_size {
+            n if n < 0 => return Err(Status::invalid_argument("page_size must not be negative")),
+            0 => DEFAULT_PAGE_SIZE,
+            n => (n as usize).min(MAX_PAGE_SIZE),
+        };
+        let descending = match Order::try_from(request.order) {
+            Ok(Order::Unspecified | Order::Ascending) => false,
+            Ok(Order::Descending) => true,
+            Err(_) => return Err(Status::invalid_argument("unknown order")),
+        };
+        let binding = Binding {
+            user_id: &call.target,
+            kinds: &kinds,
+            from_micros,
+            to_micros,
+            descending,
+        };
+        let now = chrono::Utc::now().timestamp();
+        let after = if request.page_token.is_empty() {
+            None
+        } else {
+            match self.parts.tokens.verify(&request.page_token, &binding, now) {
+                Ok(cursor) => Some(cursor),
+                Err(PageTokenError::Expired) => {
+                    return Err(Status::invalid_argument(
+                        "page_token has expired; start again without it",
+                    ))
+                }
+                Err(_) => {
+                    return Err(Status::invalid_argument(
+                        "page_token is not valid for this request (it must come from the previous page of the same query)",
+                    ))
+                }
+            }
+        };
+        let query = Query {
+            user_id: call.target.clone(),
+            from_micros,
+            to_micros,
+            kinds: kinds.clone(),
+            descending,
+            after,
+            limit,
+        };
+        let page = {
+            let mut client = self.parts.pool.get().await.map_err(pool_status)?;
+            self.parts
+                .reader
+                .page(&mut client, &query)
+                .await
+                .map_err(|e| read_status(&call.request_id, e))?
+        };
+        let expires = now + self.parts.settings.page_token_ttl.as_secs() as i64;
+        let next_page_token = page
+            .next
+            .map(|cursor| self.parts.tokens.issue(&cursor, &binding, expires))
+            .unwrap_or_default();
+        Ok(ListActivityResponse {
+            events: page.events.iter().map(to_proto).collect(),
+            next_page_token,
+        })
+    }
+
+    async fn get_event_inner(
+        &self,
+        call: &Call,
+        request: &GetEventRequest,
+    ) -> Result<ProtoEvent, Status> {
+        let event_id = uuid::Uuid::parse_str(&request.event_id)
+            .map_err(|_| Status::invalid_argument("event_id must be a UUID"))?;
+        let found = {
+            let mut client = self.parts.pool.get().await.map_err(pool_status)?;
+            self.parts
+                .reader
+                .find(&mut client, &call.target, event_id)
+                .await
+                .map_err(|e| read_status(&call.request_id, e))?
+        };
+        found
+            .map(|e| to_proto(&e))
+            .ok_or_else(|| Status::not_found("no such event in this user's history"))
+    }
+
+    fn export_query(
+        &self,
+        call: &Call,
+        request: &ExportActivityRequest,
+    ) -> Result<(Query, Format), Status> {
+        let (from_micros, to_micros) = range(request.from.as_ref(), request.to.as_ref())?;
+        let kinds = kinds(&request.kinds)?;
+        let format = match ExportFormat::try_from(request.format) {
+            Ok(ExportFormat::Unspecified | ExportFormat::Jsonl) => Format::JsonLines,
+            Ok(ExportFormat::Csv) => Format::Csv,
+            Err(_) => return Err(Status::invalid_argument("unknown export format")),
+        };
+        Ok((
+            Query {
+                user_id: call.target.clone(),
+                from_micros,
+                to_micros,
+                kinds,
+                descending: false,
+                after: None,
+                limit: export::EXPORT_PAGE,
+            },
+            format,
+        ))
+    }
+
+    async fn open_jobs(&self, principal: &str) -> Result<u32, Status> {
+        jobs::open_count(&self.parts.pool, principal)
+            .await
+            .map_err(|e| internal_status("count export jobs", &*e))
+    }
+
+    async fn start_stream(
+        &self,
+        call: &Call,
+        request: &ExportActivityRequest,
+    ) -> Result<ReceiverStream<Result<ExportChunk, Status>>, Status> {
+        let (query, format) = self.export_query(call, request)?;
+        let open = self.open_jobs(&call.principal.subject).await?;
+        let slot = self
+            .parts
+            .limits
+            .try_export(&call.principal.subject, open)
+            .ok_or_else(|| export_limit(self.parts.limits.max_exports()))?;
+        // Two chunks in flight at most: a slow client slows the reader
+        // instead of growing a buffer.
+        let (sender, receiver) = mpsc::channel(2);
+        let parts = self.parts.clone();
+        let request_id = call.request_id.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            crate::metrics::EXPORTS_RUNNING.inc();
+            let mut sink = ChannelSink {
+                sender: sender.clone(),
+            };
+            let result = export::run(
+                &parts.reader,
+                &parts.pool,
+                query,
+                format,
+                &parts.cancel,
+                &mut sink,
+            )
+            .await;
+            crate::metrics::EXPORTS_RUNNING.dec();
+            match result {
+                Ok(totals) => crate::metrics::export_finished("stream", totals.bytes),
+                Err(ExportError::Cancelled) => {}
+                Err(err) => {
+                    let status = match err {
+                        ExportError::Read(e) => read_status(&request_id, e),
+                        ExportError::Pool(e) => pool_status(e),
+                        other => internal_status("export", &other),
+                    };
+                    let _ = sender.send(Err(status)).await;
+                }
+            }
+        });
+        Ok(ReceiverStream::new(receiver))
+    }
+
+    async fn start_job(
+        &self,
+        call: &Call,
+        request: &ExportActivityRequest,
+    ) -> Result<ExportJob, Status> {
+        let (query, format) = self.export_query(call, request)?;
+        let open = self.open_jobs(&call.principal.subject).await?;
+        // The job's row counts against the limit from now on, in every
+        // API process; the slot only checks the cap including streams.
+        drop(
+            self.parts
+                .limits
+                .try_export(&call.principal.subject, open)
+                .ok_or_else(|| export_limit(self.parts.limits.max_exports()))?,
+        );
+        let spec = JobSpec {
+            principal: call.principal.subject.clone(),
+            user_id: query.user_id.clone(),
+            from: timestamp(query.from_micros),
+            to: timestamp(query.to_micros),
+            kinds: query.kinds,
+            format,
+        };
+        let job = jobs::create(&self.parts.pool, &spec, &self.parts.settings.export_prefix)
+            .await
+            .map_err(|e| internal_status("create export job", &*e))?;
+        self.parts.wake_jobs.notify_one();
+        self.job_message(&job).await
+    }
+
+    async fn get_job(
+        &self,
+        call: &mut Call,
+        request: &GetExportRequest,
+    ) -> Result<ExportJob, Status> {
+        let id = uuid::Uuid::parse_str(&request.export_id)
+            .map_err(|_| Status::invalid_argument("export_id must be a UUID"))?;
+        let job = jobs::get(&self.parts.pool, id)
+            .await
+            .map_err(|e| internal_status("read export job", &*e))?;
+        let not_found = || Status::not_found("no such export job");
+        let job = job.ok_or_else(not_found)?;
+        if job.principal != call.principal.subject && !call.principal.read_any {
+            return Err(not_found());
+        }
+        call.target = job.user_id.clone();
+        self.job_message(&job).await
+    }
+
+    async fn job_message(&self, job: &jobs::Job) -> Result<ExportJob, Status> {
+        let state = match job.state.as_str() {
+            "pending" => ExportState::Pending,
+            "running" => ExportState::Running,
+            "done" => ExportState::Done,
+            _ => ExportState::Failed,
+        };
+        let mut message = ExportJob {
+            export_id: job.export_id.to_string(),
+            state: state as i32,
+            events: job.events,
+            bytes: job.bytes,
+            download_url: String::new(),
+            download_url_expires_at: None,
+            error: job.error.clone(),
+        };
+        if state == ExportState::Done {
+            let ttl = self.parts.settings.export_url_ttl;
+            let url = self
+                .parts
+                .store
+                .presign_get(&job.object_key, ttl)
+                .await
+                .map_err(|e| internal_status("presign export URL", &e))?;
+            let expires = chrono::Utc::now() + ttl;
+            message.download_url = url;
+            message.download_url_expires_at = Some(Timestamp {
+                seconds: expires.timestamp(),
+                nanos: expires.timestamp_subsec_nanos() as i32,
+            });
+        }
+        Ok(message)
+    }
+}
+
+/// Sends export chunks to a streaming client.
+struct ChannelSink {
+    sender: mpsc::Sender<Result<ExportChunk, Status>>,
+}
+
+impl export::Sink for ChannelSink {
+    async fn accept(&mut self, chunk: Vec<u8>, _so_far: ExportTotals) -> Result<bool, ExportError> {
+        Ok(self
+            .sender
+            .send(Ok(ExportChunk { data: chunk }))
+            .await
+            .is_ok())
+    }
+}
+
+#[tonic::async_trait]
+impl History for HistoryService {
+    async fn list_activity(
+        &self,
+        request: Request<ListActivityRequest>,
+    ) -> Result<Response<ListActivityResponse>, Status> {
+        let user = request.get_ref().user_id.clone();
+        let call = self
+            .admit("ListActivity", &request, &user, Need::Read)
+            .await?;
+        let result = self.list(&call, request.into_inner()).await;
+        self.finish(call, result).await
+    }
+
+    async fn get_event(
+        &self,
+        request: Request<GetEventRequest>,
+    ) -> Result<Response<ProtoEvent>, Status> {
+        let user = request.get_ref().user_id.clone();
+        let call = self.admit("GetEvent", &request, &user, Need::Read).await?;
+        let result = self.get_event_inner(&call, request.get_ref()).await;
+        self.finish(call, result).await
+    }
+
+    type ExportActivityStream = ReceiverStream<Result<ExportChunk, Status>>;
+
+    async fn export_activity(
+        &self,
+        request: Request<ExportActivityRequest>,
+    ) -> Result<Response<Self::ExportActivityStream>, Status> {
+        let user = request.get_ref().user_id.clone();
+        let call = self
+            .admit("ExportActivity", &request, &user, Need::Export)
+            .await?;
+        let result = self.start_stream(&call, request.get_ref()).await;
+        self.finish(call, result).await
+    }
+
+    async fn start_export(
+        &self,
+        request: Request<ExportActivityRequest>,
+    ) -> Result<Response<ExportJob>, Status> {
+        let user = request.get_ref().user_id.clone();
+        let call = self
+            .admit("StartExport", &request, &user, Need::Export)
+            .await?;
+        let result = self.start_job(&call, request.get_ref()).await;
+        self.finish(call, result).await
+    }
+
+    async fn get_export(
+        &self,
+        request: Request<GetExportRequest>,
+    ) -> Result<Response<ExportJob>, Status> {
+        let mut call = self.admit("GetExport", &request, "", Need::Job).await?;
+        let result = self.get_job(&mut call, request.get_ref()).await;
+        self.finish(call, result).await
+    }
+}
+
+/// The caller's `x-request-id` when it is a sane token, else a new UUID.
+fn request_id<T>(request: &Request<T>) -> String {
+    request
+        .metadata()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+fn with_request_id(mut status: Status, request_id: &str) -> Status {
+    if let Ok(value) = request_id.parse() {
+        status.metadata_mut().insert("x-request-id", value);
+    }
+    status
+}
+
+fn record(method: &str, code: tonic::Code, started: Instant) {
+    crate::metrics::REQUESTS
+        .with_label_values(&[method, code_name(code)])
+        .inc();
+    crate::metrics::LATENCY
+        .with_label_values(&[method])
+        .observe(started.elapsed().as_secs_f64());
+}
+
+/// The canonical gRPC code name (`OK`, `INVALID_ARGUMENT`, ...).
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+fn export_limit(max: u32) -> Status {
+    Status::resource_exhausted(format!(
+        "this principal already runs {max} exports (streams and jobs); wait for one to finish"
+    ))
+}
+
+fn pool_status(err: PoolError) -> Status {
+    tracing::warn!(error = %err, "api database pool");
+    crate::metrics::errors("pool");
+    Status::unavailable("the history store is busy or unreachable; retry")
+}
+
+fn read_status(request_id: &str, err: ReadError) -> Status {
+    tracing::error!(%request_id, error = %err, "history read failed");
+    crate::metrics::errors("read");
+    match err {
+        ReadError::Db { .. } | ReadError::Store(_) => {
+            Status::unavailable("the history store is unreachable; retry")
+        }
+        ReadError::Archive { .. } | ReadError::Scratch(_) => Status::internal(
+            "the history could not be read; the error is logged under this request id",
+        ),
+    }
+}
+
+fn internal_status(what: &str, err: &dyn std::fmt::Display) -> Status {
+    tracing::error!(error = %err, "{what}");
+    crate::metrics::errors("internal");
+    Status::internal(format!("{what} failed; the error is logged"))
+}
+
+/// Validated range in UTC microseconds: unset `from` is the beginning of
+/// time, unset `to` the end of time (so the range, and with it the page
+/// token binding, does not move between pages).
+fn range(from: Option<&Timestamp>, to: Option<&Timestamp>) -> Result<(i64, i64), Status> {
+    let from = match from {
+        Some(t) => micros(t, "from")?,
+        None => MIN_SECONDS * 1_000_000,
+    };
+    let to = match to {
+        Some(t) => micros(t, "to")?,
+        None => (MAX_SECONDS + 1) * 1_000_000,
+    };
+    if from > to {
+        return Err(Status::invalid_argument("`from` is after `to`"));
+    }
+    Ok((from, to))
+}
+
+fn micros(t: &Timestamp, field: &str) -> Result<i64, Status> {
+    if !(0..1_000_000_000).contains(&t.nanos) || !(MIN_SECONDS..=MAX_SECONDS).contains(&t.seconds) {
+        return Err(Status::invalid_argument(format!(
+            "`{field}` is not a valid timestamp (years 0001 to 9999, nanos 0..1e9)"
+        )));
+    }
+    Ok(t.seconds * 1_000_000 + i64::from(t.nanos / 1_000))
+}
+
+fn kinds(requested: &[String]) -> Result<Vec<String>, Status> {
+    if requested.len() > MAX_KINDS {
+        return Err(Status::invalid_argument(format!(
+            "at most {MAX_KINDS} kinds per request"
+        )));
+    }
+    for kind in requested {
+        if strata_core::event::validate_kind(kind).is_err() {
+            return Err(Status::invalid_argument(format!(
+                "kinds: {:?} is not a valid kind",
+                truncate(kind, 64)
+            )));
+        }
+    }
+    let mut kinds = requested.to_vec();
+    kinds.sort_unstable();
+    kinds.dedup();
+    Ok(kinds)
+}
+
+fn timestamp(micros: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+}
+
+fn proto_timestamp(micros: i64) -> Timestamp {
+    Timestamp {
+        seconds: micros.div_euclid(1_000_000),
+        nanos: (micros.rem_euclid(1_000_000) * 1_000) as i32,
+    }
+}
+
+/// An event as the API returns it.
+pub fn to_proto(event: &Event) -> ProtoEvent {
+    ProtoEvent {
+        event_id: event.event_id.hyphenated().to_string(),
+        user_id: event.user_id.clone(),
+        kind: event.kind.clone(),
+        occurred_at: Some(proto_timestamp(event.occurred_at)),
+        source: event.source.clone(),
+        payload_json: event.payload.clone(),
+        ingested_at: Some(proto_timestamp(event.ingested_at)),
+    }
+}
