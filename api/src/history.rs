@@ -14,13 +14,12 @@
 //! files are immutable, at their final key once published and at their
 //! staging key until then.
 
-use std::path::Path;
-
 use chrono::NaiveDate;
-use strata_archiver::export::{read_rows, ArchivedRow};
-use strata_archiver::{layout, ObjectStore, StoreError};
+use strata_archiver::export::ArchivedRow;
+use strata_archiver::{ObjectStore, StoreError};
 use tokio_postgres::Client;
 
+use crate::cold::ColdReader;
 use crate::page_token::Cursor;
 
 /// One event as the API returns it: the archive's row shape, which equals
@@ -88,23 +87,43 @@ fn db(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> ReadError 
 
 /// Reads pages of histories from a hot store and its archive.
 pub struct HistoryReader {
-    store: ObjectStore,
-    prefix: String,
+    cold: ColdReader,
 }
 
 /// An archive file of a committed day that may hold the user's rows.
 struct ColdFile {
     day: NaiveDate,
     key: String,
+    bytes: u64,
 }
+
+fn cold_file(row: &tokio_postgres::Row) -> ColdFile {
+    ColdFile {
+        day: row.get(0),
+        key: row.get(1),
+        bytes: row.get::<_, i64>(2).max(0) as u64,
+    }
+}
+
+/// Archive files whose footers the default reader keeps.
+pub const DEFAULT_METADATA_CACHE_FILES: usize = 4096;
 
 impl HistoryReader {
     /// A reader of the archive in `store` under `prefix`.
     pub fn new(store: ObjectStore, prefix: impl Into<String>) -> Self {
+        Self::with_cache(store, prefix, DEFAULT_METADATA_CACHE_FILES)
+    }
+
+    /// The same, caching the metadata of at most `cache_files` files.
+    pub fn with_cache(store: ObjectStore, prefix: impl Into<String>, cache_files: usize) -> Self {
         Self {
-            store,
-            prefix: prefix.into(),
+            cold: ColdReader::new(store, prefix, cache_files),
         }
+    }
+
+    /// The archive reader (request counters, cache control).
+    pub fn cold(&self) -> &ColdReader {
+        &self.cold
     }
 
     /// One page of `query` (the client must not be in a transaction).
@@ -142,7 +161,7 @@ impl HistoryReader {
             .collect();
         let files: Vec<ColdFile> = tx
             .query(
-                "SELECT day, object_key FROM strata.archive_files
+                "SELECT day, object_key, bytes FROM strata.archive_files
                   WHERE day = ANY($1) AND min_user_id <= $2 AND max_user_id >= $2
                   ORDER BY day, seq",
                 &[&cold_days, &query.user_id],
@@ -150,10 +169,7 @@ impl HistoryReader {
             .await
             .map_err(db("read the catalog's files"))?
             .iter()
-            .map(|r| ColdFile {
-                day: r.get(0),
-                key: r.get(1),
-            })
+            .map(cold_file)
             .collect();
         // Both statements are constants; the request only binds values.
         let (hot_sql, late_sql) = if query.descending {
@@ -209,7 +225,10 @@ impl HistoryReader {
                 }
             }
             for file in files.iter().filter(|f| f.day == day) {
-                let rows = self.read_file(&file.key).await?;
+                let rows = self
+                    .cold
+                    .user_rows(&file.key, file.bytes, &query.user_id)
+                    .await?;
                 candidates.extend(rows.into_iter().filter(|r| matches(r, query)));
             }
             sort(&mut candidates, query.descending);
@@ -250,7 +269,7 @@ impl HistoryReader {
             .map_err(db("begin the read"))?;
         let files: Vec<ColdFile> = tx
             .query(
-                "SELECT f.day, f.object_key FROM strata.archive_files f
+                "SELECT f.day, f.object_key, f.bytes FROM strata.archive_files f
                    JOIN strata.archive_days d ON d.day = f.day AND d.state = 'committed'
                   WHERE f.min_user_id <= $1 AND f.max_user_id >= $1
                   ORDER BY f.day DESC, f.seq",
@@ -259,10 +278,7 @@ impl HistoryReader {
             .await
             .map_err(db("read the catalog's files"))?
             .iter()
-            .map(|r| ColdFile {
-                day: r.get(0),
-                key: r.get(1),
-            })
+            .map(cold_file)
             .collect();
         let cold_days: Vec<NaiveDate> = {
             let mut days: Vec<NaiveDate> = files.iter().map(|f| f.day).collect();
@@ -287,69 +303,13 @@ impl HistoryReader {
         let mut ordered: Vec<&ColdFile> = files.iter().filter(|f| Some(f.day) == hinted).collect();
         ordered.extend(files.iter().filter(|f| Some(f.day) != hinted));
         for file in ordered {
-            let rows = self.read_file(&file.key).await?;
-            if let Some(found) = rows
-                .into_iter()
-                .find(|r| r.event_id == event_id && r.user_id == user_id)
-            {
+            let rows = self.cold.user_rows(&file.key, file.bytes, user_id).await?;
+            if let Some(found) = rows.into_iter().find(|r| r.event_id == event_id) {
                 return Ok(Some(found));
             }
         }
         Ok(None)
     }
-
-    /// Downloads and decodes one archive file: its final key, or its
-    /// staging key while the commit is not published yet.
-    async fn read_file(&self, key: &str) -> Result<Vec<Event>, ReadError> {
-        let scratch = std::env::temp_dir().join(format!(
-            "strata-read-{}-{:016x}.parquet",
-            std::process::id(),
-            rand_suffix()
-        ));
-        let staging = layout::staging_key(&self.prefix, key);
-        let mut last_err = None;
-        // Publication moves the object while we look: final, staging, final.
-        for candidate in [key, staging.as_str(), key] {
-            match self.store.get_to_file(candidate, &scratch).await {
-                Ok(_) => {
-                    last_err = None;
-                    break;
-                }
-                Err(err) if err.not_found => last_err = Some(err),
-                Err(err) => return Err(err.into()),
-            }
-        }
-        if let Some(err) = last_err {
-            return Err(err.into());
-        }
-        let path = scratch.clone();
-        let rows = tokio::task::spawn_blocking(move || read_rows(&path))
-            .await
-            .map_err(|e| ReadError::Archive {
-                key: key.to_string(),
-                message: e.to_string(),
-            })?;
-        remove(&scratch);
-        rows.map_err(|e| ReadError::Archive {
-            key: key.to_string(),
-            message: e.to_string(),
-        })
-    }
-}
-
-fn remove(path: &Path) {
-    let _ = std::fs::remove_file(path);
-}
-
-fn rand_suffix() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64),
-    );
-    hasher.finish()
 }
 
 /// Microseconds as a timestamp, clamped to what chrono represents (the

@@ -4,6 +4,7 @@
 //! exports (streamed, or as background jobs with presigned URLs).
 //!
 //! - [`history`]: the cross-tier page reader (G3);
+//! - [`cold`]: ranged, metadata-cached reads of archive files;
 //! - [`page_token`]: HMAC-signed, request-bound cursors;
 //! - [`auth`]: JWT bearer tokens and scopes;
 //! - [`limits`]: per-principal rate and export limits;
@@ -12,6 +13,7 @@
 //! - [`server`]: the listener (health, reflection, TLS) and its workers.
 
 pub mod auth;
+pub mod cold;
 pub mod export;
 pub mod history;
 pub mod jobs;

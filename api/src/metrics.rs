@@ -75,6 +75,28 @@ pub static ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+/// Ranged GETs of archive files (metadata and data).
+pub static COLD_GETS: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
+    must(
+        prometheus::register_int_counter!(
+            "strata_api_cold_gets_total",
+            "Ranged GETs of archive files by the API (footers and data)"
+        ),
+        "cold_gets",
+    )
+});
+
+/// Bytes fetched from archive files.
+pub static COLD_BYTES: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
+    must(
+        prometheus::register_int_counter!(
+            "strata_api_cold_bytes_total",
+            "Bytes fetched from archive files by the API"
+        ),
+        "cold_bytes",
+    )
+});
+
 /// Registers every metric so it shows (at zero) before anything happens.
 pub fn register() {
     LazyLock::force(&REQUESTS);
@@ -82,6 +104,8 @@ pub fn register() {
     LazyLock::force(&EXPORTS_RUNNING);
     LazyLock::force(&EXPORT_BYTES);
     LazyLock::force(&ERRORS);
+    LazyLock::force(&COLD_GETS);
+    LazyLock::force(&COLD_BYTES);
 }
 
 /// Counts an internal error at `stage`.

@@ -178,6 +178,21 @@ impl ObjectStore {
         }
     }
 
+    /// Bytes `range` of `key` (one ranged GET).
+    pub async fn get_range(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<bytes::Bytes, StoreError> {
+        if range.is_empty() {
+            return Ok(bytes::Bytes::new());
+        }
+        match self {
+            Self::S3(s) => s.get_range(key, range).await,
+            Self::Local(l) => l.get_range(key, range).await,
+        }
+    }
+
     /// A URL that lets its holder GET `key` for `ttl` without credentials
     /// (S3 presigned URL). A local store has no server: it returns a
     /// `file://` URL, which does not expire.
@@ -434,6 +449,45 @@ impl S3Store {
         Ok(())
     }
 
+    async fn get_range(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<bytes::Bytes, StoreError> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .range(format!("bytes={}-{}", range.start, range.end - 1))
+            .send()
+            .await
+            .map_err(|e| {
+                let mut err = StoreError::new("get range", key, sdk_message(&e));
+                err.not_found = e.as_service_error().is_some_and(|s| s.is_no_such_key());
+                err
+            })?;
+        let bytes = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| StoreError::new("get range", key, e))?
+            .into_bytes();
+        if bytes.len() as u64 != range.end - range.start {
+            return Err(StoreError::new(
+                "get range",
+                key,
+                format!(
+                    "asked for {} bytes at {}, got {}",
+                    range.end - range.start,
+                    range.start,
+                    bytes.len()
+                ),
+            ));
+        }
+        Ok(bytes)
+    }
+
     async fn presign_get(&self, key: &str, ttl: Duration) -> Result<String, StoreError> {
         let config = aws_sdk_s3::presigning::PresigningConfig::expires_in(ttl)
             .map_err(|e| StoreError::new("presign", key, e))?;
@@ -619,6 +673,31 @@ impl LocalStore {
     async fn put_bytes(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError> {
         self.write_atomically(key, async |temp: &Path| tokio::fs::write(temp, bytes).await)
             .await
+    }
+
+    async fn get_range(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<bytes::Bytes, StoreError> {
+        use std::io::{Read, Seek};
+        let path = self.path_of(key)?;
+        let owned_key = key.to_string();
+        tokio::task::spawn_blocking(move || {
+            let not_found = |e: std::io::Error| {
+                let mut err = StoreError::new("get range", &owned_key, e.to_string());
+                err.not_found = e.kind() == std::io::ErrorKind::NotFound;
+                err
+            };
+            let mut file = std::fs::File::open(&path).map_err(not_found)?;
+            file.seek(std::io::SeekFrom::Start(range.start))
+                .map_err(not_found)?;
+            let mut buffer = vec![0u8; (range.end - range.start) as usize];
+            file.read_exact(&mut buffer).map_err(not_found)?;
+            Ok(bytes::Bytes::from(buffer))
+        })
+        .await
+        .map_err(|e| StoreError::new("get range", key, e))?
     }
 
     async fn get_to_file(&self, key: &str, path: &Path) -> Result<u64, StoreError> {

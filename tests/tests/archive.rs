@@ -911,6 +911,31 @@ async fn history_pages_across_hot_and_cold_without_gap_or_repeat() -> anyhow::Re
     };
     assert!(reader.page(&mut client, &nobody).await?.events.is_empty());
 
+    // Ranged reads: a page inside one archived day costs one GET once the
+    // file's footer is cached, two (footer + data) when it is not.
+    let one_day = strata_api::Query {
+        from_micros: at(d5, 0, 0, 0, 0).timestamp_micros(),
+        to_micros: at(d4, 0, 0, 0, 0).timestamp_micros(),
+        limit: 5,
+        ..everything.clone()
+    };
+    let gets = || {
+        reader
+            .cold()
+            .stats()
+            .gets
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    reader.cold().clear_cache();
+    let before = gets();
+    let cold_page = reader.page(&mut client, &one_day).await?;
+    assert_eq!(cold_page.events.len(), 5);
+    assert_eq!(gets() - before, 2, "cold cache: footer + data");
+    let before = gets();
+    let warm_page = reader.page(&mut client, &one_day).await?;
+    assert_eq!(gets() - before, 1, "warm cache: one ranged GET");
+    assert_eq!(warm_page.events, cold_page.events);
+
     // The seam moves between pages: d2 is archived, then every archived
     // day's partition dropped, while a reader is half-way through.
     let mut query = strata_api::Query {

@@ -1,0 +1,377 @@
+//! Reads one user's rows from an archive file with ranged GETs.
+//!
+//! Files are sorted by user, so a user's rows of a day sit in one row
+//! group (or two, at a boundary) and in a few pages of each column. The
+//! file's footer and page index are fetched once (one suffix GET, sized by
+//! the catalog's byte count) and cached, bounded by count; then the row
+//! groups whose `user_id` statistics can hold the user, and in them the
+//! pages whose page-index bounds can, give a row selection; the reader asks
+//! for those pages of every column at once, and they are fetched as ONE
+//! ranged GET spanning them (a row group's column chunks are contiguous,
+//! so the span is at most one row group). A warm page costs one GET per
+//! file touched; a cold one, two.
+
+use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::{FutureExt, TryStreamExt};
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, RowSelection};
+use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
+use parquet::errors::ParquetError;
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
+use parquet::file::page_index::column_index::ColumnIndexMetaData;
+use strata_archiver::{layout, ObjectStore};
+
+use crate::history::{Event, ReadError};
+
+/// First guess at the footer + page index size (one GET when it fits).
+const FOOTER_GUESS: u64 = 256 * 1024;
+/// The user_id column (first in the schema).
+const USER_COLUMN: usize = 0;
+
+/// Requests made, for metrics and the benchmark.
+#[derive(Debug, Default)]
+pub struct ColdStats {
+    /// GETs issued (metadata and data).
+    pub gets: AtomicU64,
+    /// Bytes fetched.
+    pub bytes: AtomicU64,
+    /// Metadata cache hits.
+    pub metadata_hits: AtomicU64,
+    /// Metadata cache misses.
+    pub metadata_misses: AtomicU64,
+}
+
+/// Cached metadata of one object.
+struct Cached {
+    /// The key the object was found under (final, or staging before
+    /// publication).
+    found_at: String,
+    metadata: ArrowReaderMetadata,
+}
+
+/// A bounded cache of file metadata (first in, first out: archive files
+/// are immutable, so entries never go stale, only cold).
+struct MetadataCache {
+    capacity: usize,
+    entries: HashMap<String, Arc<Cached>>,
+    order: VecDeque<String>,
+}
+
+impl MetadataCache {
+    fn get(&self, key: &str) -> Option<Arc<Cached>> {
+        self.entries.get(key).cloned()
+    }
+
+    fn insert(&mut self, key: String, value: Arc<Cached>) {
+        if self.capacity == 0 {
+            return;
+        }
+        if self.entries.insert(key.clone(), value).is_none() {
+            self.order.push_back(key);
+        }
+        while self.entries.len() > self.capacity {
+            match self.order.pop_front() {
+                Some(old) => {
+                    self.entries.remove(&old);
+                }
+                None => break,
+            }
+        }
+    }
+}
+
+/// Ranged, cached reads of archive files.
+pub struct ColdReader {
+    store: ObjectStore,
+    prefix: String,
+    cache: Mutex<MetadataCache>,
+    stats: Arc<ColdStats>,
+}
+
+/// One ranged GET, counted.
+async fn counted_get(
+    store: &ObjectStore,
+    stats: &ColdStats,
+    key: &str,
+    range: Range<u64>,
+) -> Result<Bytes, strata_archiver::StoreError> {
+    stats.gets.fetch_add(1, Ordering::Relaxed);
+    crate::metrics::COLD_GETS.inc();
+    let bytes = store.get_range(key, range).await?;
+    stats.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+    crate::metrics::COLD_BYTES.inc_by(bytes.len() as u64);
+    Ok(bytes)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn archive_error(key: &str, err: impl std::fmt::Display) -> ReadError {
+    ReadError::Archive {
+        key: key.to_string(),
+        message: err.to_string(),
+    }
+}
+
+impl ColdReader {
+    /// A reader of archive objects under `prefix` caching the metadata of
+    /// up to `cache_files` files.
+    pub fn new(store: ObjectStore, prefix: impl Into<String>, cache_files: usize) -> Self {
+        Self {
+            store,
+            prefix: prefix.into(),
+            cache: Mutex::new(MetadataCache {
+                capacity: cache_files,
+                entries: HashMap::new(),
+                order: VecDeque::new(),
+            }),
+            stats: Arc::new(ColdStats::default()),
+        }
+    }
+
+    /// Request counters.
+    pub fn stats(&self) -> &ColdStats {
+        &self.stats
+    }
+
+    /// Forgets every cached footer (the benchmark's cold-cache runs).
+    pub fn clear_cache(&self) {
+        let mut cache = lock(&self.cache);
+        cache.entries.clear();
+        cache.order.clear();
+    }
+
+    async fn get_range(
+        &self,
+        key: &str,
+        range: Range<u64>,
+    ) -> Result<Bytes, strata_archiver::StoreError> {
+        counted_get(&self.store, &self.stats, key, range).await
+    }
+
+    /// The metadata of `key` (`size` bytes long), from the cache or the
+    /// store: final key first, then the staging key (not published yet).
+    async fn metadata(&self, key: &str, size: u64) -> Result<Arc<Cached>, ReadError> {
+        if let Some(cached) = lock(&self.cache).get(key) {
+            self.stats.metadata_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(cached);
+        }
+        self.stats.metadata_misses.fetch_add(1, Ordering::Relaxed);
+        let staging = layout::staging_key(&self.prefix, key);
+        let guess = FOOTER_GUESS.min(size);
+        let mut found = None;
+        // Publication moves the object while we look: final, staging, final.
+        for candidate in [key, staging.as_str(), key] {
+            match self.get_range(candidate, size - guess..size).await {
+                Ok(tail) => {
+                    found = Some((candidate.to_string(), tail));
+                    break;
+                }
+                Err(err) if err.not_found => continue,
+                Err(err) => return Err(err.into()),
+            }
+        }
+        let Some((found_at, mut tail)) = found else {
+            return Err(ReadError::Archive {
+                key: key.to_string(),
+                message: "neither the object nor its staging copy exists".into(),
+            });
+        };
+        let metadata = loop {
+            let mut reader =
+                ParquetMetaDataReader::new().with_page_index_policy(PageIndexPolicy::Required);
+            match reader.try_parse_sized(&tail, size) {
+                Ok(()) => break reader.finish().map_err(|e| archive_error(key, e))?,
+                Err(ParquetError::NeedMoreData(needed)) if (needed as u64) > tail.len() as u64 => {
+                    let needed = (needed as u64).min(size);
+                    tail = self.get_range(&found_at, size - needed..size).await?;
+                }
+                Err(err) => return Err(archive_error(key, err)),
+            }
+        };
+        let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Required);
+        let metadata = ArrowReaderMetadata::try_new(Arc::new(metadata), options)
+            .map_err(|e| archive_error(key, e))?;
+        let cached = Arc::new(Cached { found_at, metadata });
+        lock(&self.cache).insert(key.to_string(), cached.clone());
+        Ok(cached)
+    }
+
+    /// Every row of `user` in the file `key` (`size` bytes), in file order.
+    pub async fn user_rows(
+        &self,
+        key: &str,
+        size: u64,
+        user: &str,
+    ) -> Result<Vec<Event>, ReadError> {
+        let cached = self.metadata(key, size).await?;
+        let metadata = cached.metadata.metadata().clone();
+        let (row_groups, selection) = select(&metadata, user.as_bytes());
+        if row_groups.is_empty() {
+            return Ok(Vec::new());
+        }
+        let input = SpanReader {
+            store: self.store.clone(),
+            stats: self.stats.clone(),
+            key: cached.found_at.clone(),
+            metadata: metadata.clone(),
+        };
+        let stream =
+            ParquetRecordBatchStreamBuilder::new_with_metadata(input, cached.metadata.clone())
+                .with_row_groups(row_groups)
+                .with_row_selection(selection)
+                .with_batch_size(4096)
+                .build()
+                .map_err(|e| archive_error(key, e))?;
+        let batches: Vec<_> = stream
+            .try_collect()
+            .await
+            .map_err(|e| archive_error(key, e))?;
+        let mut rows = Vec::new();
+        for batch in &batches {
+            layout::for_each_row(batch, |row| {
+                if row.user_id == user {
+                    rows.push(Event {
+                        user_id: row.user_id.to_string(),
+                        occurred_at: row.occurred_at,
+                        event_id: uuid::Uuid::from_bytes(row.event_id),
+                        kind: row.kind.to_string(),
+                        source: row.source.to_string(),
+                        payload: row.payload.to_string(),
+                        ingested_at: row.ingested_at,
+                    });
+                }
+            })
+            .map_err(|e| archive_error(key, e))?;
+        }
+        Ok(rows)
+    }
+}
+
+/// Row groups whose `user_id` bounds hold `user`, and within them the rows
+/// of the pages whose page-index bounds do (across the selected groups, in
+/// order, as the reader expects).
+fn select(metadata: &ParquetMetaData, user: &[u8]) -> (Vec<usize>, RowSelection) {
+    let mut groups = Vec::new();
+    let mut ranges: Vec<Range<usize>> = Vec::new();
+    let mut offset = 0usize;
+    for (index, group) in metadata.row_groups().iter().enumerate() {
+        let rows = group.num_rows().max(0) as usize;
+        let column = group.column(USER_COLUMN);
+        let may_hold = match column.statistics() {
+            Some(stats) => match (stats.min_bytes_opt(), stats.max_bytes_opt()) {
+                (Some(min), Some(max)) => min <= user && user <= max,
+                _ => true,
+            },
+            None => true,
+        };
+        if !may_hold {
+            continue;
+        }
+        let pages = page_rows(metadata, index, rows, user);
+        if pages.is_empty() {
+            continue;
+        }
+        groups.push(index);
+        ranges.extend(pages.into_iter().map(|r| r.start + offset..r.end + offset));
+        offset += rows;
+    }
+    let selection = RowSelection::from_consecutive_ranges(ranges.into_iter(), offset);
+    (groups, selection)
+}
+
+/// Rows (within row group `group` of `rows` rows) of the `user_id` pages
+/// whose bounds hold `user`; every row when there is no page index.
+fn page_rows(
+    metadata: &ParquetMetaData,
+    group: usize,
+    rows: usize,
+    user: &[u8],
+) -> Vec<Range<usize>> {
+    let all = std::iter::once(0..rows).collect::<Vec<_>>();
+    let Some(page_index) = metadata.page_index() else {
+        return all;
+    };
+    let (Some(ColumnIndexMetaData::BYTE_ARRAY(index)), Some(offsets)) = (
+        page_index.column_index(group, USER_COLUMN),
+        page_index.offset_index(group, USER_COLUMN),
+    ) else {
+        return all;
+    };
+    let locations = offsets.page_locations();
+    let mut ranges: Vec<Range<usize>> = Vec::new();
+    for (page, location) in locations.iter().enumerate() {
+        let (Some(min), Some(max)) = (index.min_value(page), index.max_value(page)) else {
+            continue;
+        };
+        if min > user || user > max {
+            continue;
+        }
+        let start = location.first_row_index.max(0) as usize;
+        let end = locations
+            .get(page + 1)
+            .map_or(rows, |next| next.first_row_index.max(0) as usize);
+        match ranges.last_mut() {
+            Some(last) if last.end == start => last.end = end,
+            _ => ranges.push(start..end),
+        }
+    }
+    ranges
+}
+
+/// Serves the Parquet reader's byte ranges with one GET spanning them.
+struct SpanReader {
+    store: ObjectStore,
+    stats: Arc<ColdStats>,
+    key: String,
+    metadata: Arc<ParquetMetaData>,
+}
+
+impl AsyncFileReader for SpanReader {
+    fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        async move {
+            counted_get(&self.store, &self.stats, &self.key, range)
+                .await
+                .map_err(|e| ParquetError::External(Box::new(e)))
+        }
+        .boxed()
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<Range<u64>>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
+        async move {
+            let (Some(start), Some(end)) = (
+                ranges.iter().map(|r| r.start).min(),
+                ranges.iter().map(|r| r.end).max(),
+            ) else {
+                return Ok(Vec::new());
+            };
+            let span = counted_get(&self.store, &self.stats, &self.key, start..end)
+                .await
+                .map_err(|e| ParquetError::External(Box::new(e)))?;
+            Ok(ranges
+                .iter()
+                .map(|r| span.slice((r.start - start) as usize..(r.end - start) as usize))
+                .collect())
+        }
+        .boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        _options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        let metadata = self.metadata.clone();
+        async move { Ok(metadata) }.boxed()
+    }
+}
