@@ -14,7 +14,7 @@ use anyhow::Context;
 use chrono::{NaiveDate, TimeDelta, Utc};
 use clap::Args;
 use rand::Rng;
-use strata_core::config::{DatabaseUrl, HotStoreConfig, ObjectStoreConfig, SourceConfig};
+use strata_core::config::{DatabaseUrl, HotStoreConfig, ObjectStoreConfig, Secret, SourceConfig};
 use strata_core::Config;
 use strata_embedded::{Cluster, ClusterOptions};
 use strata_producer::{Doorbell, Outbox};
@@ -48,6 +48,9 @@ pub struct DemoArgs {
     /// Events per backfilled day.
     #[arg(long, default_value_t = 4000)]
     backfill_events: u64,
+    /// How long to serve the history API at the end (0: skip it).
+    #[arg(long, default_value = "2m", value_parser = strata_core::duration::parse)]
+    api_for: Duration,
     /// Stop the demo's Postgres cluster (left running for inspection) and exit.
     #[arg(long)]
     stop: bool,
@@ -171,6 +174,7 @@ async fn demo(
     };
     println!("  archive:           {archive_location} (Parquet, one folder per day)");
     let backfilled = backfill(&shop_url, &outbox_for_backfill()?, args).await?;
+    let object_store = archiver_options.object_store.clone();
     let archiver_cancel = cancel.child_token();
     let archiver = tokio::spawn(strata_archiver::run(
         archiver_options,
@@ -328,6 +332,18 @@ Query the archive with DuckDB (pip install duckdb, or the duckdb CLI):"
             amount,
             city.unwrap_or_default()
         );
+    }
+    if !args.api_for.is_zero() && !cancel.is_cancelled() {
+        serve_api(
+            config,
+            &hot_url,
+            object_store,
+            &user,
+            &backfilled,
+            args.api_for,
+            &cancel,
+        )
+        .await?;
     }
     println!("\nThe cluster keeps running so you can look around:");
     println!("  {}", cluster.psql_command(HOT_DB));
@@ -498,4 +514,124 @@ async fn produce(
             }
         }
     }
+}
+
+/// Starts the history API on the demo's stores, reads `user`'s history
+/// through it (across archived and hot days), prints ready-to-paste
+/// grpcurl and Python commands, and serves for `serve_for`.
+async fn serve_api(
+    config: &Config,
+    hot_url: &str,
+    object_store: ObjectStoreConfig,
+    user: &str,
+    archived_days: &[NaiveDate],
+    serve_for: Duration,
+    cancel: &CancellationToken,
+) -> anyhow::Result<()> {
+    use strata_proto::v1::history_client::HistoryClient;
+    use strata_proto::v1::ListActivityRequest;
+
+    let mut api = config.api.clone();
+    // A fresh signing secret per demo run: tokens die with it.
+    let secret = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    api.jwt_hs256_secrets = [("demo".to_string(), Secret::new(secret.clone()))].into();
+    api.page_token_keys = vec![Secret::new(format!("demo={secret}"))];
+    let listen = api.listen.clone();
+    let options = strata_api::ApiOptions {
+        api: api.clone(),
+        hot_store_url: DatabaseUrl::new(hot_url),
+        object_store,
+    };
+    let api_cancel = cancel.child_token();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let server = tokio::spawn(strata_api::serve(
+        options,
+        api_cancel.clone(),
+        Some(ready_tx),
+    ));
+    let address = match ready_rx.await {
+        Ok(address) => address,
+        Err(_) => {
+            let result = server.await.context("API task")?;
+            result.context("start the history API")?;
+            anyhow::bail!("the history API did not start");
+        }
+    };
+    let now = Utc::now().timestamp().max(0) as u64;
+    let token = strata_api::auth::issue_hs256(
+        "demo",
+        &secret,
+        &strata_api::auth::Claims {
+            sub: user.to_string(),
+            iss: api.jwt_issuer.clone(),
+            aud: api.jwt_audience.clone(),
+            exp: now + 3600,
+            iat: Some(now),
+            scope: strata_api::auth::SCOPE_EXPORT.to_string(),
+        },
+    )
+    .context("sign the demo token")?;
+
+    // Read the whole history through the API, as a client would.
+    let mut client = HistoryClient::connect(format!("http://{address}"))
+        .await
+        .context("connect to the history API")?;
+    let (mut events, mut cold, mut pages, mut page_token) = (0usize, 0usize, 0usize, String::new());
+    loop {
+        let mut request = tonic::Request::new(ListActivityRequest {
+            page_size: 100,
+            page_token: page_token.clone(),
+            ..Default::default()
+        });
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().context("token header")?,
+        );
+        let page = client
+            .list_activity(request)
+            .await
+            .context("ListActivity")?
+            .into_inner();
+        pages += 1;
+        events += page.events.len();
+        cold += page
+            .events
+            .iter()
+            .filter(|e| {
+                e.occurred_at
+                    .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
+                    .is_some_and(|t| archived_days.contains(&t.date_naive()))
+            })
+            .count();
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    println!(
+        "\nHistory API on {address} ({listen} in config): read {user}'s whole history in {pages} pages: {events} events, {cold} of them from archived days (Parquet)."
+    );
+    println!("\nCall it yourself (token valid 1 h, for {user} only):");
+    println!(
+        "  grpcurl -plaintext -H 'authorization: Bearer {token}' -d '{{\"page_size\": 5}}' {address} strata.v1.History/ListActivity"
+    );
+    println!("  python3 -m grpc_tools.protoc -Iproto --python_out=. --grpc_python_out=. strata/v1/history.proto  # pip install grpcio-tools");
+    println!(
+        "  python3 -c \"import grpc; from strata.v1 import history_pb2 as p, history_pb2_grpc as g; s = g.HistoryStub(grpc.insecure_channel('{address}')); print(s.ListActivity(p.ListActivityRequest(page_size=5), metadata=[('authorization', 'Bearer {token}')]))\""
+    );
+    println!(
+        "Serving for {} (Ctrl-C to stop sooner; --api-for 0 skips this).",
+        strata_core::duration::format(serve_for)
+    );
+    tokio::select! {
+        _ = cancel.cancelled() => {}
+        _ = tokio::time::sleep(serve_for) => {}
+    }
+    api_cancel.cancel();
+    server.await.context("API task")?.context("history API")?;
+    Ok(())
 }
