@@ -26,4 +26,4 @@ pub mod service;
 
 pub use history::{Event, HistoryReader, Page, Query, ReadError};
 pub use page_token::{Binding, Cursor, PageTokenError, PageTokenKey, PageTokenKeys};
-pub use server::{serve, ApiOptions};
+pub use server::{serve, serve_with_reader, ApiOptions};

@@ -85,6 +85,17 @@ pub async fn serve(
     cancel: CancellationToken,
     ready: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
 ) -> Result<(), ServeError> {
+    serve_with_reader(options, None, cancel, ready).await
+}
+
+/// [`serve`] with a reader the caller keeps a handle on (the benchmark
+/// reads its request counters and empties its cache).
+pub async fn serve_with_reader(
+    options: ApiOptions,
+    reader: Option<Arc<HistoryReader>>,
+    cancel: CancellationToken,
+    ready: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
+) -> Result<(), ServeError> {
     crate::metrics::register();
     let api = &options.api;
     let listen: SocketAddr = api
@@ -122,7 +133,7 @@ pub async fn serve(
     } else {
         format!("{prefix}/{}", api.export_prefix.trim_matches('/'))
     };
-    let reader = Arc::new(HistoryReader::new(store.clone(), prefix));
+    let reader = reader.unwrap_or_else(|| Arc::new(HistoryReader::new(store.clone(), prefix)));
     let url = api
         .database_url
         .clone()
@@ -214,7 +225,17 @@ pub async fn serve(
     if let Some(ready) = ready {
         let _ = ready.send(bound);
     }
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // Small request/response exchanges: without TCP_NODELAY, Nagle plus
+    // delayed ACKs add ~40 ms to a reply.
+    let incoming = tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        |stream| {
+            if let Ok(stream) = &stream {
+                let _ = stream.set_nodelay(true);
+            }
+            stream
+        },
+    );
     let result = builder
         .add_service(health_service)
         .add_service(reflection_v1)

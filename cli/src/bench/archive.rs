@@ -90,7 +90,8 @@ pub async fn run(args: ArchiveArgs, cancel: CancellationToken) -> anyhow::Result
     }
     let copy_secs = median(&mut copy_secs);
 
-    let (object_store, store_note) = object_store(&args).await?;
+    let (object_store, store_note) =
+        object_store(args.s3_endpoint.as_deref(), &args.bucket).await?;
     let spool = std::env::temp_dir().join(format!("strata-bench-spool-{}", std::process::id()));
     let options = ArchiverOptions {
         hot_store: DatabaseUrl::new(hot_url.clone()),
@@ -184,13 +185,16 @@ pub async fn run(args: ArchiveArgs, cancel: CancellationToken) -> anyhow::Result
 }
 
 /// The object store: `--s3-endpoint` (bucket created) or a temp directory.
-async fn object_store(args: &ArchiveArgs) -> anyhow::Result<(ObjectStoreConfig, String)> {
-    let config = match &args.s3_endpoint {
+pub(super) async fn object_store(
+    s3_endpoint: Option<&str>,
+    bucket: &str,
+) -> anyhow::Result<(ObjectStoreConfig, String)> {
+    let config = match s3_endpoint {
         Some(endpoint) => ObjectStoreConfig {
             kind: "s3".into(),
-            bucket: args.bucket.clone(),
+            bucket: bucket.to_string(),
             prefix: format!("bench-{}", Uuid::new_v4().simple()),
-            endpoint: endpoint.clone(),
+            endpoint: endpoint.to_string(),
             region: std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()),
             path_style: true,
             access_key_id: std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_else(|_| "test".into()),
@@ -213,8 +217,8 @@ async fn object_store(args: &ArchiveArgs) -> anyhow::Result<(ObjectStoreConfig, 
         .ensure_bucket()
         .await
         .context("create the benchmark bucket")?;
-    let note = match &args.s3_endpoint {
-        Some(endpoint) => format!("s3://{} at {endpoint}", args.bucket),
+    let note = match s3_endpoint {
+        Some(endpoint) => format!("s3://{bucket} at {endpoint}"),
         None => config.local_dir.clone(),
     };
     Ok((config, note))
@@ -223,7 +227,7 @@ async fn object_store(args: &ArchiveArgs) -> anyhow::Result<(ObjectStoreConfig, 
 /// Writes `events` synthetic events of `day` straight into the hot store
 /// (one binary COPY); returns their size as JSON lines (every column), the
 /// baseline of the compression figure.
-async fn fill(
+pub(super) async fn fill(
     hot: &tokio_postgres::Client,
     day: NaiveDate,
     events: u64,
@@ -305,7 +309,7 @@ async fn copy_out(hot: &tokio_postgres::Client, select: &str) -> anyhow::Result<
     Ok(started.elapsed().as_secs_f64())
 }
 
-fn median(values: &mut [f64]) -> f64 {
+pub(super) fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }

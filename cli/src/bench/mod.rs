@@ -4,6 +4,7 @@
 //! points at one. Prints a table; `--json` adds one JSON object as the
 //! last line.
 
+mod api;
 mod archive;
 mod drain;
 mod env;
@@ -23,6 +24,9 @@ pub struct BenchArgs {
 
 #[derive(Debug, Subcommand)]
 enum Scenario {
+    /// History API latency (hot, cold warm/cold cache), S3 GETs per page,
+    /// export throughput, at two store sizes 10x apart; DuckDB baseline.
+    Api(api::ApiArgs),
     /// Fill one day of the hot store, archive it to Parquet on the object
     /// store; a sorted binary COPY-out of the day as the ceiling.
     Archive(archive::ArchiveArgs),
@@ -51,6 +55,7 @@ pub struct CommonArgs {
 /// Runs one scenario.
 pub async fn run(args: BenchArgs, cancel: CancellationToken) -> anyhow::Result<()> {
     match args.scenario {
+        Scenario::Api(a) => api::run(a, cancel).await,
         Scenario::Archive(a) => archive::run(a, cancel).await,
         Scenario::Drain(a) => drain::run(a, cancel).await,
         Scenario::Ingest(a) => ingest::run(a, cancel).await,
