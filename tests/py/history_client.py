@@ -5,6 +5,7 @@ generated from proto/strata/v1/history.proto by grpc_tools (PYTHONPATH).
         every page, one JSON object per event, then {"pages": N}
     history_client.py get ENDPOINT TOKEN EVENT_ID
     history_client.py health ENDPOINT
+    history_client.py health_tls ENDPOINT CA_PEM TOKEN
     history_client.py reflect ENDPOINT (v1|v1alpha)
 """
 import json
@@ -72,6 +73,17 @@ def health(endpoint):
             print(json.dumps({"service": service, "status": health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)}))
 
 
+def health_tls(endpoint, ca_file, token):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with open(ca_file, "rb") as f:
+        credentials = grpc.ssl_channel_credentials(root_certificates=f.read())
+    with grpc.secure_channel(endpoint, credentials) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="strata.v1.History"), timeout=10)
+        page = history_pb2_grpc.HistoryStub(channel).ListActivity(history_pb2.ListActivityRequest(page_size=3), metadata=metadata(token), timeout=10)
+        print(json.dumps({"status": health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status), "events": len(page.events)}))
+
+
 def reflect(endpoint, version):
     # v1 and v1alpha messages are the same on the wire; call the method by
     # its full name so both services are exercised.
@@ -102,6 +114,8 @@ def main():
         get(*sys.argv[2:5])
     elif command == "health":
         health(sys.argv[2])
+    elif command == "health_tls":
+        health_tls(sys.argv[2], sys.argv[3], sys.argv[4])
     elif command == "reflect":
         reflect(sys.argv[2], sys.argv[3])
     else:

@@ -1184,3 +1184,65 @@ async fn limits_per_principal_and_page_key_rotation() -> anyhow::Result<()> {
         .await?;
     Ok(())
 }
+
+/// TLS on the listener (rustls): a grpcio client trusting the server's
+/// certificate checks health and reads a page; a plaintext client cannot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_listener_serves_grpc_over_tls() -> anyhow::Result<()> {
+    let env = TestEnv::new("api_tls").await?;
+    let target = S3Target::new("api-tls").await?;
+    let dir = strata_tests::api::tempdir::Dir::new("strata-tls")?;
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let output = tokio::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .await?;
+    anyhow::ensure!(
+        output.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let (cert_s, key_s) = (cert.display().to_string(), key.display().to_string());
+    let server = ApiServer::start(
+        &env,
+        &target,
+        "api-tls",
+        &[
+            ("api.tls_cert_file", cert_s.as_str()),
+            ("api.tls_key_file", key_s.as_str()),
+        ],
+    )
+    .await?;
+    let stubs = python_stubs().await?;
+    let address = format!("localhost:{}", server.port);
+    let checked = python_client(
+        &stubs,
+        "history_client.py",
+        &["health_tls", &address, &cert_s, &token("alice", &[], 600)],
+    )
+    .await?;
+    let checked: serde_json::Value = serde_json::from_str(checked.trim())?;
+    assert_eq!(checked["status"], "SERVING", "{checked}");
+    assert_eq!(checked["events"], 0, "{checked}");
+    // Plaintext against the TLS listener fails.
+    let plaintext = python_client(&stubs, "history_client.py", &["health", &address]).await;
+    assert!(plaintext.is_err(), "plaintext must not work: {plaintext:?}");
+    Ok(())
+}
