@@ -459,7 +459,7 @@ for user in cfg["users"]:
     t = time.perf_counter()
     table = dataset.to_table(filter=(ds.field("user_id") == user))
     con.register("t", table)
-    rows = con.execute("SELECT * FROM t WHERE occurred_at >= to_timestamp(?) AND occurred_at < to_timestamp(?) ORDER BY occurred_at, event_id LIMIT 100", [cfg["from"], cfg["to"]]).fetch_arrow_table()
+    rows = con.execute("SELECT * FROM t WHERE occurred_at >= to_timestamp(?) AND occurred_at < to_timestamp(?) ORDER BY occurred_at, event_id LIMIT 100", [cfg["from"], cfg["to"]]).to_arrow_table()
     con.unregister("t")
     out.append((time.perf_counter() - t) * 1000)
 print(json.dumps(out))
