@@ -144,7 +144,7 @@ impl Pool {
             }
         });
         let mut setup = format!(
-            "SET statement_timeout = {}; SET default_transaction_read_only = off;",
+            "SET statement_timeout = {};",
             self.inner.statement_timeout.as_millis()
         );
         if !self.inner.role.is_empty() {
