@@ -27,6 +27,7 @@ use parquet::file::page_index::column_index::ColumnIndexMetaData;
 use strata_archiver::{layout, ObjectStore};
 
 use crate::history::{Event, ReadError};
+use crate::lock;
 
 /// First guess at the footer + page index size (one GET when it fits).
 const FOOTER_GUESS: u64 = 256 * 1024;
@@ -106,12 +107,6 @@ async fn counted_get(
     stats.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
     crate::metrics::COLD_BYTES.inc_by(bytes.len() as u64);
     Ok(bytes)
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn archive_error(key: &str, err: impl std::fmt::Display) -> ReadError {

@@ -27,3 +27,11 @@ pub mod service;
 pub use history::{Event, HistoryReader, Page, Query, ReadError};
 pub use page_token::{Binding, Cursor, PageTokenError, PageTokenKey, PageTokenKeys};
 pub use server::{serve, serve_with_reader, ApiOptions};
+
+/// Locks `mutex`, recovering from poisoning: every map and cache behind
+/// the API's mutexes stays consistent whatever panicked while holding it.
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

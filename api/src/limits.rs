@@ -7,6 +7,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use crate::lock;
+
 /// Principals tracked before idle, full buckets are forgotten.
 const MAX_TRACKED: usize = 100_000;
 
@@ -41,13 +43,6 @@ impl Drop for ExportSlot {
             }
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // The maps stay consistent whatever panicked while holding them.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Limits {
