@@ -7,9 +7,11 @@
 //! groups whose `user_id` statistics can hold the user, and in them the
 //! pages whose page-index bounds can, give a row selection; the reader asks
 //! for those pages of every column at once, and they are fetched as ONE
-//! ranged GET spanning them (a row group's column chunks are contiguous,
-//! so the span is at most one row group). A warm page costs one GET per
-//! file touched; a cold one, two.
+//! ranged GET spanning them per row group (a row group's column chunks are
+//! contiguous, so the span is at most one row group: row groups are kept
+//! small for this). A warm page costs one GET per row group touched, which
+//! is one per file unless the user's day crosses a row-group boundary; a
+//! cold one adds the footer's GET.
 
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;

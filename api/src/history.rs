@@ -3,8 +3,8 @@
 //! The catalog decides the tier of each day: a day whose archive is
 //! committed is served from its archive files plus the rows of
 //! `strata.late_activity` not archived yet; every other day from the hot
-//! store. The catalog, the hot rows and the late rows are read in one
-//! `REPEATABLE READ` snapshot, and committing a day (or a late file) changes
+//! store. The catalog, the hot rows and the late rows are read by one
+//! statement, so in one snapshot (and one round trip), and committing a day (or a late file) changes
 //! the catalog and `late_activity` in one transaction, so each event is
 //! counted exactly once whichever way its day is served, and a day that
 //! moves from hot to cold between two pages yields the same rows on both
@@ -17,10 +17,11 @@
 use chrono::NaiveDate;
 use strata_archiver::export::ArchivedRow;
 use strata_archiver::{ObjectStore, StoreError};
-use tokio_postgres::Client;
+use tokio_postgres::types::Type;
 
 use crate::cold::ColdReader;
 use crate::page_token::Cursor;
+use crate::pool::PreparedStatements;
 
 /// One event as the API returns it: the archive's row shape, which equals
 /// the hot store's columns.
@@ -93,16 +94,29 @@ pub struct HistoryReader {
 /// An archive file of a committed day that may hold the user's rows.
 struct ColdFile {
     day: NaiveDate,
+    seq: i32,
     key: String,
     bytes: u64,
 }
 
-fn cold_file(row: &tokio_postgres::Row) -> ColdFile {
-    ColdFile {
-        day: row.get(0),
-        key: row.get(1),
-        bytes: row.get::<_, i64>(2).max(0) as u64,
+/// A page statement's rows: its events, and its archive files in (day,
+/// seq) order.
+fn split_rows(rows: &[tokio_postgres::Row]) -> (Vec<Event>, Vec<ColdFile>) {
+    let mut events = Vec::new();
+    let mut files = Vec::new();
+    for row in rows {
+        match row.get::<_, Option<String>>(7) {
+            None => events.push(event_from_row(row)),
+            Some(key) => files.push(ColdFile {
+                key,
+                bytes: row.get::<_, i64>(8).max(0) as u64,
+                day: row.get(9),
+                seq: row.get(10),
+            }),
+        }
     }
+    files.sort_by_key(|f| (f.day, f.seq));
+    (events, files)
 }
 
 /// Archive files whose footers the default reader keeps.
@@ -127,81 +141,59 @@ impl HistoryReader {
     }
 
     /// One page of `query` (the client must not be in a transaction).
-    pub async fn page(&self, hot: &mut Client, query: &Query) -> Result<Page, ReadError> {
+    pub async fn page(
+        &self,
+        hot: &mut impl PreparedStatements,
+        query: &Query,
+    ) -> Result<Page, ReadError> {
         let limit = query.limit.max(1);
         let want = (limit + 1) as i64;
         let first_day = day_of(query.from_micros);
         let last_day = day_of(query.to_micros.saturating_sub(1));
-        let (cursor_at, cursor_id) = match &query.after {
-            Some(c) => (
-                Some(timestamp(c.occurred_at_micros)),
-                Some(uuid::Uuid::from_bytes(c.event_id)),
-            ),
-            None => (None, None),
+        // Without a cursor, the page starts at the range's edge: just
+        // before `from` (ascending) or at the exclusive `to` (descending).
+        // Always binding one keeps the cursor an index condition of the
+        // generic plan, so a deep page costs what the first one does.
+        let (cursor_micros, cursor_id) = match (&query.after, query.descending) {
+            (Some(c), _) => (c.occurred_at_micros, uuid::Uuid::from_bytes(c.event_id)),
+            (None, false) => (query.from_micros.saturating_sub(1), uuid::Uuid::max()),
+            (None, true) => (query.to_micros, uuid::Uuid::nil()),
         };
+        let cursor_at = timestamp(cursor_micros);
         let from = timestamp(query.from_micros);
         let to = timestamp(query.to_micros);
-        let tx = hot
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(db("begin the read"))?;
-        let cold_days: Vec<NaiveDate> = tx
-            .query(
-                "SELECT day FROM strata.archive_days
-                  WHERE state = 'committed' AND day BETWEEN $1 AND $2",
-                &[&first_day, &last_day],
+        let statement = hot
+            .prepared(
+                if query.descending {
+                    PAGE_DESC
+                } else {
+                    PAGE_ASC
+                },
+                PAGE_TYPES,
             )
             .await
-            .map_err(db("read the catalog"))?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        let files: Vec<ColdFile> = tx
+            .map_err(db("prepare the page statement"))?;
+        // Constant SQL; the request only binds values. One statement is one
+        // snapshot and one round trip.
+        let rows = hot
+            .client()
             .query(
-                "SELECT day, object_key, bytes FROM strata.archive_files
-                  WHERE day = ANY($1) AND min_user_id <= $2 AND max_user_id >= $2
-                  ORDER BY day, seq",
-                &[&cold_days, &query.user_id],
+                &statement,
+                &[
+                    &query.user_id,
+                    &from,
+                    &to,
+                    &query.kinds,
+                    &cursor_at,
+                    &cursor_id,
+                    &want,
+                    &first_day,
+                    &last_day,
+                ],
             )
             .await
-            .map_err(db("read the catalog's files"))?
-            .iter()
-            .map(cold_file)
-            .collect();
-        // Both statements are constants; the request only binds values.
-        let (hot_sql, late_sql) = if query.descending {
-            (HOT_DESC, LATE_DESC)
-        } else {
-            (HOT_ASC, LATE_ASC)
-        };
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
-            &query.user_id,
-            &from,
-            &to,
-            &query.kinds,
-            &cursor_at,
-            &cursor_id,
-            &cold_days,
-            &want,
-        ];
-        let mut candidates: Vec<Event> = tx
-            .query(hot_sql, &params)
-            .await
-            .map_err(db("read the hot store"))?
-            .iter()
-            .map(event_from_row)
-            .collect();
-        candidates.extend(
-            tx.query(late_sql, &params)
-                .await
-                .map_err(db("read late rows"))?
-                .iter()
-                .map(event_from_row),
-        );
-        tx.commit().await.map_err(db("end the read"))?;
+            .map_err(db("read the hot store and the catalog"))?;
+        let (mut candidates, files) = split_rows(&rows);
         sort(&mut candidates, query.descending);
         candidates.truncate(limit + 1);
 
@@ -256,43 +248,24 @@ impl HistoryReader {
     /// carry their creation time), then newest first.
     pub async fn find(
         &self,
-        hot: &mut Client,
+        hot: &mut impl PreparedStatements,
         user_id: &str,
         event_id: uuid::Uuid,
     ) -> Result<Option<Event>, ReadError> {
-        let tx = hot
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
+        let statement = hot
+            .prepared(FIND, &[Type::TEXT, Type::UUID])
             .await
-            .map_err(db("begin the read"))?;
-        let files: Vec<ColdFile> = tx
-            .query(
-                "SELECT f.day, f.object_key, f.bytes FROM strata.archive_files f
-                   JOIN strata.archive_days d ON d.day = f.day AND d.state = 'committed'
-                  WHERE f.min_user_id <= $1 AND f.max_user_id >= $1
-                  ORDER BY f.day DESC, f.seq",
-                &[&user_id],
-            )
+            .map_err(db("prepare the find statement"))?;
+        let rows = hot
+            .client()
+            .query(&statement, &[&user_id, &event_id])
             .await
-            .map_err(db("read the catalog's files"))?
-            .iter()
-            .map(cold_file)
-            .collect();
-        let cold_days: Vec<NaiveDate> = {
-            let mut days: Vec<NaiveDate> = files.iter().map(|f| f.day).collect();
-            days.dedup();
-            days
-        };
-        let row = tx
-            .query_opt(FIND_HOT_OR_LATE, &[&user_id, &event_id, &cold_days])
-            .await
-            .map_err(db("read the hot store"))?;
-        tx.commit().await.map_err(db("end the read"))?;
-        if let Some(row) = row {
-            return Ok(Some(event_from_row(&row)));
+            .map_err(db("read the hot store and the catalog"))?;
+        let (events, mut files) = split_rows(&rows);
+        if let Some(found) = events.into_iter().next() {
+            return Ok(Some(found));
         }
+        files.sort_by_key(|f| (std::cmp::Reverse(f.day), f.seq));
         let hinted = event_id
             .get_timestamp()
             .filter(|_| event_id.get_version_num() == 7)
@@ -314,7 +287,7 @@ impl HistoryReader {
 
 /// Microseconds as a timestamp, clamped to what chrono represents (the
 /// caller validated the range; this only keeps extremes total).
-fn timestamp(micros: i64) -> chrono::DateTime<chrono::Utc> {
+pub(crate) fn timestamp(micros: i64) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp_micros(micros).unwrap_or(if micros < 0 {
         chrono::DateTime::<chrono::Utc>::MIN_UTC
     } else {
@@ -380,62 +353,97 @@ fn event_from_row(row: &tokio_postgres::Row) -> Event {
     }
 }
 
-// $1 user, $2/$3 range, $4 kinds (empty: all), $5/$6 cursor (NULL: first
-// page), $7 committed days (served cold, so excluded here), $8 limit.
-const HOT_ASC: &str = "SELECT user_id, (extract(epoch FROM occurred_at) * 1000000)::int8, event_id,
-        kind, source, payload::text, (extract(epoch FROM ingested_at) * 1000000)::int8
-   FROM strata.activity
-  WHERE user_id = $1 AND occurred_at >= $2 AND occurred_at < $3
-    AND (cardinality($4::text[]) = 0 OR kind = ANY($4))
-    AND ($5::timestamptz IS NULL OR (occurred_at, event_id) > ($5, $6::uuid))
-    AND NOT ((occurred_at AT TIME ZONE 'UTC')::date = ANY($7::date[]))
-  ORDER BY occurred_at, event_id
-  LIMIT $8";
+/// The event columns of `strata.activity` and `strata.late_activity`, in
+/// [`event_from_row`]'s order, for a table aliased `e`.
+macro_rules! event_columns {
+    () => {
+        "e.user_id, (extract(epoch FROM e.occurred_at) * 1000000)::int8, e.event_id,
+        e.kind, e.source, e.payload::text, (extract(epoch FROM e.ingested_at) * 1000000)::int8,
+        NULL::text, NULL::int8, NULL::date, NULL::int4"
+    };
+}
 
-const HOT_DESC: &str =
-    "SELECT user_id, (extract(epoch FROM occurred_at) * 1000000)::int8, event_id,
-        kind, source, payload::text, (extract(epoch FROM ingested_at) * 1000000)::int8
-   FROM strata.activity
-  WHERE user_id = $1 AND occurred_at >= $2 AND occurred_at < $3
-    AND (cardinality($4::text[]) = 0 OR kind = ANY($4))
-    AND ($5::timestamptz IS NULL OR (occurred_at, event_id) < ($5, $6::uuid))
-    AND NOT ((occurred_at AT TIME ZONE 'UTC')::date = ANY($7::date[]))
-  ORDER BY occurred_at DESC, event_id DESC
-  LIMIT $8";
+/// The committed days between $8 and $9: served cold.
+macro_rules! committed_days {
+    () => {
+        "(SELECT day FROM strata.archive_days
+           WHERE state = 'committed' AND day BETWEEN $8 AND $9)"
+    };
+}
 
-const LATE_ASC: &str =
-    "SELECT user_id, (extract(epoch FROM occurred_at) * 1000000)::int8, event_id,
-        kind, source, payload::text, (extract(epoch FROM ingested_at) * 1000000)::int8
-   FROM strata.late_activity
-  WHERE user_id = $1 AND occurred_at >= $2 AND occurred_at < $3
-    AND (cardinality($4::text[]) = 0 OR kind = ANY($4))
-    AND ($5::timestamptz IS NULL OR (occurred_at, event_id) > ($5, $6::uuid))
-    AND day = ANY($7::date[])
-  ORDER BY occurred_at, event_id
-  LIMIT $8";
+/// One page in one statement, so in one snapshot: the hot rows of days not
+/// committed, the late rows of committed days, and the committed days'
+/// archive files that may hold the user (their event columns NULL). $1 user,
+/// $2/$3 range (prunes partitions), $4 kinds (empty: all), $5/$6 cursor
+/// (exclusive), $7 limit, $8/$9 the range's first and last day.
+macro_rules! page_sql {
+    ($cmp:literal, $order:literal) => {
+        concat!(
+            "(SELECT ", event_columns!(), "
+               FROM strata.activity e
+              WHERE e.user_id = $1 AND e.occurred_at >= $2 AND e.occurred_at < $3
+                AND (cardinality($4::text[]) = 0 OR e.kind = ANY($4))
+                AND (e.occurred_at, e.event_id) ", $cmp, " ($5, $6)
+                AND NOT ((e.occurred_at AT TIME ZONE 'UTC')::date = ANY ", committed_days!(), ")
+              ORDER BY ", $order, "
+              LIMIT $7)
+             UNION ALL
+             (SELECT ", event_columns!(), "
+               FROM strata.late_activity e
+              WHERE e.user_id = $1 AND e.occurred_at >= $2 AND e.occurred_at < $3
+                AND (cardinality($4::text[]) = 0 OR e.kind = ANY($4))
+                AND (e.occurred_at, e.event_id) ", $cmp, " ($5, $6)
+                AND e.day = ANY ", committed_days!(), "
+              ORDER BY ", $order, "
+              LIMIT $7)
+             UNION ALL
+             SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, f.object_key, f.bytes, f.day, f.seq
+               FROM strata.archive_files f
+              WHERE f.day = ANY ", committed_days!(), "
+                AND f.min_user_id <= $1 AND f.max_user_id >= $1"
+        )
+    };
+}
 
-const LATE_DESC: &str =
-    "SELECT user_id, (extract(epoch FROM occurred_at) * 1000000)::int8, event_id,
-        kind, source, payload::text, (extract(epoch FROM ingested_at) * 1000000)::int8
-   FROM strata.late_activity
-  WHERE user_id = $1 AND occurred_at >= $2 AND occurred_at < $3
-    AND (cardinality($4::text[]) = 0 OR kind = ANY($4))
-    AND ($5::timestamptz IS NULL OR (occurred_at, event_id) < ($5, $6::uuid))
-    AND day = ANY($7::date[])
-  ORDER BY occurred_at DESC, event_id DESC
-  LIMIT $8";
+const PAGE_ASC: &str = page_sql!(">", "e.occurred_at, e.event_id");
+const PAGE_DESC: &str = page_sql!("<", "e.occurred_at DESC, e.event_id DESC");
 
-// $1 user, $2 event id, $3 committed days: the hot row when its day is not
-// committed, else the late row not archived yet.
-const FIND_HOT_OR_LATE: &str =
-    "SELECT user_id, (extract(epoch FROM occurred_at) * 1000000)::int8, event_id,
-        kind, source, payload::text, (extract(epoch FROM ingested_at) * 1000000)::int8
-   FROM strata.activity
-  WHERE user_id = $1 AND event_id = $2
-    AND NOT ((occurred_at AT TIME ZONE 'UTC')::date = ANY($3::date[]))
-  UNION ALL
- SELECT user_id, (extract(epoch FROM occurred_at) * 1000000)::int8, event_id,
-        kind, source, payload::text, (extract(epoch FROM ingested_at) * 1000000)::int8
-   FROM strata.late_activity
-  WHERE user_id = $1 AND event_id = $2 AND day = ANY($3::date[])
-  LIMIT 1";
+/// The page statements' parameter types.
+const PAGE_TYPES: &[Type] = &[
+    Type::TEXT,
+    Type::TIMESTAMPTZ,
+    Type::TIMESTAMPTZ,
+    Type::TEXT_ARRAY,
+    Type::TIMESTAMPTZ,
+    Type::UUID,
+    Type::INT8,
+    Type::DATE,
+    Type::DATE,
+];
+
+/// One event by id in one statement: the hot row when its day is not
+/// committed, else the late row not archived yet; and the user's archive
+/// files of committed days. $1 user, $2 event id.
+const FIND: &str = concat!(
+    "(SELECT ",
+    event_columns!(),
+    "
+       FROM strata.activity e
+      WHERE e.user_id = $1 AND e.event_id = $2
+        AND NOT EXISTS (SELECT FROM strata.archive_days d
+                         WHERE d.day = (e.occurred_at AT TIME ZONE 'UTC')::date
+                           AND d.state = 'committed')
+     UNION ALL
+     SELECT ",
+    event_columns!(),
+    "
+       FROM strata.late_activity e
+      WHERE e.user_id = $1 AND e.event_id = $2
+        AND e.day IN (SELECT day FROM strata.archive_days WHERE state = 'committed')
+      LIMIT 1)
+     UNION ALL
+     SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, f.object_key, f.bytes, f.day, f.seq
+       FROM strata.archive_files f
+       JOIN strata.archive_days d ON d.day = f.day AND d.state = 'committed'
+      WHERE f.min_user_id <= $1 AND f.max_user_id >= $1"
+);

@@ -1,13 +1,22 @@
 //! A small Postgres connection pool for the API: every connection switches
 //! to the API's role and gets a statement timeout before its first use, so
 //! no request ever runs with the login user's privileges.
+//!
+//! Connections keep the API's few constant statements prepared, and plan
+//! them generically: a page is then one round trip with no planning (a
+//! custom plan of the page statement costs more than running it). The
+//! statements are all keyed by the user's leading index column, so one
+//! plan fits every user; partitions are still pruned, at execution.
 
+use std::collections::HashMap;
+use std::future::Future;
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::types::Type;
+use tokio_postgres::{Client, NoTls, Statement};
 
 use crate::lock;
 
@@ -32,7 +41,7 @@ struct Inner {
     role: String,
     statement_timeout: Duration,
     size: usize,
-    idle: Mutex<Vec<Client>>,
+    idle: Mutex<Vec<Connection>>,
     permits: Arc<Semaphore>,
 }
 
@@ -51,9 +60,63 @@ impl std::fmt::Debug for Pool {
     }
 }
 
+/// A connection and the statements prepared on it.
+struct Connection {
+    client: Client,
+    prepared: HashMap<&'static str, Statement>,
+}
+
+/// A hot-store connection that may keep statements prepared.
+pub trait PreparedStatements {
+    /// The connection.
+    fn client(&self) -> &Client;
+
+    /// `sql` prepared with `types`, once per connection where possible.
+    fn prepared(
+        &mut self,
+        sql: &'static str,
+        types: &'static [Type],
+    ) -> impl Future<Output = Result<Statement, tokio_postgres::Error>> + Send;
+}
+
+/// A bare client prepares on every call (tools and tests).
+impl PreparedStatements for Client {
+    fn client(&self) -> &Client {
+        self
+    }
+
+    async fn prepared(
+        &mut self,
+        sql: &'static str,
+        types: &'static [Type],
+    ) -> Result<Statement, tokio_postgres::Error> {
+        self.prepare_typed(sql, types).await
+    }
+}
+
+impl PreparedStatements for PooledClient {
+    fn client(&self) -> &Client {
+        self
+    }
+
+    async fn prepared(
+        &mut self,
+        sql: &'static str,
+        types: &'static [Type],
+    ) -> Result<Statement, tokio_postgres::Error> {
+        let connection = self.connection.as_mut().expect("present until drop");
+        if let Some(statement) = connection.prepared.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = connection.client.prepare_typed(sql, types).await?;
+        connection.prepared.insert(sql, statement.clone());
+        Ok(statement)
+    }
+}
+
 /// A connection on loan; returns to the pool when dropped (unless broken).
 pub struct PooledClient {
-    client: Option<Client>,
+    connection: Option<Connection>,
     inner: Arc<Inner>,
     _permit: OwnedSemaphorePermit,
 }
@@ -61,21 +124,21 @@ pub struct PooledClient {
 impl Deref for PooledClient {
     type Target = Client;
     fn deref(&self) -> &Client {
-        self.client.as_ref().expect("present until drop")
+        &self.connection.as_ref().expect("present until drop").client
     }
 }
 
 impl DerefMut for PooledClient {
     fn deref_mut(&mut self) -> &mut Client {
-        self.client.as_mut().expect("present until drop")
+        &mut self.connection.as_mut().expect("present until drop").client
     }
 }
 
 impl Drop for PooledClient {
     fn drop(&mut self) {
-        if let Some(client) = self.client.take() {
-            if !client.is_closed() {
-                lock(&self.inner.idle).push(client);
+        if let Some(connection) = self.connection.take() {
+            if !connection.client.is_closed() {
+                lock(&self.inner.idle).push(connection);
             }
         }
     }
@@ -107,20 +170,23 @@ impl Pool {
         let reused = {
             let mut idle = lock(&self.inner.idle);
             let mut found = None;
-            while let Some(client) = idle.pop() {
-                if !client.is_closed() {
-                    found = Some(client);
+            while let Some(connection) = idle.pop() {
+                if !connection.client.is_closed() {
+                    found = Some(connection);
                     break;
                 }
             }
             found
         };
-        let client = match reused {
-            Some(client) => client,
-            None => self.connect().await?,
+        let connection = match reused {
+            Some(connection) => connection,
+            None => Connection {
+                client: self.connect().await?,
+                prepared: HashMap::new(),
+            },
         };
         Ok(PooledClient {
-            client: Some(client),
+            connection: Some(connection),
             inner: self.inner.clone(),
             _permit: permit,
         })
@@ -140,7 +206,7 @@ impl Pool {
             }
         });
         let mut setup = format!(
-            "SET statement_timeout = {};",
+            "SET statement_timeout = {}; SET plan_cache_mode = force_generic_plan;",
             self.inner.statement_timeout.as_millis()
         );
         if !self.inner.role.is_empty() {

@@ -17,13 +17,14 @@ use strata_proto::v1::{
     GetEventRequest, GetExportRequest, ListActivityRequest, ListActivityResponse, Order,
 };
 use tokio::sync::{mpsc, Notify};
+use tokio_postgres::types::Type;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::auth::{Authenticator, Principal};
 use crate::export::{self, ExportError, ExportTotals, Format};
-use crate::history::{Event, HistoryReader, Query, ReadError};
+use crate::history::{timestamp, Event, HistoryReader, Query, ReadError};
 use crate::jobs::{self, JobSpec};
 use crate::limits::Limits;
 use crate::page_token::{Binding, PageTokenError, PageTokenKeys};
@@ -255,19 +256,21 @@ impl HistoryService {
         let code = code_name(status.code());
         let result = async {
             let client = self.parts.pool.get().await?;
+            let detail = truncate(status.message(), 200);
+            // Typed: one round trip, no separate prepare.
             client
-                .execute(
+                .execute_typed(
                     "INSERT INTO strata.api_audit
                        (request_id, principal, target_user, method, decision, status_code, detail)
                      VALUES ($1, $2, $3, $4, $5, $6, $7)",
                     &[
-                        &request_id,
-                        &principal,
-                        &target,
-                        &method,
-                        &decision,
-                        &code,
-                        &truncate(status.message(), 200),
+                        (&request_id, Type::TEXT),
+                        (&principal, Type::TEXT),
+                        (&target, Type::TEXT),
+                        (&method, Type::TEXT),
+                        (&decision, Type::TEXT),
+                        (&code, Type::TEXT),
+                        (&detail, Type::TEXT),
                     ],
                 )
                 .await?;
@@ -757,11 +760,6 @@ fn kinds(requested: &[String]) -> Result<Vec<String>, Status> {
     kinds.sort_unstable();
     kinds.dedup();
     Ok(kinds)
-}
-
-fn timestamp(micros: i64) -> chrono::DateTime<chrono::Utc> {
-    chrono::DateTime::from_timestamp_micros(micros)
-        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
 }
 
 fn proto_timestamp(micros: i64) -> Timestamp {

@@ -260,7 +260,7 @@ impl Default for ArchiverConfig {
             hot_retention_days: 3,
             interval: Duration::from_secs(30),
             max_file_rows: 2_000_000,
-            row_group_rows: 8_192,
+            row_group_rows: 2_048,
             spool_dir: String::new(),
             lease_ttl: Duration::from_secs(30),
             orphan_grace: Duration::from_secs(6 * 3600),

@@ -905,6 +905,44 @@ async fn history_pages_across_hot_and_cold_without_gap_or_repeat() -> anyhow::Re
         &in_range,
         "range",
     );
+    // Range edges are exact: `from` inclusive, `to` exclusive, in both
+    // orders and both tiers (the tie pair sits in an archived day, the
+    // first event of d2 in a hot one).
+    for instant in [tie.timestamp_micros(), at(d2, 1, 0, 0, 0).timestamp_micros()] {
+        let at_instant: Vec<ArchivedRow> = expected
+            .iter()
+            .filter(|r| r.occurred_at == instant)
+            .cloned()
+            .collect();
+        assert!(!at_instant.is_empty());
+        for descending in [false, true] {
+            let mut want = at_instant.clone();
+            if descending {
+                want.reverse();
+            }
+            let edge = strata_api::Query {
+                from_micros: instant,
+                to_micros: instant + 1,
+                descending,
+                limit: 1,
+                ..everything.clone()
+            };
+            assert_rows_equal(
+                &read_all(&reader, &mut client, edge.clone()).await?,
+                &want,
+                "one-microsecond range",
+            );
+            let before = strata_api::Query {
+                from_micros: instant - 1_000_000,
+                to_micros: instant,
+                ..edge
+            };
+            assert!(read_all(&reader, &mut client, before)
+                .await?
+                .iter()
+                .all(|r| r.occurred_at < instant));
+        }
+    }
     let nobody = strata_api::Query {
         user_id: "nobody".into(),
         ..everything.clone()

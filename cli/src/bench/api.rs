@@ -49,6 +49,10 @@ pub struct ApiArgs {
     /// Timed requests per figure.
     #[arg(long, default_value_t = 200)]
     requests: usize,
+    /// Rows per archive row group (default: the archiver's); a cold page
+    /// fetches about one row group's bytes per file.
+    #[arg(long)]
+    row_group_rows: Option<usize>,
     /// S3-compatible endpoint for the archive (e.g. a local moto server);
     /// without it the archive goes to a local directory.
     #[arg(long, env = "STRATA_BENCH_S3_ENDPOINT")]
@@ -76,11 +80,15 @@ struct Figures {
     gets_per_warm_page: f64,
     gets_per_cold_page: f64,
     bytes_per_warm_page: f64,
+    archive_bytes_per_event: f64,
     export_mb_per_s: f64,
     export_mb: f64,
     duckdb_p50: Option<f64>,
     duckdb_p99: Option<f64>,
 }
+
+/// Users whose pages are read, untimed, before each store's figures.
+const WARM_UP_USERS: usize = 20;
 
 /// Runs the scenario.
 pub async fn run(args: ApiArgs, cancel: CancellationToken) -> anyhow::Result<()> {
@@ -99,7 +107,7 @@ pub async fn run(args: ApiArgs, cancel: CancellationToken) -> anyhow::Result<()>
         env.fsync_note
     );
     println!(
-        "  {:>9} {:>15} {:>15} {:>15} {:>15} {:>9} {:>15} {:>10}",
+        "  {:>9} {:>15} {:>15} {:>15} {:>15} {:>9} {:>15} {:>10} {:>9}",
         "events",
         "hot p50/p99",
         "cold warm",
@@ -107,7 +115,8 @@ pub async fn run(args: ApiArgs, cancel: CancellationToken) -> anyhow::Result<()>
         "duckdb",
         "GETs/pg",
         "export MB/s",
-        "KiB/page"
+        "KiB/page",
+        "B/event"
     );
     for f in &figures {
         let duck = match (f.duckdb_p50, f.duckdb_p99) {
@@ -115,7 +124,7 @@ pub async fn run(args: ApiArgs, cancel: CancellationToken) -> anyhow::Result<()>
             _ => "n/a".into(),
         };
         println!(
-            "  {:>9} {:>15} {:>15} {:>15} {:>15} {:>9.2} {:>15.1} {:>10.0}",
+            "  {:>9} {:>15} {:>15} {:>15} {:>15} {:>9.2} {:>15.1} {:>10.0} {:>9.1}",
             f.events,
             format!("{:.2}/{:.2}", f.hot_p50, f.hot_p99),
             format!("{:.2}/{:.2}", f.cold_warm_p50, f.cold_warm_p99),
@@ -123,7 +132,8 @@ pub async fn run(args: ApiArgs, cancel: CancellationToken) -> anyhow::Result<()>
             duck,
             f.gets_per_warm_page,
             f.export_mb_per_s,
-            f.bytes_per_warm_page / 1024.0
+            f.bytes_per_warm_page / 1024.0,
+            f.archive_bytes_per_event
         );
     }
     println!(
@@ -143,6 +153,8 @@ pub async fn run(args: ApiArgs, cancel: CancellationToken) -> anyhow::Result<()>
                     "s3_gets_per_cold_cold_page": round2(f.gets_per_cold_page),
                     "duckdb_p50_ms": f.duckdb_p50.map(round2), "duckdb_p99_ms": f.duckdb_p99.map(round2),
                     "export_mb_per_s": round2(f.export_mb_per_s),
+                    "kib_per_warm_cold_page": round2(f.bytes_per_warm_page / 1024.0),
+                    "archive_bytes_per_event": round2(f.archive_bytes_per_event),
                 })
             })
             .collect();
@@ -212,6 +224,9 @@ async fn one_size(
             sources: Vec::new(),
             archiver: ArchiverConfig {
                 spool_dir: spool.display().to_string(),
+                row_group_rows: args
+                    .row_group_rows
+                    .unwrap_or(ArchiverConfig::default().row_group_rows),
                 ..ArchiverConfig::default()
             },
             object_store: store_config.clone(),
@@ -275,16 +290,26 @@ async fn one_size(
         },
     )?;
 
-    let sample: Vec<String> = hot
+    let mut sample: Vec<String> = hot
         .query(
             "SELECT user_id FROM (SELECT DISTINCT user_id FROM strata.activity
                WHERE user_id <> 'bench-heavy') u ORDER BY md5(user_id) LIMIT $1",
-            &[&(args.requests as i64)],
+            &[&((args.requests + WARM_UP_USERS) as i64)],
         )
         .await?
         .iter()
         .map(|r| r.get(0))
         .collect();
+    // Other users warm the connections and prepared statements, untimed.
+    let warm_up = sample.split_off(sample.len().saturating_sub(WARM_UP_USERS).max(1));
+    let archive = hot
+        .query_one(
+            "SELECT coalesce(sum(bytes), 0)::float8, coalesce(sum(rows), 0)::float8
+               FROM strata.archive_files",
+            &[],
+        )
+        .await?;
+    let archive_bytes_per_event = archive.get::<_, f64>(0) / archive.get::<_, f64>(1).max(1.0);
     let ts = |day: NaiveDate| prost_types::Timestamp {
         seconds: day
             .and_hms_opt(0, 0, 0)
@@ -308,8 +333,17 @@ async fn one_size(
 
     let mut f = Figures {
         events,
+        archive_bytes_per_event,
         ..Figures::default()
     };
+    for (from, to) in [(hot_from, None), (cold_from, Some(cold_to))] {
+        timed(
+            &mut client,
+            &token,
+            warm_up.iter().map(|u| page(u, from, to)),
+        )
+        .await?;
+    }
     let hot_ms = timed(
         &mut client,
         &token,
