@@ -5,7 +5,12 @@
 //! rate limit, whose history, scopes) and through [`HistoryService::finish`]
 //! last, which writes its one audit record; a call whose audit record
 //! cannot be written fails with UNAVAILABLE instead of returning data.
+//! ListActivity, the latency-critical call, writes its "allowed" record
+//! while the page is read (both must finish before the reply); if that
+//! read then fails, a second, "failed" record with the same request id
+//! follows.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -98,6 +103,9 @@ struct Call {
     principal: Principal,
     target: String,
     started: Instant,
+    /// Whether the "allowed" record was written alongside the work (see
+    /// [`HistoryService::audited_alongside`]); unset: not written yet.
+    audited: std::sync::OnceLock<bool>,
 }
 
 impl HistoryService {
@@ -196,6 +204,7 @@ impl HistoryService {
             principal,
             target,
             started,
+            audited: std::sync::OnceLock::new(),
         })
     }
 
@@ -210,16 +219,35 @@ impl HistoryService {
             Err(status) if status.code() == tonic::Code::NotFound => ("denied", status.clone()),
             Err(status) => ("failed", status.clone()),
         };
-        let audited = self
-            .audit(
-                &call.request_id,
-                &call.principal.subject,
-                &call.target,
-                call.method,
-                decision,
-                &status,
-            )
-            .await;
+        let audited = match (call.audited.get().copied(), &result) {
+            (Some(false), _) => false,
+            (Some(true), Ok(_)) => true,
+            // Allowed and recorded, then failed: the failure is recorded
+            // too; the caller gets the failure either way.
+            (Some(true), Err(_)) => {
+                self.audit(
+                    &call.request_id,
+                    &call.principal.subject,
+                    &call.target,
+                    call.method,
+                    decision,
+                    &status,
+                )
+                .await;
+                true
+            }
+            (None, _) => {
+                self.audit(
+                    &call.request_id,
+                    &call.principal.subject,
+                    &call.target,
+                    call.method,
+                    decision,
+                    &status,
+                )
+                .await
+            }
+        };
         let result = if audited {
             result
         } else {
@@ -287,6 +315,25 @@ impl HistoryService {
         }
     }
 
+    /// Runs `work` while writing the call's "allowed" audit record, so the
+    /// commit of that record does not add to the latency; the result is
+    /// held until both are done, and [`Self::finish`] withholds it if the
+    /// record could not be written.
+    async fn audited_alongside<T>(&self, call: &Call, work: impl Future<Output = T>) -> T {
+        let allowed = Status::ok("");
+        let record = self.audit(
+            &call.request_id,
+            &call.principal.subject,
+            &call.target,
+            call.method,
+            "allowed",
+            &allowed,
+        );
+        let (result, audited) = tokio::join!(work, record);
+        let _ = call.audited.set(audited);
+        result
+    }
+
     async fn list(
         &self,
         call: &Call,
@@ -338,14 +385,16 @@ impl HistoryService {
             after,
             limit,
         };
-        let page = {
+        let request_id = call.request_id.clone();
+        let read = async {
             let mut client = self.parts.pool.get().await.map_err(pool_status)?;
             self.parts
                 .reader
                 .page(&mut client, &query)
                 .await
-                .map_err(|e| read_status(&call.request_id, e))?
+                .map_err(|e| read_status(&request_id, e))
         };
+        let page = self.audited_alongside(call, read).await?;
         let expires = now + self.parts.settings.page_token_ttl.as_secs() as i64;
         let next_page_token = page
             .next

@@ -801,9 +801,63 @@ async fn security_authentication_authorisation_tokens_and_injection() -> anyhow:
         .get(0);
     assert_eq!(after, before + 1);
 
+    // ListActivity writes its record while it reads: no record, no data;
+    // a read that fails after its "allowed" record gets a "failed" one.
+    let hot = env.hot().await?;
+    let with_id = |id: &str| {
+        let mut request = authed(list("", 10, Order::Ascending, ""), &alice);
+        request
+            .metadata_mut()
+            .insert("x-request-id", id.parse().expect("ascii"));
+        request
+    };
+    let decisions = |id: &'static str| {
+        let env = &env;
+        async move {
+            Ok::<_, anyhow::Error>(
+                env.hot()
+                    .await?
+                    .query(
+                        "SELECT decision, status_code FROM strata.api_audit
+                          WHERE request_id = $1 ORDER BY audit_id",
+                        &[&id],
+                    )
+                    .await?
+                    .iter()
+                    .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
+                    .collect::<Vec<_>>(),
+            )
+        }
+    };
+    hot.batch_execute("REVOKE INSERT ON strata.api_audit FROM strata_api")
+        .await?;
+    let unaudited = client.list_activity(with_id("no-audit-no-data")).await;
+    hot.batch_execute("GRANT INSERT ON strata.api_audit TO strata_api")
+        .await?;
+    assert_eq!(code(unaudited), Code::Unavailable);
+    assert!(decisions("no-audit-no-data").await?.is_empty());
+    hot.batch_execute("REVOKE SELECT ON strata.activity FROM strata_api")
+        .await?;
+    let failed_read = client.list_activity(with_id("read-fails")).await;
+    hot.batch_execute("GRANT SELECT ON strata.activity TO strata_api")
+        .await?;
+    assert_eq!(code(failed_read), Code::Unavailable);
+    assert_eq!(
+        decisions("read-fails").await?,
+        [
+            ("allowed".to_string(), "OK".to_string()),
+            ("failed".to_string(), "UNAVAILABLE".to_string())
+        ]
+    );
+    let fine = client.list_activity(with_id("fine")).await?.into_inner();
+    assert_eq!(fine.events.len(), 10);
+    assert_eq!(
+        decisions("fine").await?,
+        [("allowed".to_string(), "OK".to_string())]
+    );
+
     // The API's role: may insert audit rows, may not change or delete
     // them, may not write activity.
-    let hot = env.hot().await?;
     hot.batch_execute("SET ROLE strata_api").await?;
     for statement in [
         "UPDATE strata.api_audit SET decision = 'allowed'",

@@ -908,7 +908,10 @@ async fn history_pages_across_hot_and_cold_without_gap_or_repeat() -> anyhow::Re
     // Range edges are exact: `from` inclusive, `to` exclusive, in both
     // orders and both tiers (the tie pair sits in an archived day, the
     // first event of d2 in a hot one).
-    for instant in [tie.timestamp_micros(), at(d2, 1, 0, 0, 0).timestamp_micros()] {
+    for instant in [
+        tie.timestamp_micros(),
+        at(d2, 1, 0, 0, 0).timestamp_micros(),
+    ] {
         let at_instant: Vec<ArchivedRow> = expected
             .iter()
             .filter(|r| r.occurred_at == instant)

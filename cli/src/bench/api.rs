@@ -87,7 +87,7 @@ struct Figures {
     duckdb_p99: Option<f64>,
 }
 
-/// Users whose pages are read, untimed, before each store's figures.
+/// Pages read, untimed, before each store's figures.
 const WARM_UP_USERS: usize = 20;
 
 /// Runs the scenario.
@@ -290,18 +290,21 @@ async fn one_size(
         },
     )?;
 
-    let mut sample: Vec<String> = hot
+    let users: Vec<String> = hot
         .query(
             "SELECT user_id FROM (SELECT DISTINCT user_id FROM strata.activity
                WHERE user_id <> 'bench-heavy') u ORDER BY md5(user_id) LIMIT $1",
-            &[&((args.requests + WARM_UP_USERS) as i64)],
+            &[&(args.requests as i64)],
         )
         .await?
         .iter()
         .map(|r| r.get(0))
         .collect();
-    // Other users warm the connections and prepared statements, untimed.
-    let warm_up = sample.split_off(sample.len().saturating_sub(WARM_UP_USERS).max(1));
+    // Every figure times `requests` pages, cycling through the users when
+    // the store has fewer; a few pages first warm connections and
+    // prepared statements, untimed.
+    let sample: Vec<String> = users.iter().cycle().take(args.requests).cloned().collect();
+    let warm_up: Vec<String> = users.iter().take(WARM_UP_USERS).cloned().collect();
     let archive = hot
         .query_one(
             "SELECT coalesce(sum(bytes), 0)::float8, coalesce(sum(rows), 0)::float8
