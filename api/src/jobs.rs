@@ -71,20 +71,41 @@ fn job_from_row(row: &tokio_postgres::Row) -> Job {
     }
 }
 
-/// Records a new pending job; its file goes under `prefix`.
+/// Records a new pending job, its file under `prefix`, unless its principal
+/// already has `max_open` unfinished jobs (`None`). Count and insert run
+/// under a per-principal transaction lock, so concurrent StartExport calls,
+/// in any API process, cannot both pass the check.
 pub async fn create(
     pool: &Pool,
     spec: &JobSpec,
     prefix: &str,
-) -> Result<Job, Box<dyn std::error::Error + Send + Sync>> {
+    max_open: u32,
+) -> Result<Option<Job>, Box<dyn std::error::Error + Send + Sync>> {
     let id = Uuid::now_v7();
     let key = format!(
         "{}/{id}.{}",
         prefix.trim_end_matches('/'),
         spec.format.name()
     );
-    let client = pool.get().await?;
-    let row = client
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('strata.export_jobs.' || $1, 0))",
+        &[&spec.principal],
+    )
+    .await?;
+    let open: i64 = tx
+        .query_one(
+            "SELECT count(*) FROM strata.export_jobs
+              WHERE principal = $1 AND state IN ('pending', 'running')",
+            &[&spec.principal],
+        )
+        .await?
+        .get(0);
+    if open >= i64::from(max_open) {
+        return Ok(None);
+    }
+    let row = tx
         .query_one(
             &format!(
                 "INSERT INTO strata.export_jobs
@@ -105,7 +126,8 @@ pub async fn create(
             ],
         )
         .await?;
-    Ok(job_from_row(&row))
+    tx.commit().await?;
+    Ok(Some(job_from_row(&row)))
 }
 
 /// One job by id.

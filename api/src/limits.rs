@@ -99,6 +99,11 @@ impl Limits {
         })
     }
 
+    /// Exports of `principal` holding a slot in this process.
+    pub fn running_exports(&self, principal: &str) -> u32 {
+        lock(&self.exports).get(principal).copied().unwrap_or(0)
+    }
+
     /// The export cap per principal.
     pub fn max_exports(&self) -> u32 {
         self.max_exports

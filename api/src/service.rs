@@ -513,15 +513,15 @@ impl HistoryService {
         request: &ExportActivityRequest,
     ) -> Result<ExportJob, Status> {
         let (query, format) = self.export_query(call, request)?;
-        let open = self.open_jobs(&call.principal.subject).await?;
-        // The job's row counts against the limit from now on, in every
-        // API process; the slot only checks the cap including streams.
-        drop(
-            self.parts
-                .limits
-                .try_export(&call.principal.subject, open)
-                .ok_or_else(|| export_limit(self.parts.limits.max_exports()))?,
-        );
+        let limits = &self.parts.limits;
+        // Held while the job is created, so this process's streams see it;
+        // once its row exists, the row counts, in every API process.
+        let slot = limits
+            .try_export(&call.principal.subject, 0)
+            .ok_or_else(|| export_limit(limits.max_exports()))?;
+        let streams_here = limits
+            .running_exports(&call.principal.subject)
+            .saturating_sub(1);
         let spec = JobSpec {
             principal: call.principal.subject.clone(),
             user_id: query.user_id.clone(),
@@ -530,9 +530,16 @@ impl HistoryService {
             kinds: query.kinds,
             format,
         };
-        let job = jobs::create(&self.parts.pool, &spec, &self.parts.settings.export_prefix)
-            .await
-            .map_err(|e| internal_status("create export job", &*e))?;
+        let job = jobs::create(
+            &self.parts.pool,
+            &spec,
+            &self.parts.settings.export_prefix,
+            limits.max_exports().saturating_sub(streams_here),
+        )
+        .await
+        .map_err(|e| internal_status("create export job", &*e))?
+        .ok_or_else(|| export_limit(limits.max_exports()))?;
+        drop(slot);
         self.parts.wake_jobs.notify_one();
         self.job_message(&job).await
     }

@@ -1186,6 +1186,39 @@ async fn limits_per_principal_and_page_key_rotation() -> anyhow::Result<()> {
         .into_inner();
     assert!(!page.next_page_token.is_empty());
     server.process.kill9();
+
+    // Concurrent job creations for one principal (as from several API
+    // processes, each with its own pool) cannot all pass the check: the
+    // count and the insert share a per-principal lock. No API (so no job
+    // worker) runs now: the jobs stay pending.
+    let mut burst = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let pool =
+            strata_api::pool::Pool::new(&env.hot_url, "strata_api", Duration::from_secs(5), 1);
+        burst.spawn(async move {
+            let spec = strata_api::jobs::JobSpec {
+                principal: "grace".into(),
+                user_id: "grace".into(),
+                from: Utc::now() - TimeDelta::days(1),
+                to: Utc::now(),
+                kinds: Vec::new(),
+                format: Format::JsonLines,
+            };
+            strata_api::jobs::create(&pool, &spec, "exports", 2)
+                .await
+                .map(|job| job.is_some())
+                .map_err(|e| anyhow::anyhow!("create: {e}"))
+        });
+    }
+    let mut created = 0;
+    while let Some(result) = burst.join_next().await {
+        created += usize::from(result??);
+    }
+    assert_eq!(
+        created, 2,
+        "jobs created by 8 concurrent calls with a limit of 2"
+    );
+
     let k2 = "k2=second-page-token-secret-0123456789abcdef";
     let both = format!("[\"{k2}\", \"{}\"]", strata_tests::api::PAGE_KEY);
     let mut rotated = ApiServer::start(

@@ -245,6 +245,9 @@ async fn one_size(
     keeper.stop().await;
     archiver.release().await;
     let _ = std::fs::remove_dir_all(&spool);
+    // The fill and the partition drops leave a checkpoint's worth of dirty
+    // buffers; flush them now, not during the timed requests' commits.
+    hot.batch_execute("CHECKPOINT").await?;
 
     // The API, in process, with a reader whose counters we can read.
     let secret = format!(
