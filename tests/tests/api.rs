@@ -1086,13 +1086,14 @@ async fn exports_equal_the_pages_and_jobs_survive_restarts() -> anyhow::Result<(
 async fn limits_per_principal_and_page_key_rotation() -> anyhow::Result<()> {
     let env = TestEnv::new("api_limits").await?;
     let target = S3Target::new("api-limits").await?;
-    // A longer history so a streamed export outlasts its channel buffer.
+    // A long history (~6 MB as JSON lines) so a streamed export outlasts
+    // its channel and every HTTP/2 buffer between it and a stalled reader.
     let mut events = Vec::new();
     for i in 0..3_000u32 {
         events.push(
             NewEvent::new("carol", "login")
                 .occurred_at(at(past_day(2), 0, 0, 0, 0) + TimeDelta::milliseconds(i64::from(i)))
-                .payload(json!({"i": i, "pad": "x".repeat(400)})),
+                .payload(json!({"i": i, "pad": "x".repeat(2000)})),
         );
     }
     produce(&env, &events).await?;
