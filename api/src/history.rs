@@ -4,11 +4,12 @@
 //! committed is served from its archive files plus the rows of
 //! `strata.late_activity` not archived yet; every other day from the hot
 //! store. The catalog, the hot rows and the late rows are read by one
-//! statement, so in one snapshot (and one round trip), and committing a day (or a late file) changes
-//! the catalog and `late_activity` in one transaction, so each event is
-//! counted exactly once whichever way its day is served, and a day that
-//! moves from hot to cold between two pages yields the same rows on both
-//! sides of the seam. Pages are cut by the (occurred_at, event_id) cursor.
+//! statement, so in one snapshot (and one round trip), and committing a day
+//! (or a late file) changes the catalog and `late_activity` in one
+//! transaction, so each event is counted exactly once whichever way its
+//! day is served, and a day that moves from hot to cold between two pages
+//! yields the same rows on both sides of the seam. Pages are cut by the
+//! (occurred_at, event_id) cursor.
 //!
 //! Cold reads fetch the day's files whose user range covers the user; the
 //! files are immutable, at their final key once published and at their

@@ -219,33 +219,22 @@ impl HistoryService {
             Err(status) if status.code() == tonic::Code::NotFound => ("denied", status.clone()),
             Err(status) => ("failed", status.clone()),
         };
-        let audited = match (call.audited.get().copied(), &result) {
-            (Some(false), _) => false,
-            (Some(true), Ok(_)) => true,
-            // Allowed and recorded, then failed: the failure is recorded
-            // too; the caller gets the failure either way.
-            (Some(true), Err(_)) => {
-                self.audit(
-                    &call.request_id,
-                    &call.principal.subject,
-                    &call.target,
-                    call.method,
-                    decision,
-                    &status,
-                )
-                .await;
-                true
-            }
-            (None, _) => {
-                self.audit(
-                    &call.request_id,
-                    &call.principal.subject,
-                    &call.target,
-                    call.method,
-                    decision,
-                    &status,
-                )
-                .await
+        // A record written alongside the work stands for its success; a
+        // failure after it gets a record of its own.
+        let audited = match call.audited.get().copied() {
+            Some(written) if !written || result.is_ok() => written,
+            written_alongside => {
+                let recorded = self
+                    .audit(
+                        &call.request_id,
+                        &call.principal.subject,
+                        &call.target,
+                        call.method,
+                        decision,
+                        &status,
+                    )
+                    .await;
+                recorded || written_alongside == Some(true)
             }
         };
         let result = if audited {
