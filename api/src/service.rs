@@ -1,8 +1,8 @@
 //! The `strata.v1.History` gRPC service: authentication, authorisation,
 //! limits and audit around the history reader and the exports.
 //!
-//! Every call goes through [`HistoryService::admit`] first (bearer token,
-//! rate limit, whose history, scopes) and through [`HistoryService::finish`]
+//! Every call goes through `HistoryService::admit` first (bearer token,
+//! rate limit, whose history, scopes) and through `HistoryService::finish`
 //! last, which writes its one audit record; a call whose audit record
 //! cannot be written fails with UNAVAILABLE instead of returning data.
 //! ListActivity, the latency-critical call, writes its "allowed" record

@@ -8,7 +8,7 @@
 //! - [`catalog`]: the catalog tables and the lease;
 //! - [`archive`]: the steps (archive a day, late files, publish, verify,
 //!   drop partitions, collect garbage) and their commit protocol;
-//! - [`daemon`]: the continuous archiver.
+//! - `daemon`: the continuous archiver.
 
 pub mod archive;
 pub mod catalog;
