@@ -9,9 +9,9 @@
 //! for those pages of every column at once, and they are fetched as ONE
 //! ranged GET spanning them per row group (a row group's column chunks are
 //! contiguous, so the span is at most one row group: row groups are kept
-//! small for this). A warm page costs one GET per row group touched, which
-//! is one per file unless the user's day crosses a row-group boundary; a
-//! cold one adds the footer's GET.
+//! small for this). When the user's day crosses a row-group boundary, the
+//! adjacent groups are fetched as one span before the reader asks. A warm
+//! page costs one GET per file; a cold one adds the footer's GET.
 
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
@@ -215,11 +215,25 @@ impl ColdReader {
         if row_groups.is_empty() {
             return Ok(Vec::new());
         }
+        // Across a row-group boundary the reader would fetch each group
+        // on its own; the groups are adjacent, so one GET covers both.
+        let prefetched = match row_groups.len() {
+            0 | 1 => None,
+            _ => {
+                let span = groups_span(&metadata, &row_groups);
+                let bytes = self
+                    .get_range(&cached.found_at, span.clone())
+                    .await
+                    .map_err(|e| archive_error(key, e))?;
+                Some((span.start, bytes))
+            }
+        };
         let input = SpanReader {
             store: self.store.clone(),
             stats: self.stats.clone(),
             key: cached.found_at.clone(),
             metadata: metadata.clone(),
+            prefetched,
         };
         let stream =
             ParquetRecordBatchStreamBuilder::new_with_metadata(input, cached.metadata.clone())
@@ -285,6 +299,21 @@ fn select(metadata: &ParquetMetaData, user: &[u8]) -> (Vec<usize>, RowSelection)
     (groups, selection)
 }
 
+/// The bytes from the first column chunk of the first of `groups` to the
+/// end of the last chunk of the last one.
+fn groups_span(metadata: &ParquetMetaData, groups: &[usize]) -> Range<u64> {
+    let chunks = groups
+        .iter()
+        .filter_map(|&group| metadata.row_groups().get(group))
+        .flat_map(|group| group.columns().iter().map(|column| column.byte_range()));
+    let (mut start, mut end) = (u64::MAX, 0);
+    for (offset, length) in chunks {
+        start = start.min(offset);
+        end = end.max(offset.saturating_add(length));
+    }
+    start.min(end)..end
+}
+
 /// Rows (within row group `group` of `rows` rows) of the `user_id` pages
 /// whose bounds hold `user`; every row when there is no page index.
 fn page_rows(
@@ -324,17 +353,33 @@ fn page_rows(
     ranges
 }
 
-/// Serves the Parquet reader's byte ranges with one GET spanning them.
+/// Serves the Parquet reader's byte ranges with one GET spanning them, or
+/// from bytes already fetched when they hold the ranges.
 struct SpanReader {
     store: ObjectStore,
     stats: Arc<ColdStats>,
     key: String,
     metadata: Arc<ParquetMetaData>,
+    /// Bytes from this offset, fetched before the reader asked.
+    prefetched: Option<(u64, Bytes)>,
+}
+
+impl SpanReader {
+    /// `range` out of the prefetched bytes, when they hold it.
+    fn prefetched(&self, range: &Range<u64>) -> Option<Bytes> {
+        let (start, bytes) = self.prefetched.as_ref()?;
+        let from = usize::try_from(range.start.checked_sub(*start)?).ok()?;
+        let to = usize::try_from(range.end.checked_sub(*start)?).ok()?;
+        (from <= to && to <= bytes.len()).then(|| bytes.slice(from..to))
+    }
 }
 
 impl AsyncFileReader for SpanReader {
     fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
         async move {
+            if let Some(bytes) = self.prefetched(&range) {
+                return Ok(bytes);
+            }
             counted_get(&self.store, &self.stats, &self.key, range)
                 .await
                 .map_err(|e| ParquetError::External(Box::new(e)))
@@ -347,6 +392,10 @@ impl AsyncFileReader for SpanReader {
         ranges: Vec<Range<u64>>,
     ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
         async move {
+            let held: Option<Vec<Bytes>> = ranges.iter().map(|r| self.prefetched(r)).collect();
+            if let Some(held) = held {
+                return Ok(held);
+            }
             let (Some(start), Some(end)) = (
                 ranges.iter().map(|r| r.start).min(),
                 ranges.iter().map(|r| r.end).max(),

@@ -821,6 +821,20 @@ async fn history_pages_across_hot_and_cold_without_gap_or_repeat() -> anyhow::Re
             );
         }
     }
+    // d5's file is written in row groups of 1,024 rows, and 1,020 rows of
+    // users sorted before alice put her rows on both sides of the first
+    // boundary: her pages of d5 read two row groups.
+    for i in 0..1020u32 {
+        events.push(
+            NewEvent::new(format!("aaron-{i:04}"), "login").occurred_at(at(
+                d5,
+                i / 60,
+                i % 60,
+                0,
+                0,
+            )),
+        );
+    }
     // Same instant twice: event_id breaks the tie.
     let tie = at(d3, 12, 0, 0, 0);
     events.push(NewEvent::new("alice", "login").occurred_at(tie));
@@ -828,8 +842,15 @@ async fn history_pages_across_hot_and_cold_without_gap_or_repeat() -> anyhow::Re
     events.push(NewEvent::new("alice", "login").occurred_at(Utc::now() - TimeDelta::minutes(5)));
     produce(&env, &events).await?;
     ship(&env).await?;
-    for day in [d5, d4, d3] {
-        let (ok, output) = run_archive(&env, &target, &["--day", &day_arg(day)], &[], None).await?;
+    for (day, rows) in [(d5, "1024"), (d4, "2048"), (d3, "2048")] {
+        let (ok, output) = run_archive(
+            &env,
+            &target,
+            &["--day", &day_arg(day)],
+            &[("archiver.row_group_rows", rows)],
+            None,
+        )
+        .await?;
         assert!(ok, "{output}");
     }
     // A late event of an archived day, captured but not archived yet.
@@ -953,7 +974,8 @@ async fn history_pages_across_hot_and_cold_without_gap_or_repeat() -> anyhow::Re
     assert!(reader.page(&mut client, &nobody).await?.events.is_empty());
 
     // Ranged reads: a page inside one archived day costs one GET once the
-    // file's footer is cached, two (footer + data) when it is not.
+    // file's footer is cached, two (footer + data) when it is not, even
+    // though alice's rows of d5 are in two row groups.
     let one_day = strata_api::Query {
         from_micros: at(d5, 0, 0, 0, 0).timestamp_micros(),
         to_micros: at(d4, 0, 0, 0, 0).timestamp_micros(),
