@@ -9,11 +9,17 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 use tokio_util::sync::CancellationToken;
 
-use crate::history::{Event, HistoryReader, Query, ReadError};
+use crate::history::{Event, HistoryReader, Query, ReadAhead, ReadError};
 use crate::pool::{Pool, PoolError};
 
 /// Events read per page while exporting.
 pub const EXPORT_PAGE: usize = 1_000;
+/// Archived days whose files an export fetches at once (concurrent GETs:
+/// an export is bound by the object store's latency, not its bandwidth).
+pub const EXPORT_READ_AHEAD_DAYS: usize = 4;
+/// Decoded archive rows an export keeps between pages (a few MB), so a
+/// day spanning several pages is fetched once.
+pub const EXPORT_KEPT_EVENTS: usize = 20_000;
 /// Bytes gathered before a chunk is handed on.
 pub const CHUNK_BYTES: usize = 256 * 1024;
 
@@ -192,13 +198,14 @@ pub async fn run(
     };
     let mut chunk = Vec::with_capacity(CHUNK_BYTES + 4096);
     chunk.extend_from_slice(format.header());
+    let mut ahead = ReadAhead::new(EXPORT_READ_AHEAD_DAYS, EXPORT_KEPT_EVENTS);
     loop {
         if cancel.is_cancelled() {
             return Err(ExportError::Cancelled);
         }
         let page = {
             let mut client = pool.get().await?;
-            reader.page(&mut client, &query).await?
+            reader.page_with(&mut client, &query, &mut ahead).await?
         };
         for event in &page.events {
             let before = chunk.len();

@@ -147,6 +147,18 @@ impl HistoryReader {
         hot: &mut impl PreparedStatements,
         query: &Query,
     ) -> Result<Page, ReadError> {
+        self.page_with(hot, query, &mut ReadAhead::none()).await
+    }
+
+    /// One page of `query`, taking archive rows from `ahead` and fetching
+    /// the files of its next days with those of the day the page needs
+    /// (for a read that goes on to the next page, like an export).
+    pub async fn page_with(
+        &self,
+        hot: &mut impl PreparedStatements,
+        query: &Query,
+        ahead: &mut ReadAhead,
+    ) -> Result<Page, ReadError> {
         let limit = query.limit.max(1);
         let want = (limit + 1) as i64;
         let first_day = day_of(query.from_micros);
@@ -204,8 +216,9 @@ impl HistoryReader {
         if query.descending {
             days.reverse();
         }
-        for day in days {
-            if candidates.len() > limit {
+        for (index, &day) in days.iter().enumerate() {
+            let short = candidates.len() <= limit;
+            if !short {
                 let worst = &candidates[limit];
                 let worst_day = day_of(worst.occurred_at);
                 let beyond = if query.descending {
@@ -217,16 +230,37 @@ impl HistoryReader {
                     break;
                 }
             }
+            // This day's files, and while the page is short, the next
+            // days' too (with a read-ahead), fetched concurrently.
+            let reach = if short { ahead.days.max(1) } else { 1 };
+            let fetch_days = &days[index..(index + reach).min(days.len())];
+            let missing: Vec<&ColdFile> = files
+                .iter()
+                .filter(|f| fetch_days.contains(&f.day) && !ahead.holds(&query.user_id, &f.key))
+                .collect();
+            let fetched = futures_util::future::try_join_all(
+                missing
+                    .iter()
+                    .map(|f| self.cold.user_rows(&f.key, f.bytes, &query.user_id)),
+            )
+            .await?;
+            for (file, rows) in missing.into_iter().zip(fetched) {
+                ahead.insert(&query.user_id, &file.key, rows);
+            }
             for file in files.iter().filter(|f| f.day == day) {
-                let rows = self
-                    .cold
-                    .user_rows(&file.key, file.bytes, &query.user_id)
-                    .await?;
-                candidates.extend(rows.into_iter().filter(|r| matches(r, query)));
+                let rows =
+                    ahead
+                        .rows(&query.user_id, &file.key)
+                        .ok_or_else(|| ReadError::Archive {
+                            key: file.key.clone(),
+                            message: "rows fetched for this page were evicted".into(),
+                        })?;
+                candidates.extend(rows.iter().filter(|r| matches(r, query)).cloned());
             }
             sort(&mut candidates, query.descending);
             candidates.truncate(limit + 1);
         }
+        ahead.trim();
         let more = candidates.len() > limit;
         candidates.truncate(limit);
         let next = if more {
@@ -283,6 +317,65 @@ impl HistoryReader {
             }
         }
         Ok(None)
+    }
+}
+
+/// One user's decoded rows of archive files, kept across the pages of one
+/// long read so a day split over two pages is fetched once, and how many
+/// days' files to fetch at once while a page is short of rows. Archive
+/// files are immutable, so kept rows never go stale; which files a day
+/// has is still decided by each page's snapshot.
+pub struct ReadAhead {
+    days: usize,
+    max_events: usize,
+    files: std::collections::VecDeque<(String, String, std::sync::Arc<Vec<Event>>)>,
+    events: usize,
+}
+
+impl ReadAhead {
+    /// No read-ahead: one day's files at a time, nothing kept after the
+    /// page (ListActivity).
+    pub fn none() -> Self {
+        Self::new(1, 0)
+    }
+
+    /// Fetch `days` days' files at once; keep up to `max_events` rows
+    /// between pages (the files of the page being read are always kept
+    /// until it ends).
+    pub fn new(days: usize, max_events: usize) -> Self {
+        Self {
+            days: days.max(1),
+            max_events,
+            files: std::collections::VecDeque::new(),
+            events: 0,
+        }
+    }
+
+    fn holds(&self, user: &str, key: &str) -> bool {
+        self.rows(user, key).is_some()
+    }
+
+    fn rows(&self, user: &str, key: &str) -> Option<std::sync::Arc<Vec<Event>>> {
+        self.files
+            .iter()
+            .find(|(u, k, _)| u == user && k == key)
+            .map(|(_, _, rows)| rows.clone())
+    }
+
+    fn insert(&mut self, user: &str, key: &str, rows: Vec<Event>) {
+        self.events += rows.len();
+        self.files
+            .push_back((user.to_string(), key.to_string(), std::sync::Arc::new(rows)));
+    }
+
+    /// Drops the oldest files down to the bound (at the end of a page).
+    fn trim(&mut self) {
+        while self.events > self.max_events {
+            match self.files.pop_front() {
+                Some((_, _, rows)) => self.events -= rows.len(),
+                None => break,
+            }
+        }
     }
 }
 

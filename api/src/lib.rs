@@ -24,7 +24,7 @@ pub mod pool;
 pub mod server;
 pub mod service;
 
-pub use history::{Event, HistoryReader, Page, Query, ReadError};
+pub use history::{Event, HistoryReader, Page, Query, ReadAhead, ReadError};
 pub use page_token::{Binding, Cursor, PageTokenError, PageTokenKey, PageTokenKeys};
 pub use server::{serve, serve_with_reader, ApiOptions};
 
