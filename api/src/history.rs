@@ -15,6 +15,9 @@
 //! files are immutable, at their final key once published and at their
 //! staging key until then.
 
+use std::collections::VecDeque;
+use std::sync::Arc;
+
 use chrono::NaiveDate;
 use strata_archiver::export::ArchivedRow;
 use strata_archiver::{ObjectStore, StoreError};
@@ -328,7 +331,7 @@ impl HistoryReader {
 pub struct ReadAhead {
     days: usize,
     max_events: usize,
-    files: std::collections::VecDeque<(String, String, std::sync::Arc<Vec<Event>>)>,
+    files: VecDeque<(String, String, Arc<Vec<Event>>)>,
     events: usize,
 }
 
@@ -346,7 +349,7 @@ impl ReadAhead {
         Self {
             days: days.max(1),
             max_events,
-            files: std::collections::VecDeque::new(),
+            files: VecDeque::new(),
             events: 0,
         }
     }
@@ -355,7 +358,7 @@ impl ReadAhead {
         self.rows(user, key).is_some()
     }
 
-    fn rows(&self, user: &str, key: &str) -> Option<std::sync::Arc<Vec<Event>>> {
+    fn rows(&self, user: &str, key: &str) -> Option<Arc<Vec<Event>>> {
         self.files
             .iter()
             .find(|(u, k, _)| u == user && k == key)
@@ -365,7 +368,7 @@ impl ReadAhead {
     fn insert(&mut self, user: &str, key: &str, rows: Vec<Event>) {
         self.events += rows.len();
         self.files
-            .push_back((user.to_string(), key.to_string(), std::sync::Arc::new(rows)));
+            .push_back((user.to_string(), key.to_string(), Arc::new(rows)));
     }
 
     /// Drops the oldest files down to the bound (at the end of a page).
