@@ -127,8 +127,10 @@ pub fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
 
 /// Generates the Python grpcio stubs of the proto (plus nothing else) into
 /// a fresh directory with grpc_tools, as a user of the API would.
-pub async fn python_stubs() -> anyhow::Result<tempdir::Dir> {
-    let dir = tempdir::Dir::new("strata-pystubs")?;
+pub async fn python_stubs() -> anyhow::Result<tempfile::TempDir> {
+    let dir = tempfile::Builder::new()
+        .prefix("strata-pystubs")
+        .tempdir()?;
     let python = std::env::var("STRATA_TEST_PYTHON").context("STRATA_TEST_PYTHON")?;
     let proto_root = concat!(env!("CARGO_MANIFEST_DIR"), "/../proto");
     let output = tokio::process::Command::new(&python)
@@ -153,7 +155,7 @@ pub async fn python_stubs() -> anyhow::Result<tempdir::Dir> {
 /// Runs `tests/py/<script>` with the stubs on the path and `args`;
 /// returns stdout.
 pub async fn python_client(
-    stubs: &tempdir::Dir,
+    stubs: &tempfile::TempDir,
     script: &str,
     args: &[&str],
 ) -> anyhow::Result<String> {
@@ -171,36 +173,4 @@ pub async fn python_client(
         String::from_utf8_lossy(&output.stderr)
     );
     Ok(String::from_utf8(output.stdout)?)
-}
-
-/// A temporary directory removed on drop.
-pub mod tempdir {
-    use std::path::{Path, PathBuf};
-
-    /// The directory.
-    pub struct Dir(PathBuf);
-
-    impl Dir {
-        /// A new directory under the system temp dir.
-        pub fn new(prefix: &str) -> std::io::Result<Self> {
-            let path = std::env::temp_dir().join(format!(
-                "{prefix}-{}-{}",
-                std::process::id(),
-                uuid::Uuid::new_v4().simple()
-            ));
-            std::fs::create_dir_all(&path)?;
-            Ok(Self(path))
-        }
-
-        /// Its path.
-        pub fn path(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 }

@@ -273,25 +273,17 @@ pub async fn archived_rows(
         .await?
         .with_context(|| format!("{day} has no catalog entry"))?;
     let store = target.store().await?;
-    let scratch = tempfile_dir()?;
+    let scratch = tempfile::Builder::new()
+        .prefix("strata-test-read")
+        .tempdir()?;
     let mut rows = Vec::new();
     for (key, ..) in &catalog.files {
-        let local = scratch.join(key.replace('/', "_"));
+        let local = scratch.path().join(key.replace('/', "_"));
         store.get_to_file(key, &local).await?;
         rows.extend(read_rows(&local)?);
         let _ = std::fs::remove_file(&local);
     }
-    let _ = std::fs::remove_dir_all(&scratch);
     Ok(rows)
-}
-
-fn tempfile_dir() -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!(
-        "strata-test-read-{:08x}",
-        rand::thread_rng().gen::<u32>()
-    ));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
 }
 
 /// What the independent reader (tests/py/read_archive.py) saw of a day.

@@ -1279,7 +1279,7 @@ async fn limits_per_principal_and_page_key_rotation() -> anyhow::Result<()> {
 async fn tls_listener_serves_grpc_over_tls() -> anyhow::Result<()> {
     let env = TestEnv::new("api_tls").await?;
     let target = S3Target::new("api-tls").await?;
-    let dir = strata_tests::api::tempdir::Dir::new("strata-tls")?;
+    let dir = tempfile::Builder::new().prefix("strata-tls").tempdir()?;
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     let output = tokio::process::Command::new("openssl")
         .args([
