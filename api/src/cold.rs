@@ -217,16 +217,15 @@ impl ColdReader {
         }
         // Across a row-group boundary the reader would fetch each group
         // on its own; the groups are adjacent, so one GET covers both.
-        let prefetched = match row_groups.len() {
-            0 | 1 => None,
-            _ => {
-                let span = groups_span(&metadata, &row_groups);
-                let bytes = self
-                    .get_range(&cached.found_at, span.clone())
-                    .await
-                    .map_err(|e| archive_error(key, e))?;
-                Some((span.start, bytes))
-            }
+        let prefetched = if row_groups.len() > 1 {
+            let span = groups_span(&metadata, &row_groups);
+            let bytes = self
+                .get_range(&cached.found_at, span.clone())
+                .await
+                .map_err(|e| archive_error(key, e))?;
+            Some((span.start, bytes))
+        } else {
+            None
         };
         let input = SpanReader {
             store: self.store.clone(),

@@ -355,7 +355,7 @@ impl ReadAhead {
     }
 
     fn holds(&self, user: &str, key: &str) -> bool {
-        self.rows(user, key).is_some()
+        self.files.iter().any(|(u, k, _)| u == user && k == key)
     }
 
     fn rows(&self, user: &str, key: &str) -> Option<Arc<Vec<Event>>> {

@@ -902,12 +902,11 @@ async fn history_pages_across_hot_and_cold_without_gap_or_repeat() -> anyhow::Re
     let before = gets();
     read_all(&reader, &mut client, everything.clone()).await?;
     let paged_gets = gets() - before;
-    for ahead in [
+    for mut ahead in [
         strata_api::ReadAhead::new(4, 100_000),
         strata_api::ReadAhead::new(2, 100_000),
     ] {
         let before = gets();
-        let mut ahead = ahead;
         assert_rows_equal(
             &read_all_with(&reader, &mut client, everything.clone(), &mut ahead).await?,
             &expected,
