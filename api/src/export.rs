@@ -84,20 +84,23 @@ impl Format {
             }
             Self::Csv => {
                 let id = event.event_id.hyphenated().to_string();
+                // (cell, is free text): text cells are neutralised against
+                // formula injection; the id and the timestamps we format
+                // ourselves and cannot start with a trigger.
                 let fields = [
-                    id.as_str(),
-                    &event.user_id,
-                    &event.kind,
-                    &occurred_at,
-                    &event.source,
-                    &event.payload,
-                    &ingested_at,
+                    (id.as_str(), false),
+                    (event.user_id.as_str(), true),
+                    (event.kind.as_str(), true),
+                    (occurred_at.as_str(), false),
+                    (event.source.as_str(), true),
+                    (event.payload.as_str(), true),
+                    (ingested_at.as_str(), false),
                 ];
-                for (i, field) in fields.iter().enumerate() {
+                for (i, (field, text)) in fields.into_iter().enumerate() {
                     if i > 0 {
                         out.push(b',');
                     }
-                    csv_field(field, out);
+                    csv_field(field, text, out);
                 }
                 out.extend_from_slice(b"\r\n");
             }
@@ -119,17 +122,26 @@ fn json_string(value: &str, out: &mut Vec<u8>) {
     }
 }
 
-fn csv_field(value: &str, out: &mut Vec<u8>) {
-    // Quoted when needed; a leading =,+,-,@ is left as data (the export is
-    // a record, not a spreadsheet), but it is always quoted so that tools
-    // importing it see a string.
-    let needs_quotes = value.is_empty()
+/// First characters that make a spreadsheet read a cell as a formula
+/// (OWASP's list for CSV injection).
+const FORMULA_TRIGGERS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
+/// One RFC 4180 cell. A `text` cell starting with a formula trigger is
+/// neutralised as OWASP recommends: prefixed with `'` (spreadsheets then
+/// show it as text, `=HYPERLINK(...)` included) and quoted. A payload's
+/// JSON starts with `{`, so numbers like -12.5 inside it are untouched.
+fn csv_field(value: &str, text: bool, out: &mut Vec<u8>) {
+    let neutralise = text && value.starts_with(FORMULA_TRIGGERS);
+    let needs_quotes = neutralise
+        || value.is_empty()
         || value
             .bytes()
-            .any(|b| matches!(b, b',' | b'"' | b'\r' | b'\n'))
-        || value.starts_with(['=', '+', '-', '@']);
+            .any(|b| matches!(b, b',' | b'"' | b'\r' | b'\n'));
     if needs_quotes {
         out.push(b'"');
+        if neutralise {
+            out.push(b'\'');
+        }
         for b in value.bytes() {
             if b == b'"' {
                 out.push(b'"');
@@ -269,8 +281,44 @@ mod tests {
         let mut out = Vec::new();
         Format::Csv.write(&event(r#"{"a": "x,y"}"#, "=cmd"), &mut out);
         let line = String::from_utf8(out).expect("utf8");
-        assert!(line.contains(r#","=cmd","#), "{line}");
+        assert!(line.contains(r#","'=cmd","#), "{line}");
         assert!(line.contains(r#""{""a"": ""x,y""}""#), "{line}");
         assert!(line.ends_with("\r\n"));
+    }
+
+    fn cell(value: &str) -> String {
+        let mut out = Vec::new();
+        csv_field(value, true, &mut out);
+        String::from_utf8(out).expect("utf8")
+    }
+
+    #[test]
+    fn csv_neutralises_formula_cells() {
+        assert_eq!(
+            cell("=HYPERLINK(\"http://x\",\"y\")"),
+            r#""'=HYPERLINK(""http://x"",""y"")""#
+        );
+        assert_eq!(cell("+1"), r#""'+1""#);
+        assert_eq!(cell("-x"), r#""'-x""#);
+        assert_eq!(cell("@SUM(A1)"), r#""'@SUM(A1)""#);
+        assert_eq!(cell("\tcmd"), "\"'\tcmd\"");
+        assert_eq!(cell("\rcmd"), "\"'\rcmd\"");
+        // Harmless cells are left alone; a trigger inside a cell is data.
+        assert_eq!(cell("user-42"), "user-42");
+        assert_eq!(cell(r#"{"amount": -12.5}"#), r#""{""amount"": -12.5}""#);
+        assert_eq!(cell(""), r#""""#);
+
+        let mut out = Vec::new();
+        let mut e = event(r#"{"amount": -12.5}"#, "-x");
+        e.kind = "@kind".into();
+        e.source = "+src".into();
+        Format::Csv.write(&e, &mut out);
+        let line = String::from_utf8(out).expect("utf8");
+        assert_eq!(
+            line,
+            "00000000-0000-0000-0000-000000000000,\"'-x\",\"'@kind\",\
+             2023-11-14T22:13:20.123456Z,\"'+src\",\"{\"\"amount\"\": -12.5}\",\
+             2023-11-14T22:13:21.000000Z\r\n"
+        );
     }
 }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use chrono::NaiveDate;
 use strata_archiver::export::ArchivedRow;
 use strata_archiver::{ObjectStore, StoreError};
-use tokio_postgres::types::Type;
+use tokio_postgres::types::{FromSql, Type};
 
 use crate::cold::ColdReader;
 use crate::page_token::Cursor;
@@ -70,6 +70,15 @@ pub enum ReadError {
         /// The driver's error.
         source: tokio_postgres::Error,
     },
+    /// A value the hot store returned that does not decode into its type
+    /// (a NULL where none is allowed, ...). Not a transient fault.
+    #[error("decode {context}: {source}")]
+    Decode {
+        /// What was being read.
+        context: &'static str,
+        /// The driver's error.
+        source: tokio_postgres::Error,
+    },
     /// The object store.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -90,6 +99,20 @@ fn db(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> ReadError 
     move |source| ReadError::Db { context, source }
 }
 
+fn decode(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> ReadError {
+    move |source| ReadError::Decode { context, source }
+}
+
+/// Column `index` of `row` as a `T`; [`ReadError::Decode`] instead of the
+/// panic of `Row::get` when the value does not decode.
+fn column<'a, T: FromSql<'a>>(
+    row: &'a tokio_postgres::Row,
+    index: usize,
+    context: &'static str,
+) -> Result<T, ReadError> {
+    row.try_get(index).map_err(decode(context))
+}
+
 /// Reads pages of histories from a hot store and its archive.
 pub struct HistoryReader {
     cold: ColdReader,
@@ -105,22 +128,23 @@ struct ColdFile {
 
 /// A page statement's rows: its events, and its archive files in (day,
 /// seq) order.
-fn split_rows(rows: &[tokio_postgres::Row]) -> (Vec<Event>, Vec<ColdFile>) {
+fn split_rows(rows: &[tokio_postgres::Row]) -> Result<(Vec<Event>, Vec<ColdFile>), ReadError> {
+    const CONTEXT: &str = "an archive file of the catalog";
     let mut events = Vec::new();
     let mut files = Vec::new();
     for row in rows {
-        match row.get::<_, Option<String>>(7) {
-            None => events.push(event_from_row(row)),
+        match column::<Option<String>>(row, 7, CONTEXT)? {
+            None => events.push(event_from_row(row)?),
             Some(key) => files.push(ColdFile {
                 key,
-                bytes: row.get::<_, i64>(8).max(0) as u64,
-                day: row.get(9),
-                seq: row.get(10),
+                bytes: column::<i64>(row, 8, CONTEXT)?.max(0) as u64,
+                day: column(row, 9, CONTEXT)?,
+                seq: column(row, 10, CONTEXT)?,
             }),
         }
     }
     files.sort_by_key(|f| (f.day, f.seq));
-    (events, files)
+    Ok((events, files))
 }
 
 /// Archive files whose footers the default reader keeps.
@@ -209,7 +233,7 @@ impl HistoryReader {
             )
             .await
             .map_err(db("read the hot store and the catalog"))?;
-        let (mut candidates, files) = split_rows(&rows);
+        let (mut candidates, files) = split_rows(&rows)?;
         sort(&mut candidates, query.descending);
         candidates.truncate(limit + 1);
 
@@ -299,7 +323,7 @@ impl HistoryReader {
             .query(&statement, &[&user_id, &event_id])
             .await
             .map_err(db("read the hot store and the catalog"))?;
-        let (events, mut files) = split_rows(&rows);
+        let (events, mut files) = split_rows(&rows)?;
         if let Some(found) = events.into_iter().next() {
             return Ok(Some(found));
         }
@@ -438,16 +462,17 @@ fn matches(row: &Event, query: &Query) -> bool {
     }
 }
 
-fn event_from_row(row: &tokio_postgres::Row) -> Event {
-    Event {
-        user_id: row.get(0),
-        occurred_at: row.get(1),
-        event_id: row.get(2),
-        kind: row.get(3),
-        source: row.get(4),
-        payload: row.get(5),
-        ingested_at: row.get(6),
-    }
+fn event_from_row(row: &tokio_postgres::Row) -> Result<Event, ReadError> {
+    const CONTEXT: &str = "an event of the hot store";
+    Ok(Event {
+        user_id: column(row, 0, CONTEXT)?,
+        occurred_at: column(row, 1, CONTEXT)?,
+        event_id: column(row, 2, CONTEXT)?,
+        kind: column(row, 3, CONTEXT)?,
+        source: column(row, 4, CONTEXT)?,
+        payload: column(row, 5, CONTEXT)?,
+        ingested_at: column(row, 6, CONTEXT)?,
+    })
 }
 
 /// The event columns of `strata.activity` and `strata.late_activity`, in

@@ -4,6 +4,10 @@
 //! lease lapses and written again from the start (the file's key is the
 //! job's, so the rerun replaces a partial upload: uploads are atomic
 //! anyway). Job state therefore survives API restarts.
+//!
+//! The same worker deletes job files once `api.export_retention` has passed
+//! since their job finished, and marks those jobs `expired`. Spool files are
+//! created with mode 0600, and anew for each attempt.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +31,8 @@ pub struct Job {
     pub principal: String,
     /// Whose history.
     pub user_id: String,
-    /// `pending`, `running`, `done` or `failed`.
+    /// `pending`, `running`, `done`, `failed` or `expired` (done, and its
+    /// file deleted after the retention).
     pub state: String,
     /// Where the file goes.
     pub object_key: String,
@@ -37,7 +42,31 @@ pub struct Job {
     pub bytes: i64,
     /// Why it failed.
     pub error: String,
+    /// When it finished (done or failed).
+    pub finished_at: Option<DateTime<Utc>>,
 }
+
+impl Job {
+    /// Whether its file is gone or about to go: marked expired, or done
+    /// longer ago than `retention` (the sweep may not have run yet).
+    pub fn is_expired(&self, retention: Duration, now: DateTime<Utc>) -> bool {
+        match self.state.as_str() {
+            STATE_EXPIRED => true,
+            "done" => match (self.finished_at, chrono::Duration::from_std(retention)) {
+                (Some(finished), Ok(retention)) => now - finished >= retention,
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
+/// The state of a done job whose file the retention sweep deleted.
+pub const STATE_EXPIRED: &str = "expired";
+/// How often each API process looks for expired export files.
+pub const EXPIRE_INTERVAL: Duration = Duration::from_secs(60);
+/// Most jobs one sweep expires (the rest wait for the next).
+pub const EXPIRE_BATCH: i64 = 100;
 
 /// What a new job exports.
 #[derive(Debug, Clone)]
@@ -56,19 +85,23 @@ pub struct JobSpec {
     pub format: Format,
 }
 
-const JOB_COLUMNS: &str = "export_id, principal, user_id, state, object_key, events, bytes, error";
+const JOB_COLUMNS: &str =
+    "export_id, principal, user_id, state, object_key, events, bytes, error, finished_at";
 
-fn job_from_row(row: &tokio_postgres::Row) -> Job {
-    Job {
-        export_id: row.get(0),
-        principal: row.get(1),
-        user_id: row.get(2),
-        state: row.get(3),
-        object_key: row.get(4),
-        events: row.get(5),
-        bytes: row.get(6),
-        error: row.get(7),
-    }
+/// A job row; a value that does not decode is an error, not the panic of
+/// `Row::get`.
+fn job_from_row(row: &tokio_postgres::Row) -> Result<Job, tokio_postgres::Error> {
+    Ok(Job {
+        export_id: row.try_get(0)?,
+        principal: row.try_get(1)?,
+        user_id: row.try_get(2)?,
+        state: row.try_get(3)?,
+        object_key: row.try_get(4)?,
+        events: row.try_get(5)?,
+        bytes: row.try_get(6)?,
+        error: row.try_get(7)?,
+        finished_at: row.try_get(8)?,
+    })
 }
 
 /// Records a new pending job, its file under `prefix`, unless its principal
@@ -101,7 +134,7 @@ pub async fn create(
             &[&spec.principal],
         )
         .await?
-        .get(0);
+        .try_get(0)?;
     if open >= i64::from(max_open) {
         return Ok(None);
     }
@@ -126,8 +159,9 @@ pub async fn create(
             ],
         )
         .await?;
+    let job = job_from_row(&row)?;
     tx.commit().await?;
-    Ok(Some(job_from_row(&row)))
+    Ok(Some(job))
 }
 
 /// One job by id.
@@ -142,7 +176,7 @@ pub async fn get(
             &[&id],
         )
         .await?;
-    Ok(row.as_ref().map(job_from_row))
+    Ok(row.as_ref().map(job_from_row).transpose()?)
 }
 
 /// Jobs of `principal` not finished yet (they count against its export
@@ -159,7 +193,26 @@ pub async fn open_count(
             &[&principal],
         )
         .await?;
-    Ok(u32::try_from(row.get::<_, i64>(0)).unwrap_or(u32::MAX))
+    Ok(u32::try_from(row.try_get::<_, i64>(0)?).unwrap_or(u32::MAX))
+}
+
+/// A new, empty spool file at `path`, readable and writable by this user
+/// only (0600; the umask can only take bits away). Created anew: a file
+/// left by a crashed attempt would keep its old mode if reopened, and
+/// `create_new` (O_EXCL) refuses to follow a link planted at the path in
+/// a shared temp dir.
+async fn create_spool_file(path: &std::path::Path) -> std::io::Result<tokio::fs::File> {
+    match tokio::fs::remove_file(path).await {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err),
+    }
+    tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .await
 }
 
 fn spool_error(err: std::io::Error) -> ExportError {
@@ -202,6 +255,8 @@ pub struct Worker {
     pub wake: Arc<Notify>,
     /// Scratch directory for files being written.
     pub spool_dir: std::path::PathBuf,
+    /// Job files are deleted this long after their job finished.
+    pub retention: Duration,
 }
 
 struct Claimed {
@@ -216,15 +271,87 @@ struct Claimed {
 }
 
 impl Worker {
-    /// Claims and runs jobs until `cancel`.
+    /// Claims and runs jobs, and deletes expired job files, until `cancel`.
     pub async fn run(self, cancel: CancellationToken) {
+        tokio::join!(self.run_jobs(&cancel), self.run_expiry(&cancel));
+    }
+
+    /// Deletes expired job files every [`EXPIRE_INTERVAL`] until `cancel`.
+    async fn run_expiry(&self, cancel: &CancellationToken) {
+        loop {
+            match self.expire().await {
+                Ok(0) => {}
+                Ok(expired) => tracing::info!(expired, "export jobs: expired files deleted"),
+                Err(err) => {
+                    tracing::warn!(error = %err, "export jobs: cannot expire old files");
+                    crate::metrics::errors("export_expire");
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(EXPIRE_INTERVAL) => {}
+            }
+        }
+    }
+
+    /// One sweep: deletes the files of up to [`EXPIRE_BATCH`] done jobs
+    /// that finished more than `retention` ago and marks them expired;
+    /// returns how many. The rows stay locked (`SKIP LOCKED`) while their
+    /// files are deleted, so API processes sweeping at once share the work;
+    /// a file that cannot be deleted leaves its job done, for the next
+    /// sweep (deleting a missing file succeeds, so a sweep that deleted
+    /// files but could not commit is simply repeated).
+    pub async fn expire(&self) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let retention = self.retention.as_secs_f64();
+        let rows = tx
+            .query(
+                "SELECT export_id, object_key FROM strata.export_jobs
+                  WHERE state = 'done'
+                    AND finished_at < now() - make_interval(secs => $1)
+                  ORDER BY finished_at
+                  LIMIT $2
+                  FOR UPDATE SKIP LOCKED",
+                &[&retention, &EXPIRE_BATCH],
+            )
+            .await?;
+        let mut due: Vec<(Uuid, String)> = Vec::with_capacity(rows.len());
+        for row in &rows {
+            due.push((row.try_get(0)?, row.try_get(1)?));
+        }
+        drop(rows);
+        let mut expired: Vec<Uuid> = Vec::with_capacity(due.len());
+        for (id, key) in due {
+            match self.store.delete(&key).await {
+                Ok(()) => expired.push(id),
+                Err(err) => {
+                    tracing::warn!(export_id = %id, error = %err, "export jobs: cannot delete an expired file");
+                    crate::metrics::errors("export_expire");
+                }
+            }
+        }
+        if !expired.is_empty() {
+            tx.execute(
+                "UPDATE strata.export_jobs SET state = 'expired'
+                  WHERE export_id = ANY($1)",
+                &[&expired],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(expired.len())
+    }
+
+    /// Claims and runs jobs until `cancel`.
+    async fn run_jobs(&self, cancel: &CancellationToken) {
         let mut backoff =
             strata_core::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         loop {
             match self.claim().await {
                 Ok(Some(job)) => {
                     backoff.reset();
-                    self.execute(job, &cancel).await;
+                    self.execute(job, cancel).await;
                     continue;
                 }
                 Ok(None) => backoff.reset(),
@@ -267,15 +394,18 @@ impl Worker {
                 &[&lease],
             )
             .await?;
-        Ok(row.map(|r| Claimed {
-            export_id: r.get(0),
-            user_id: r.get(1),
-            from: r.get(2),
-            to: r.get(3),
-            kinds: r.get(4),
-            format: r.get(5),
-            object_key: r.get(6),
-            attempts: r.get(7),
+        let Some(r) = row else {
+            return Ok(None);
+        };
+        Ok(Some(Claimed {
+            export_id: r.try_get(0)?,
+            user_id: r.try_get(1)?,
+            from: r.try_get(2)?,
+            to: r.try_get(3)?,
+            kinds: r.try_get(4)?,
+            format: r.try_get(5)?,
+            object_key: r.try_get(6)?,
+            attempts: r.try_get(7)?,
         }))
     }
 
@@ -323,7 +453,7 @@ impl Worker {
         cancel: &CancellationToken,
     ) -> Result<export::ExportTotals, ExportError> {
         use tokio::io::AsyncWriteExt;
-        let file = tokio::fs::File::create(path).await.map_err(spool_error)?;
+        let file = create_spool_file(path).await.map_err(spool_error)?;
         let query = Query {
             user_id: job.user_id.clone(),
             from_micros: job.from.timestamp_micros(),
@@ -391,5 +521,58 @@ impl Worker {
             // The lease lapses and the job is run again: never lost.
             tracing::warn!(export_id = %id, error = %err, "cannot record export job result");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(state: &str, finished_ago: Option<chrono::Duration>, now: DateTime<Utc>) -> Job {
+        Job {
+            export_id: Uuid::nil(),
+            principal: "p".into(),
+            user_id: "u".into(),
+            state: state.into(),
+            object_key: "exports/x.csv".into(),
+            events: 0,
+            bytes: 0,
+            error: String::new(),
+            finished_at: finished_ago.map(|ago| now - ago),
+        }
+    }
+
+    #[test]
+    fn done_jobs_expire_after_the_retention() {
+        let now = Utc::now();
+        let day = Duration::from_secs(24 * 3600);
+        let hours = chrono::Duration::hours;
+        assert!(!job("done", Some(hours(23)), now).is_expired(day, now));
+        assert!(job("done", Some(hours(24)), now).is_expired(day, now));
+        assert!(job("done", Some(hours(25)), now).is_expired(day, now));
+        assert!(job(STATE_EXPIRED, Some(hours(1)), now).is_expired(day, now));
+        assert!(!job("done", None, now).is_expired(day, now));
+        assert!(!job("failed", Some(hours(48)), now).is_expired(day, now));
+        assert!(!job("running", None, now).is_expired(day, now));
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn spool_files_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let path = std::env::temp_dir().join(format!("strata-spool-test-{}.csv", Uuid::new_v4()));
+        // A leftover of a crashed attempt, world-readable.
+        std::fs::write(&path, b"old").expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let file = create_spool_file(&path).await.expect("spool file");
+        drop(file);
+        let mode = std::fs::metadata(&path)
+            .expect("metadata")
+            .permissions()
+            .mode();
+        let content = std::fs::read(&path).expect("read");
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+        assert!(content.is_empty());
     }
 }

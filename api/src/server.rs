@@ -167,6 +167,7 @@ pub async fn serve_with_reader(
         store: store.clone(),
         wake: wake_jobs.clone(),
         spool_dir: std::env::temp_dir(),
+        retention: api.export_retention,
     };
     let worker_task = tokio::spawn(worker.run(cancel.child_token()));
 
@@ -187,6 +188,7 @@ pub async fn serve_with_reader(
             page_token_ttl: api.page_token_ttl,
             export_prefix,
             export_url_ttl: api.export_url_ttl,
+            export_retention: api.export_retention,
         },
     });
 

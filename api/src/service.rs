@@ -55,6 +55,8 @@ pub struct ServiceSettings {
     pub export_prefix: String,
     /// How long a presigned export URL stays valid.
     pub export_url_ttl: Duration,
+    /// How long an export job's file is kept after the job finished.
+    pub export_retention: Duration,
 }
 
 /// What the service is built from.
@@ -553,6 +555,15 @@ impl HistoryService {
     }
 
     async fn job_message(&self, job: &jobs::Job) -> Result<ExportJob, Status> {
+        let retention = self.parts.settings.export_retention;
+        if job.is_expired(retention, chrono::Utc::now()) {
+            // Never a URL to a file that is gone (or about to be).
+            return Err(Status::failed_precondition(format!(
+                "export {} expired after {}; start a new one",
+                job.export_id,
+                retention_text(retention)
+            )));
+        }
         let state = match job.state.as_str() {
             "pending" => ExportState::Pending,
             "running" => ExportState::Running,
@@ -584,6 +595,20 @@ impl HistoryService {
             });
         }
         Ok(message)
+    }
+}
+
+/// A retention as people say it: `24h`, `90m`, `45s`, `1500ms`.
+fn retention_text(retention: Duration) -> String {
+    let seconds = retention.as_secs();
+    if retention.subsec_nanos() != 0 || seconds == 0 {
+        strata_core::duration::format(retention)
+    } else if seconds.is_multiple_of(3600) {
+        format!("{}h", seconds / 3600)
+    } else if seconds.is_multiple_of(60) {
+        format!("{}m", seconds / 60)
+    } else {
+        format!("{seconds}s")
     }
 }
 
@@ -748,9 +773,11 @@ fn read_status(request_id: &str, err: ReadError) -> Status {
         ReadError::Db { .. } | ReadError::Store(_) => {
             Status::unavailable("the history store is unreachable; retry")
         }
-        ReadError::Archive { .. } | ReadError::Scratch(_) => Status::internal(
-            "the history could not be read; the error is logged under this request id",
-        ),
+        ReadError::Decode { .. } | ReadError::Archive { .. } | ReadError::Scratch(_) => {
+            Status::internal(
+                "the history could not be read; the error is logged under this request id",
+            )
+        }
     }
 }
 
@@ -824,5 +851,18 @@ pub fn to_proto(event: &Event) -> ProtoEvent {
         source: event.source.clone(),
         payload_json: event.payload.clone(),
         ingested_at: Some(proto_timestamp(event.ingested_at)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_reads_as_people_say_it() {
+        assert_eq!(retention_text(Duration::from_secs(24 * 3600)), "24h");
+        assert_eq!(retention_text(Duration::from_secs(90 * 60)), "90m");
+        assert_eq!(retention_text(Duration::from_secs(45)), "45s");
+        assert_eq!(retention_text(Duration::from_millis(1500)), "1500ms");
     }
 }

@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 use tokio_postgres::{Client, NoTls};
 use tokio_util::sync::CancellationToken;
 
-use crate::catalog::{self, bounded, Lease};
+use crate::catalog::{self, bounded, column, Lease};
 use crate::error::ArchiveError;
 use crate::export::{self, ExportPlan, SpoolFile};
 use crate::layout;
@@ -325,28 +325,22 @@ impl Archiver {
         }
         self.check_closed(day, closure).await?;
         self.seal(day).await?;
-        let part = partition_name(day);
-        let exists: bool = self
-            .hot
-            .query_one(
-                "SELECT to_regclass($1) IS NOT NULL",
-                &[&format!("strata.{part}")],
-            )
-            .await
-            .map_err(ArchiveError::db("look up the day's partition"))?
-            .get(0);
-        let select = if exists {
-            format!(
-                "SELECT {} FROM strata.{part} ORDER BY user_id, occurred_at, event_id",
-                layout::COLUMNS.join(", ")
-            )
-        } else {
-            // Sealed without a partition: nothing was ever stored that day.
-            format!(
-                "SELECT {} FROM strata.activity WHERE false",
-                layout::COLUMNS.join(", ")
-            )
-        };
+        // The day is read through the parent table, bounded by the day,
+        // inside the export's snapshot: whether the partition exists is
+        // decided by that snapshot too. (Checking for the partition first
+        // lost events: a back-dated event could create it between the check
+        // and the snapshot, the seal trigger captured it as late, the
+        // export read nothing, and the commit deleted the capture as
+        // archived.) Pruning keeps this a scan of one partition.
+        failpoint::hit("archiver.before_export_snapshot");
+        let select = format!(
+            "SELECT {} FROM strata.activity \
+             WHERE occurred_at >= '{}'::timestamptz AND occurred_at < '{}'::timestamptz \
+             ORDER BY user_id, occurred_at, event_id",
+            layout::COLUMNS.join(", "),
+            day_start(day).format("%Y-%m-%d %H:%M:%S+00"),
+            day_end(day).format("%Y-%m-%d %H:%M:%S+00"),
+        );
         let (snapshot, staged, totals) = self.export_and_stage(day, 0, select, cancel).await?;
         failpoint::hit("archiver.before_commit");
         if cancel.is_cancelled() {
@@ -382,15 +376,15 @@ impl Archiver {
             .export_snapshot
             .ok_or_else(|| ArchiveError::NotCommitted(day))?;
         check_snapshot_literal(&export_snapshot)?;
-        let next_seq: i32 = self
+        let row = self
             .hot
             .query_one(
                 "SELECT coalesce(max(seq) + 1, 0) FROM strata.archive_files WHERE day = $1",
                 &[&day],
             )
             .await
-            .map_err(ArchiveError::db("read the day's files"))?
-            .get(0);
+            .map_err(ArchiveError::db("read the day's files"))?;
+        let next_seq: i32 = column(&row, 0, "the day's next file number")?;
         let select = format!(
             "SELECT {} FROM strata.late_activity
               WHERE day = '{}' AND NOT pg_visible_in_snapshot(xid, '{export_snapshot}'::pg_snapshot)
@@ -432,7 +426,8 @@ impl Archiver {
 
     /// The closure rule: the day has ended (and settled, for
     /// [`Closure::Settled`]), and no source's outbox holds an unshipped
-    /// event that occurred before the day's end.
+    /// event that occurred during the day. (Unshipped events of earlier
+    /// days do not hold it: those of archived days become late rows.)
     async fn check_closed(&self, day: NaiveDate, closure: Closure) -> Result<(), ArchiveError> {
         let now = catalog::db_now(&self.hot).await?;
         let end = day_end(day);
@@ -450,13 +445,13 @@ impl Archiver {
             });
         }
         for (name, url) in &self.options.sources {
-            let oldest = oldest_unshipped(url, self.timeout()).await.map_err(|err| {
-                ArchiveError::NotArchivable {
+            let oldest = oldest_unshipped(url, day, self.timeout())
+                .await
+                .map_err(|err| ArchiveError::NotArchivable {
                     day,
                     reason: format!("cannot check source {name:?} for unshipped events: {err}"),
-                }
-            })?;
-            if let Some(oldest) = oldest.filter(|t| *t < end) {
+                })?;
+            if let Some(oldest) = oldest {
                 return Err(ArchiveError::NotArchivable {
                     day,
                     reason: format!(
@@ -531,13 +526,13 @@ impl Archiver {
             ),
         )
         .await?;
-        let snapshot: String = bounded(
+        let row = bounded(
             "take the export snapshot",
             self.timeout(),
             client.query_one("SELECT pg_current_snapshot()::text", &[]),
         )
-        .await?
-        .get(0);
+        .await?;
+        let snapshot: String = column(&row, 0, "the export snapshot")?;
         check_snapshot_literal(&snapshot)?;
         let attempt = format!("e{}-{:08x}", self.lease.epoch, rand::random::<u32>());
         let plan = ExportPlan {
@@ -689,7 +684,7 @@ impl Archiver {
         let lease = self.lease.clone();
         let tx = bounded("begin commit", timeout, self.hot.transaction()).await?;
         catalog::fence(&tx, &lease).await?;
-        let state: Option<String> = bounded(
+        let row = bounded(
             "lock the day",
             timeout,
             tx.query_opt(
@@ -697,8 +692,11 @@ impl Archiver {
                 &[&day],
             ),
         )
-        .await?
-        .map(|r| r.get(0));
+        .await?;
+        let state: Option<String> = row
+            .as_ref()
+            .map(|r| column::<String>(r, 0, "the day's catalog state"))
+            .transpose()?;
         let expected = if origin == "day" {
             "sealed"
         } else {
@@ -936,9 +934,9 @@ impl Archiver {
             .map_err(ArchiveError::db("list hot partitions"))?;
         let mut dropped = Vec::new();
         for row in rows {
-            let name: String = row.get(0);
-            let attached: bool = row.get(1);
-            let detach_pending: bool = row.get(2);
+            let name: String = column(&row, 0, "a hot partition")?;
+            let attached: bool = column(&row, 1, "a hot partition")?;
+            let detach_pending: bool = column(&row, 2, "a hot partition")?;
             let Some(day) = name
                 .strip_prefix("activity_")
                 .and_then(|d| NaiveDate::parse_from_str(d, "%Y%m%d").ok())
@@ -951,15 +949,15 @@ impl Archiver {
             let Some(status) = catalog::day_status(&self.hot, day).await? else {
                 continue;
             };
-            let waiting: bool = self
+            let late = self
                 .hot
                 .query_one(
                     "SELECT EXISTS (SELECT FROM strata.late_activity WHERE day = $1)",
                     &[&day],
                 )
                 .await
-                .map_err(ArchiveError::db("check late rows"))?
-                .get(0);
+                .map_err(ArchiveError::db("check late rows"))?;
+            let waiting: bool = column(&late, 0, "whether late rows wait")?;
             if status.state != "committed" || status.manifest_version < status.version || waiting {
                 continue;
             }
@@ -1003,7 +1001,7 @@ impl Archiver {
             .checked_sub(grace)
             .unwrap_or(SystemTime::UNIX_EPOCH);
         // Staged files of committed days not yet published are still needed.
-        let needed: Vec<String> = self
+        let unpublished = self
             .hot
             .query(
                 "SELECT f.object_key FROM strata.archive_files f
@@ -1012,10 +1010,12 @@ impl Archiver {
                 &[],
             )
             .await
-            .map_err(ArchiveError::db("list unpublished files"))?
-            .iter()
-            .map(|r| layout::staging_key(&self.prefix, r.get::<_, &str>(0)))
-            .collect();
+            .map_err(ArchiveError::db("list unpublished files"))?;
+        let mut needed: Vec<String> = Vec::with_capacity(unpublished.len());
+        for r in &unpublished {
+            let key: &str = column(r, 0, "an unpublished file's key")?;
+            needed.push(layout::staging_key(&self.prefix, key));
+        }
         let staging = layout::staging_dir(&self.prefix);
         let mut deleted = 0;
         for object in self.store.list(&staging).await? {
@@ -1087,7 +1087,7 @@ impl Archiver {
                 Ok(report) => log_report(&report),
                 Err(ArchiveError::NotArchivable { day, reason }) => {
                     tracing::info!(%day, reason, "day not archivable yet");
-                    // Later days are blocked by the same outbox rows.
+                    // Days are archived in order: later days wait for this one.
                     break;
                 }
                 Err(err @ (ArchiveError::Fenced { .. } | ArchiveError::Cancelled)) => {
@@ -1141,25 +1141,41 @@ pub fn partition_name(day: NaiveDate) -> String {
     format!("activity_{}", day.format("%Y%m%d"))
 }
 
+/// The instant `day` (UTC) starts.
+pub fn day_start(day: NaiveDate) -> DateTime<Utc> {
+    day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc()
+}
+
 /// The instant `day` (UTC) ends.
 pub fn day_end(day: NaiveDate) -> DateTime<Utc> {
     let next = day.succ_opt().unwrap_or(day);
     next.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc()
 }
 
-/// Oldest `occurred_at` among a source's unshipped outbox rows.
+/// Oldest `occurred_at` among a source's unshipped outbox rows of `day`.
+/// Only the day's own rows count: rows of earlier days are late rows of
+/// days already archived, and rows far outside any day are dead-lettered
+/// by the relay. Bounding the scan also keeps out an `occurred_at` that
+/// plain SQL can insert but chrono cannot represent (`-infinity`, a date
+/// BC), which would not decode.
 async fn oldest_unshipped(
     url: &DatabaseUrl,
+    day: NaiveDate,
     timeout: Duration,
 ) -> Result<Option<DateTime<Utc>>, ArchiveError> {
     let client = connect(url, timeout).await?;
+    let (start, end) = (day_start(day), day_end(day));
     let row = bounded(
         "read the outbox",
         timeout,
-        client.query_one("SELECT min(occurred_at) FROM strata_outbox.events", &[]),
+        client.query_one(
+            "SELECT min(occurred_at) FROM strata_outbox.events
+              WHERE occurred_at >= $1 AND occurred_at < $2",
+            &[&start, &end],
+        ),
     )
     .await?;
-    Ok(row.get(0))
+    column(&row, 0, "the outbox's oldest occurred_at")
 }
 
 /// Snapshots are inlined into COPY (which takes no parameters): accept

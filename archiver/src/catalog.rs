@@ -5,9 +5,21 @@
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use tokio_postgres::{Client, GenericClient};
+use tokio_postgres::types::FromSql;
+use tokio_postgres::{Client, GenericClient, Row};
 
 use crate::error::ArchiveError;
+
+/// Column `index` of `row` as a `T`; [`ArchiveError::Decode`] naming
+/// `context` when the value does not decode (a NULL, an infinite
+/// timestamp, ...) instead of the panic of `Row::get`.
+pub(crate) fn column<'a, T: FromSql<'a>>(
+    row: &'a Row,
+    index: usize,
+    context: &'static str,
+) -> Result<T, ArchiveError> {
+    row.try_get(index).map_err(ArchiveError::decode(context))
+}
 
 /// Runs `future` under `timeout`, naming `context` when it expires.
 pub(crate) async fn bounded<T>(
@@ -62,7 +74,7 @@ pub async fn acquire_lease(
     if let Some(row) = row {
         return Ok(Lease {
             holder: holder.to_string(),
-            epoch: row.get(0),
+            epoch: column(&row, 0, "the archiver lease")?,
         });
     }
     let row = bounded(
@@ -75,8 +87,8 @@ pub async fn acquire_lease(
     )
     .await?;
     Err(ArchiveError::LeaseHeld {
-        holder: row.get(0),
-        until: row.get(1),
+        holder: column(&row, 0, "the archiver lease")?,
+        until: column(&row, 1, "the archiver lease")?,
     })
 }
 
@@ -165,18 +177,19 @@ pub struct DayStatus {
 const DAY_COLUMNS: &str = "day, state, export_snapshot::text, rows, bytes, files, version, \
                            manifest_version, partition_dropped_at";
 
-fn status_from_row(row: &tokio_postgres::Row) -> DayStatus {
-    DayStatus {
-        day: row.get(0),
-        state: row.get(1),
-        export_snapshot: row.get(2),
-        rows: row.get(3),
-        bytes: row.get(4),
-        files: row.get(5),
-        version: row.get(6),
-        manifest_version: row.get(7),
-        partition_dropped_at: row.get(8),
-    }
+fn status_from_row(row: &Row) -> Result<DayStatus, ArchiveError> {
+    const CONTEXT: &str = "the archive catalog";
+    Ok(DayStatus {
+        day: column(row, 0, CONTEXT)?,
+        state: column(row, 1, CONTEXT)?,
+        export_snapshot: column(row, 2, CONTEXT)?,
+        rows: column(row, 3, CONTEXT)?,
+        bytes: column(row, 4, CONTEXT)?,
+        files: column(row, 5, CONTEXT)?,
+        version: column(row, 6, CONTEXT)?,
+        manifest_version: column(row, 7, CONTEXT)?,
+        partition_dropped_at: column(row, 8, CONTEXT)?,
+    })
 }
 
 /// The catalog entry of `day`, if any.
@@ -191,7 +204,7 @@ pub async fn day_status(
         )
         .await
         .map_err(ArchiveError::db("read the archive catalog"))?;
-    Ok(row.as_ref().map(status_from_row))
+    row.as_ref().map(status_from_row).transpose()
 }
 
 /// Every catalog entry.
@@ -203,7 +216,7 @@ pub async fn all_days(client: &Client) -> Result<Vec<DayStatus>, ArchiveError> {
         )
         .await
         .map_err(ArchiveError::db("read the archive catalog"))?;
-    Ok(rows.iter().map(status_from_row).collect())
+    rows.iter().map(status_from_row).collect()
 }
 
 /// One committed file.
@@ -245,21 +258,23 @@ pub async fn day_files(
         )
         .await
         .map_err(ArchiveError::db("read the archive catalog"))?;
-    Ok(rows
-        .iter()
-        .map(|r| CommittedFile {
-            key: r.get(0),
-            origin: r.get(1),
-            seq: r.get(2),
-            rows: r.get(3),
-            bytes: r.get(4),
-            min_user_id: r.get(5),
-            max_user_id: r.get(6),
-            sha256: r.get(7),
-            content_sha256: r.get(8),
-            epoch: r.get(9),
+    const CONTEXT: &str = "the archive catalog's files";
+    rows.iter()
+        .map(|r| -> Result<CommittedFile, ArchiveError> {
+            Ok(CommittedFile {
+                key: column(r, 0, CONTEXT)?,
+                origin: column(r, 1, CONTEXT)?,
+                seq: column(r, 2, CONTEXT)?,
+                rows: column(r, 3, CONTEXT)?,
+                bytes: column(r, 4, CONTEXT)?,
+                min_user_id: column(r, 5, CONTEXT)?,
+                max_user_id: column(r, 6, CONTEXT)?,
+                sha256: column(r, 7, CONTEXT)?,
+                content_sha256: column(r, 8, CONTEXT)?,
+                epoch: column(r, 9, CONTEXT)?,
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// Days that have a hot partition.
@@ -273,13 +288,16 @@ pub async fn partition_days(client: &Client) -> Result<Vec<NaiveDate>, ArchiveEr
         )
         .await
         .map_err(ArchiveError::db("list hot partitions"))?;
-    let mut days: Vec<NaiveDate> = rows
-        .iter()
-        .filter_map(|r| {
-            let name: &str = r.get(0);
-            NaiveDate::parse_from_str(name.strip_prefix("activity_")?, "%Y%m%d").ok()
-        })
-        .collect();
+    let mut days: Vec<NaiveDate> = Vec::new();
+    for r in &rows {
+        let name: &str = column(r, 0, "a hot partition's name")?;
+        if let Some(day) = name
+            .strip_prefix("activity_")
+            .and_then(|d| NaiveDate::parse_from_str(d, "%Y%m%d").ok())
+        {
+            days.push(day);
+        }
+    }
     days.sort();
     Ok(days)
 }
@@ -296,7 +314,9 @@ pub async fn days_with_late_rows(client: &Client) -> Result<Vec<NaiveDate>, Arch
         )
         .await
         .map_err(ArchiveError::db("list late rows"))?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+    rows.iter()
+        .map(|r| column::<NaiveDate>(r, 0, "the days with late rows"))
+        .collect()
 }
 
 /// The database's clock (the one the lease and settle rules use).
@@ -305,5 +325,5 @@ pub async fn db_now(client: &Client) -> Result<DateTime<Utc>, ArchiveError> {
         .query_one("SELECT now()", &[])
         .await
         .map_err(ArchiveError::db("read the clock"))?;
-    Ok(row.get(0))
+    column(&row, 0, "the clock")
 }

@@ -18,6 +18,17 @@ pub enum ArchiveError {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// A value read from the database could not be decoded into the
+    /// expected type (a NULL where none is allowed, a `timestamptz` of
+    /// `infinity`, ...). Not a transient fault: retrying reads it again.
+    #[error("decode {context}: {source}")]
+    Decode {
+        /// What was being read.
+        context: &'static str,
+        /// The driver's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
     /// A database call took longer than `archiver.statement_timeout`.
     #[error("{context}: timed out after {seconds:.0} s")]
     Timeout {
@@ -86,6 +97,11 @@ impl ArchiveError {
         move |source| Self::Db { context, source }
     }
 
+    /// For `Row::try_get`: a value that does not decode into its type.
+    pub(crate) fn decode(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Self {
+        move |source| Self::Decode { context, source }
+    }
+
     pub(crate) fn spool(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Self + '_ {
         move |err| Self::Spool {
             path: path.display().to_string(),
@@ -97,6 +113,7 @@ impl ArchiveError {
     pub fn label(&self) -> &'static str {
         match self {
             Self::Db { .. } => "db",
+            Self::Decode { .. } => "decode",
             Self::Timeout { .. } => "timeout",
             Self::Store(_) => "object_store",
             Self::Parquet(_) => "parquet",

@@ -4,6 +4,7 @@
 mod api;
 mod archive;
 mod bench;
+mod dead_letters;
 mod demo;
 mod metrics_server;
 mod migrate;
@@ -53,6 +54,8 @@ enum Command {
     Token(api::TokenArgs),
     /// Archive one day now (with progress), or `--verify` a committed one.
     Archive(archive::ArchiveArgs),
+    /// Inspect dead letters, or re-drive them into their source's outbox.
+    DeadLetters(dead_letters::DeadLettersArgs),
     /// Everything on a private Postgres cluster with synthetic traffic.
     Demo(demo::DemoArgs),
     /// Benchmarks (see README).
@@ -130,6 +133,7 @@ async fn run(command: Command, config: Config, cancel: CancellationToken) -> any
         Command::Run => run_all(&config, cancel).await,
         Command::Token(args) => api::issue(args, &config),
         Command::Archive(args) => archive::run_once(args, &config, cancel).await,
+        Command::DeadLetters(args) => dead_letters::run(args, &config).await,
         Command::Demo(args) => demo::run(args, config, cancel).await,
         Command::Bench(args) => bench::run(args, cancel).await,
     }

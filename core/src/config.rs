@@ -2,8 +2,15 @@
 //! variables (`__` separates nesting: `STRATA_RELAY__BATCH_SIZE=500`), then
 //! `--set key=value` flags. Field docs are the operator manual; see also
 //! `config/strata.example.toml`.
+//!
+//! Secret settings (database URLs, JWT and page-token keys, the object
+//! store's secret key) may instead name a file holding the value, so it
+//! need not sit in the command line or the environment: the value
+//! `file:/run/secrets/x`, or the variable `STRATA_<SECTION>__<KEY>_FILE`
+//! (`STRATA_HOT_STORE__URL_FILE=/run/secrets/hot_url`).
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -14,7 +21,10 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 use crate::duration::serde_text;
-use crate::event::{EventLimits, DEFAULT_MAX_PAYLOAD_BYTES};
+use crate::event::{
+    EventLimits, DEFAULT_ACCEPT_FUTURE, DEFAULT_ACCEPT_PAST, DEFAULT_MAX_PAYLOAD_BYTES,
+    MAX_ACCEPT_WINDOW,
+};
 
 /// Top-level sections; only `STRATA_<SECTION>__...` variables are read as
 /// configuration, so unrelated `STRATA_*` variables do not break start-up.
@@ -61,37 +71,198 @@ impl DatabaseUrl {
         &self.0
     }
 
-    /// The URL with any password replaced by `***`.
+    /// The URL with every password replaced by `***`, in each form
+    /// tokio-postgres and libpq accept: the userinfo of a `postgres://` or
+    /// `postgresql://` URL (whatever the password holds: `/`, `@`, `:`,
+    /// `?`, percent-escapes), `password=` and `sslpassword=` query
+    /// parameters, and `password` / `sslpassword` in a key=value string
+    /// (spaces around `=`, quoted values with `\'` inside).
     pub fn redacted(&self) -> String {
         let url = &self.0;
-        if let Some(scheme_end) = url.find("://") {
-            let rest = &url[scheme_end + 3..];
-            let authority_end = rest.find('/').unwrap_or(rest.len());
-            if let Some(at) = rest[..authority_end].rfind('@') {
-                let userinfo = &rest[..at];
-                if let Some(colon) = userinfo.find(':') {
-                    return format!(
-                        "{}{}:***{}",
-                        &url[..scheme_end + 3],
-                        &userinfo[..colon],
-                        &rest[at..]
-                    );
-                }
+        match url.find("://") {
+            Some(scheme_end)
+                if scheme_end > 0
+                    && url[..scheme_end]
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) =>
+            {
+                redact_url(url, scheme_end + 3)
             }
-            return url.clone();
+            _ => redact_key_value(url),
         }
-        // key=value form: hide password=...
-        url.split_whitespace()
-            .map(|part| {
-                if part.starts_with("password=") {
-                    "password=***"
-                } else {
-                    part
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(" ")
     }
+}
+
+/// Connection parameters holding a secret, as the drivers spell them
+/// (case-sensitive: libpq does not accept `PASSWORD`).
+const SECRET_PARAMETERS: [&str; 2] = ["password", "sslpassword"];
+
+/// [`DatabaseUrl::redacted`] for a URL; `rest_start` is where the text
+/// after `://` begins.
+fn redact_url(url: &str, rest_start: usize) -> String {
+    let (head, rest) = url.split_at(rest_start);
+    // The userinfo ends at the last '@' before the query: a password may
+    // hold '/', '@' and ':' (unescaped, tokio-postgres still ends it at
+    // its first '@'; hiding up to the last one covers both readings).
+    let query_start = rest.find('?').unwrap_or(rest.len());
+    let at = rest[..query_start].rfind('@').or_else(|| {
+        // No '@' before the first '?': a password may hold the '?'
+        // itself (tokio-postgres takes everything up to the first '@').
+        // An '@' after a '/' is in the path or the query, not userinfo.
+        let first = rest.find('@')?;
+        (!rest[..first].contains('/')).then_some(first)
+    });
+    let mut out = String::with_capacity(url.len());
+    out.push_str(head);
+    let after_userinfo = match at {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            match userinfo.find(':') {
+                Some(colon) => {
+                    out.push_str(&userinfo[..colon]);
+                    out.push_str(":***");
+                }
+                None => out.push_str(userinfo),
+            }
+            out.push('@');
+            &rest[at + 1..]
+        }
+        None => rest,
+    };
+    match after_userinfo.find('?') {
+        Some(q) => {
+            out.push_str(&after_userinfo[..=q]);
+            out.push_str(&redact_query(&after_userinfo[q + 1..]));
+        }
+        None => out.push_str(after_userinfo),
+    }
+    out
+}
+
+/// A URL query with the values of secret parameters replaced by `***`.
+/// Keys are compared percent-decoded, as the drivers decode them.
+fn redact_query(query: &str) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut in_secret = false;
+    for param in query.split('&') {
+        match param.split_once('=') {
+            Some((key, _)) if SECRET_PARAMETERS.contains(&percent_decode(key).as_str()) => {
+                parts.push(format!("{key}=***"));
+                in_secret = true;
+            }
+            Some(_) => {
+                parts.push(param.to_string());
+                in_secret = false;
+            }
+            // An unescaped '&' inside the secret: the rest is secret too.
+            None if in_secret => {}
+            None => parts.push(param.to_string()),
+        }
+    }
+    parts.join("&")
+}
+
+/// `%XX` escapes decoded (invalid ones kept as they are).
+fn percent_decode(text: &str) -> String {
+    let hex = |b: u8| (b as char).to_digit(16);
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let decoded = if bytes[i] == b'%' {
+            match (
+                bytes.get(i + 1).and_then(|&b| hex(b)),
+                bytes.get(i + 2).and_then(|&b| hex(b)),
+            ) {
+                (Some(high), Some(low)) => Some((high * 16 + low) as u8),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        match decoded {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// [`DatabaseUrl::redacted`] for a key=value string, parsed the way
+/// tokio-postgres and libpq parse it: `key`, optional spaces, `=`,
+/// optional spaces, then a value that is either `'quoted'` (with `\'` and
+/// `\\` escapes) or runs to the next whitespace (with `\` escapes).
+fn redact_key_value(dsn: &str) -> String {
+    fn skip_whitespace<'a>(rest: &'a str, out: &mut String) -> &'a str {
+        let trimmed = rest.trim_start();
+        out.push_str(&rest[..rest.len() - trimmed.len()]);
+        trimmed
+    }
+    let mut out = String::with_capacity(dsn.len());
+    let mut rest = dsn;
+    loop {
+        rest = skip_whitespace(rest, &mut out);
+        if rest.is_empty() {
+            return out;
+        }
+        let keyword_end = rest
+            .find(|c: char| c.is_whitespace() || c == '=')
+            .unwrap_or(rest.len());
+        let keyword = &rest[..keyword_end];
+        out.push_str(keyword);
+        rest = &rest[keyword_end..];
+        let before_equals = rest.trim_start();
+        if !before_equals.starts_with('=') {
+            // Not `key = value` (the driver refuses it); go on with the
+            // next word. Progress is certain: the keyword was not empty,
+            // since an empty one means `rest` starts with '='.
+            continue;
+        }
+        rest = skip_whitespace(rest, &mut out);
+        out.push('=');
+        rest = skip_whitespace(&rest[1..], &mut out);
+        let value_len = key_value_len(rest);
+        if SECRET_PARAMETERS.contains(&keyword) {
+            out.push_str("***");
+        } else {
+            out.push_str(&rest[..value_len]);
+        }
+        rest = &rest[value_len..];
+    }
+}
+
+/// Length of the value at the start of `text`, quotes included; an
+/// unterminated quoted value runs to the end.
+fn key_value_len(text: &str) -> usize {
+    let mut chars = text.char_indices();
+    if text.starts_with('\'') {
+        chars.next();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => {
+                    chars.next();
+                }
+                '\'' => return i + 1,
+                _ => {}
+            }
+        }
+    } else {
+        while let Some((i, c)) = chars.next() {
+            if c.is_whitespace() {
+                return i;
+            }
+            if c == '\\' {
+                chars.next();
+            }
+        }
+    }
+    text.len()
 }
 
 impl fmt::Debug for DatabaseUrl {
@@ -173,8 +344,22 @@ pub struct RelayConfig {
     pub election_interval: Duration,
     /// Days of hot partitions the reconciler creates ahead of today.
     pub partitions_ahead_days: u32,
-    /// Outbox rows with a larger payload are dead-lettered.
+    /// Outbox rows with a larger payload are dead-lettered (with their size
+    /// and a short prefix; the payload is never copied whole).
     pub max_payload_bytes: usize,
+    /// A batch stops taking rows once their payloads add up to this many
+    /// bytes (at least one row is always taken), so a backlog of large
+    /// payloads is shipped in bounded pieces.
+    pub batch_bytes: usize,
+    /// Rows whose `occurred_at` lies further back than this are
+    /// dead-lettered (`occurred_at_out_of_window`); widen it and re-drive
+    /// them with `strata dead-letters requeue`. At most 100 years.
+    #[serde(with = "serde_text")]
+    pub accept_past: Duration,
+    /// Rows whose `occurred_at` lies further ahead than this are
+    /// dead-lettered, as for `accept_past`. At most 100 years.
+    #[serde(with = "serde_text")]
+    pub accept_future: Duration,
     /// First retry delay after a fault; doubles up to `backoff_max`.
     #[serde(with = "serde_text")]
     pub backoff_initial: Duration,
@@ -197,6 +382,9 @@ impl Default for RelayConfig {
             election_interval: Duration::from_secs(1),
             partitions_ahead_days: 3,
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            batch_bytes: 16 * 1024 * 1024,
+            accept_past: DEFAULT_ACCEPT_PAST,
+            accept_future: DEFAULT_ACCEPT_FUTURE,
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(30),
@@ -209,6 +397,8 @@ impl RelayConfig {
     pub fn limits(&self) -> EventLimits {
         EventLimits {
             max_payload_bytes: self.max_payload_bytes,
+            accept_past: self.accept_past,
+            accept_future: self.accept_future,
         }
     }
 }
@@ -320,6 +510,11 @@ pub struct ApiConfig {
     /// How long a presigned export URL stays valid.
     #[serde(with = "serde_text")]
     pub export_url_ttl: Duration,
+    /// Export job files are deleted this long after their job finished
+    /// (by the job worker of every API process); `GetExport` then answers
+    /// FAILED_PRECONDITION.
+    #[serde(with = "serde_text")]
+    pub export_retention: Duration,
     /// Serve TLS with this PEM certificate chain (with `tls_key_file`).
     pub tls_cert_file: String,
     /// The PEM private key for `tls_cert_file`.
@@ -346,6 +541,7 @@ impl Default for ApiConfig {
             max_concurrent_exports: 2,
             export_prefix: "exports".into(),
             export_url_ttl: Duration::from_secs(60),
+            export_retention: Duration::from_secs(24 * 3600),
             tls_cert_file: String::new(),
             tls_key_file: String::new(),
         }
@@ -487,7 +683,30 @@ impl Default for LogConfig {
 impl Config {
     /// Loads defaults, then `file` (if any), then `STRATA_*` variables, then
     /// `overrides` (`key=value` pairs with dotted keys), and validates.
+    ///
+    /// Secrets may come from files instead (see [`Config::resolve_secret_files`]
+    /// and `STRATA_<SECTION>__<KEY>_FILE` below), so that they need not sit
+    /// in a process's command line or environment.
     pub fn load(file: Option<&Path>, overrides: &[String]) -> Result<Config, ConfigError> {
+        Self::load_with_env(file, overrides, std::env::vars_os())
+    }
+
+    /// [`Config::load`], with the `STRATA_<SECTION>__<KEY>_FILE` variables
+    /// taken from `env` (the process environment in [`Config::load`]; the
+    /// other `STRATA_*` variables always come from the process
+    /// environment). A `_FILE` variable names a file whose content (less
+    /// one trailing newline) is the value of the secret setting `<KEY>`,
+    /// at the environment's place in the layering (`--set` still wins);
+    /// for `api.page_token_keys` each non-empty line is one entry.
+    pub fn load_with_env(
+        file: Option<&Path>,
+        overrides: &[String],
+        env: impl IntoIterator<Item = (OsString, OsString)>,
+    ) -> Result<Config, ConfigError> {
+        let env: Vec<(String, OsString)> = env
+            .into_iter()
+            .map(|(key, value)| (key.to_string_lossy().into_owned(), value))
+            .collect();
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = file {
             if !path.exists() {
@@ -504,20 +723,63 @@ impl Config {
                 // Keys reach the filter before lowercasing.
                 .filter(|key| {
                     let key = key.as_str().to_ascii_lowercase();
-                    SECTIONS.iter().any(|s| key.starts_with(s))
+                    SECTIONS.iter().any(|s| key.starts_with(s)) && !is_file_variable(&key)
                 }),
         );
+        for variable in file_variables(&env)? {
+            let text = read_secret_file(&variable.describe(), &variable.path)?;
+            figment = if variable.key == "api.page_token_keys" {
+                let entries: Vec<String> = text
+                    .lines()
+                    .filter(|line| !line.trim().is_empty())
+                    .map(str::to_string)
+                    .collect();
+                figment.merge(Serialized::default(&variable.key, entries))
+            } else {
+                figment.merge(Serialized::default(&variable.key, text))
+            };
+        }
         for pair in overrides {
             let (key, value) = pair
                 .split_once('=')
                 .ok_or_else(|| ConfigError::Parse(format!("--set {pair:?} is not key=value")))?;
             figment = figment.merge(Toml::string(&override_toml(key.trim(), value.trim())));
         }
-        let config: Config = figment
+        let mut config: Config = figment
             .extract()
             .map_err(|err| ConfigError::Parse(err.to_string()))?;
+        config.resolve_secret_files()?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Replaces every secret setting given as `file:<path>` (in the file,
+    /// a variable or a flag) by the content of the file at `path`, less one
+    /// trailing newline: `hot_store.url`, `sources.<name>.url`,
+    /// `api.database_url`, `api.jwt_hs256_secrets.<kid>`, each entry of
+    /// `api.page_token_keys` and `object_store.secret_access_key`. A file
+    /// that cannot be read is an error naming the setting and the path.
+    pub fn resolve_secret_files(&mut self) -> Result<(), ConfigError> {
+        if let Some(url) = &mut self.hot_store.url {
+            resolve_file_value("hot_store.url", &mut url.0)?;
+        }
+        if let Some(url) = &mut self.api.database_url {
+            resolve_file_value("api.database_url", &mut url.0)?;
+        }
+        for (name, source) in &mut self.sources {
+            resolve_file_value(&format!("sources.{name}.url"), &mut source.url.0)?;
+        }
+        for (kid, secret) in &mut self.api.jwt_hs256_secrets {
+            resolve_file_value(&format!("api.jwt_hs256_secrets.{kid}"), &mut secret.0)?;
+        }
+        for (i, entry) in self.api.page_token_keys.iter_mut().enumerate() {
+            resolve_file_value(&format!("api.page_token_keys[{i}]"), &mut entry.0)?;
+        }
+        resolve_file_value(
+            "object_store.secret_access_key",
+            &mut self.object_store.secret_access_key.0,
+        )?;
+        Ok(())
     }
 
     /// Checks values that parse but make no sense.
@@ -555,8 +817,22 @@ impl Config {
                 "must be at least relay.backoff_initial",
             ));
         }
-        if r.max_payload_bytes == 0 {
-            return Err(invalid("relay.max_payload_bytes", "must be positive"));
+        if r.max_payload_bytes == 0 || r.max_payload_bytes > 256 * 1024 * 1024 {
+            return Err(invalid(
+                "relay.max_payload_bytes",
+                "must be between 1 and 268435456",
+            ));
+        }
+        if r.batch_bytes == 0 {
+            return Err(invalid("relay.batch_bytes", "must be positive"));
+        }
+        for (key, value) in [
+            ("relay.accept_past", r.accept_past),
+            ("relay.accept_future", r.accept_future),
+        ] {
+            if value > MAX_ACCEPT_WINDOW {
+                return Err(invalid(key, "must be at most 36600d (100 years)"));
+            }
         }
         if r.partitions_ahead_days > 366 {
             return Err(invalid(
@@ -650,6 +926,7 @@ impl Config {
             ("api.statement_timeout", api.statement_timeout),
             ("api.page_token_ttl", api.page_token_ttl),
             ("api.export_url_ttl", api.export_url_ttl),
+            ("api.export_retention", api.export_retention),
         ] {
             if value.is_zero() {
                 return Err(invalid(key, "must be greater than zero"));
@@ -690,6 +967,137 @@ impl Config {
             message: "is required (set it in the config file or STRATA_HOT_STORE__URL)".into(),
         })
     }
+}
+
+/// A setting's value that says where to read it: `file:/run/secrets/x`.
+pub const FILE_PREFIX: &str = "file:";
+
+/// Suffix of a variable naming a file that holds a setting's value.
+const FILE_SUFFIX: &str = "_file";
+
+/// The settings that may be read from a file (dotted, `*` for any map key).
+const SECRET_SETTINGS: &str = "hot_store.url, sources.*.url, api.database_url, \
+    api.jwt_hs256_secrets.*, api.page_token_keys, object_store.secret_access_key";
+
+/// Whether the dotted, lowercase `key` names a secret setting.
+fn is_secret_setting(key: &str) -> bool {
+    let parts: Vec<&str> = key.split('.').collect();
+    if parts.iter().any(|part| part.is_empty()) {
+        return false;
+    }
+    matches!(
+        parts.as_slice(),
+        ["hot_store", "url"]
+            | ["sources", _, "url"]
+            | ["api", "database_url"]
+            | ["api", "jwt_hs256_secrets", _]
+            | ["api", "page_token_keys"]
+            | ["object_store", "secret_access_key"]
+    )
+}
+
+/// Whether the dotted, lowercase `key` is one of the schema's own settings
+/// (`api.tls_cert_file` is, though it ends with `_file`).
+fn is_plain_setting(key: &str) -> bool {
+    let pointer = format!("/{}", key.replace('.', "/"));
+    serde_json::to_value(Config::default())
+        .map(|defaults| defaults.pointer(&pointer).is_some())
+        .unwrap_or(false)
+}
+
+/// Whether the dotted, lowercase key of a `STRATA_*` variable names a file
+/// to read a setting from (`hot_store.url_file`), rather than a setting.
+fn is_file_variable(key: &str) -> bool {
+    key.ends_with(FILE_SUFFIX) && !is_plain_setting(key)
+}
+
+/// A `STRATA_<SECTION>__<KEY>_FILE` variable.
+#[derive(Debug)]
+struct FileVariable {
+    /// The variable's name, as set.
+    name: String,
+    /// The setting it fills, dotted and lowercase (`hot_store.url`).
+    key: String,
+    /// The file holding the value.
+    path: std::path::PathBuf,
+}
+
+impl FileVariable {
+    /// The setting and the variable, for errors.
+    fn describe(&self) -> String {
+        format!("{} (from {})", self.key, self.name)
+    }
+}
+
+/// The `_FILE` variables among `env`, checked: each names a secret
+/// setting that is not also set directly by its own variable.
+fn file_variables(env: &[(String, OsString)]) -> Result<Vec<FileVariable>, ConfigError> {
+    const PREFIX: &str = "strata_";
+    let mut found = Vec::new();
+    for (name, value) in env {
+        let name = name.trim();
+        let lower = name.to_ascii_lowercase();
+        let Some(stripped) = lower.strip_prefix(PREFIX) else {
+            continue;
+        };
+        // As figment's `split("__")` spells it.
+        let dotted = stripped.replace("__", ".");
+        if !SECTIONS.iter().any(|s| dotted.starts_with(s)) || !is_file_variable(&dotted) {
+            continue;
+        }
+        let key = dotted[..dotted.len() - FILE_SUFFIX.len()].to_string();
+        if !is_secret_setting(&key) {
+            return Err(ConfigError::Invalid {
+                key: name.to_string(),
+                message: format!(
+                    "names `{key}`, which cannot be read from a file: only secret \
+                     settings can ({SECRET_SETTINGS})"
+                ),
+            });
+        }
+        // `dotted` ends with "_file", so `name` ends with "_FILE" (any case).
+        let direct = &name[..name.len() - FILE_SUFFIX.len()];
+        if env
+            .iter()
+            .any(|(other, _)| other.trim().eq_ignore_ascii_case(direct))
+        {
+            return Err(ConfigError::Invalid {
+                key: name.to_string(),
+                message: format!("and {direct} are both set; set only one of them"),
+            });
+        }
+        found.push(FileVariable {
+            name: name.to_string(),
+            key,
+            path: value.into(),
+        });
+    }
+    Ok(found)
+}
+
+/// The secret in the file at `path`, less one trailing newline (`\n` or
+/// `\r\n`). Errors name `setting` and the path, never the content.
+fn read_secret_file(setting: &str, path: &Path) -> Result<String, ConfigError> {
+    let mut text = std::fs::read_to_string(path).map_err(|err| ConfigError::Invalid {
+        key: setting.to_string(),
+        message: format!("cannot read the secret file {}: {err}", path.display()),
+    })?;
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    Ok(text)
+}
+
+/// `value` replaced by the content of the file it names, when it is
+/// `file:<path>`.
+fn resolve_file_value(setting: &str, value: &mut String) -> Result<(), ConfigError> {
+    if let Some(path) = value.strip_prefix(FILE_PREFIX) {
+        *value = read_secret_file(setting, Path::new(path))?;
+    }
+    Ok(())
 }
 
 /// `key=value` as a TOML document; bare values that are not TOML literals
@@ -785,5 +1193,388 @@ mod tests {
         let url = config.hot_store.url.expect("set");
         assert_eq!(url.redacted(), "postgres://u:***@h/db");
         assert!(!format!("{url:?}").contains("pw"));
+    }
+
+    /// `url` redacted, through `redacted()`, `Debug` and `Display`, shows
+    /// neither `secret` nor any 4+ character piece of it, and still
+    /// shows each of `kept`.
+    fn assert_redacted(url: &str, secret: &str, kept: &[&str]) {
+        let url = DatabaseUrl::new(url);
+        for shown in [url.redacted(), format!("{url:?}"), url.to_string()] {
+            assert!(!shown.contains(secret), "{shown:?} shows {secret:?}");
+            for piece in secret
+                .split(|c: char| !c.is_ascii_alphanumeric())
+                .filter(|piece| piece.len() >= 4)
+            {
+                assert!(
+                    !shown.contains(piece),
+                    "{shown:?} shows {piece:?} of {secret:?}"
+                );
+            }
+            assert!(shown.contains("***"), "{shown:?} hides nothing");
+            for part in kept {
+                assert!(shown.contains(part), "{shown:?} lost {part:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn redacts_url_userinfo_whatever_the_password_holds() {
+        let odd = "Zx9-SECRET/with@odd:chars";
+        assert_redacted(
+            &format!("postgres://app:{odd}@db.internal:5432/strata"),
+            odd,
+            &["postgres://app:", "db.internal:5432/strata"],
+        );
+        assert_redacted(
+            &format!("postgresql://app:{odd}@db.internal/strata?sslmode=require"),
+            odd,
+            &["postgresql://", "db.internal/strata", "sslmode=require"],
+        );
+        let escaped = "Zx9-SECRET%2Fescaped%40odd%3Achars";
+        assert_redacted(
+            &format!("postgres://app:{escaped}@db.internal/strata"),
+            escaped,
+            &["db.internal/strata"],
+        );
+        let question = "Zx9?QUESTION#mark";
+        assert_redacted(
+            &format!("postgres://app:{question}@db.internal/strata"),
+            question,
+            &["db.internal/strata"],
+        );
+        assert_redacted(
+            "postgres://app:Zx9-MULTIHOST@db1.internal:5432,db2.internal:5433/strata",
+            "Zx9-MULTIHOST",
+            &["db1.internal:5432", "db2.internal:5433"],
+        );
+        assert_eq!(
+            DatabaseUrl::new("postgres://u:pw@h/db").redacted(),
+            "postgres://u:***@h/db"
+        );
+    }
+
+    #[test]
+    fn redacts_url_query_passwords() {
+        assert_redacted(
+            "postgres://db.internal/strata?user=app&password=Zx9-QUERY%2Fsecret&sslmode=require",
+            "Zx9-QUERY%2Fsecret",
+            &["db.internal/strata", "user=app", "sslmode=require"],
+        );
+        assert_redacted(
+            "postgresql://app@db.internal/strata?sslpassword=Zx9-SSLQUERY&sslkey=/etc/k.pem",
+            "Zx9-SSLQUERY",
+            &["app@db.internal/strata", "sslkey=/etc/k.pem"],
+        );
+        assert_redacted(
+            "postgres://db.internal/strata?pass%77ord=Zx9-ENCODEDKEY",
+            "Zx9-ENCODEDKEY",
+            &["db.internal/strata"],
+        );
+        assert_redacted(
+            "postgres://db.internal/strata?password=Zx9-AMP&ERSAND&application_name=x",
+            "Zx9-AMP&ERSAND",
+            &["db.internal/strata", "application_name=x"],
+        );
+        let both = "postgres://app:Zx9-USERINFO@db.internal/strata?password=Zx9-QUERYTOO";
+        assert_redacted(both, "Zx9-USERINFO", &["db.internal/strata"]);
+        assert_redacted(both, "Zx9-QUERYTOO", &["db.internal/strata"]);
+        assert_eq!(
+            DatabaseUrl::new("postgres://h/db?application_name=a@b&password=x").redacted(),
+            "postgres://h/db?application_name=a@b&password=***"
+        );
+    }
+
+    #[test]
+    fn redacts_key_value_passwords() {
+        let odd = "Zx9-SECRET/with@odd:chars";
+        assert_redacted(
+            &format!("host=db.internal password={odd} user=app"),
+            odd,
+            &["host=db.internal", "user=app"],
+        );
+        assert_redacted(
+            "host=db.internal password = Zx9-SPACED user=app dbname=strata",
+            "Zx9-SPACED",
+            &["host=db.internal", "user=app", "dbname=strata"],
+        );
+        let quoted = r"'Zx9 QUOTED \' with spaces'";
+        assert_redacted(
+            &format!("host=db.internal password={quoted} user=app"),
+            quoted,
+            &["host=db.internal", "user=app"],
+        );
+        assert_redacted(
+            r"host=db.internal password=Zx9\ ESCAPED\ spaces user=app",
+            r"Zx9\ ESCAPED\ spaces",
+            &["host=db.internal", "user=app"],
+        );
+        assert_redacted(
+            "host=db.internal sslpassword='Zx9-SSLKV' sslkey=/etc/k.pem",
+            "Zx9-SSLKV",
+            &["host=db.internal", "sslkey=/etc/k.pem"],
+        );
+        assert_redacted(
+            "password=Zx9-FIRST\thost=db.internal",
+            "Zx9-FIRST",
+            &["host=db.internal"],
+        );
+        assert_eq!(
+            DatabaseUrl::new("host=h password='a b' user=u").redacted(),
+            "host=h password=*** user=u"
+        );
+        assert_eq!(
+            DatabaseUrl::new("host=h user=u").redacted(),
+            "host=h user=u"
+        );
+        assert_eq!(
+            DatabaseUrl::new("postgres://u@h/db").redacted(),
+            "postgres://u@h/db"
+        );
+    }
+
+    fn secret_file(content: &[u8]) -> tempfile::NamedTempFile {
+        use std::io::Write;
+        let mut file = tempfile::NamedTempFile::new().expect("temp file");
+        file.write_all(content).expect("write the temp file");
+        file
+    }
+
+    fn file_value(file: &tempfile::NamedTempFile) -> String {
+        format!("file:{}", file.path().display())
+    }
+
+    #[test]
+    fn file_values_are_read_from_files() {
+        let hot = secret_file(b"postgres://u:Zx9-HOT@db.internal/strata\n");
+        let source = secret_file(b"postgres://u:Zx9-SOURCE@db.internal/src");
+        let database = secret_file(b"host=db.internal password=Zx9-API\n");
+        let jwt = secret_file(b"Zx9-JWT-secret\n\n");
+        let page_key = secret_file(b"k1=Zx9-page-token-key\n");
+        let aws = secret_file(b"Zx9-AWS\r\n");
+        let toml = secret_file(
+            format!(
+                "[hot_store]\nurl = \"{}\"\n[sources.filetest]\nurl = \"{}\"\n",
+                file_value(&hot),
+                file_value(&source)
+            )
+            .as_bytes(),
+        );
+        let config = Config::load(
+            Some(toml.path()),
+            &[
+                format!("api.database_url={}", file_value(&database)),
+                format!("api.jwt_hs256_secrets.k1={}", file_value(&jwt)),
+                format!(
+                    "api.page_token_keys=[\"{}\", \"k0=inline\"]",
+                    file_value(&page_key)
+                ),
+                format!("object_store.secret_access_key={}", file_value(&aws)),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(
+            config.hot_store_url().expect("set").expose(),
+            "postgres://u:Zx9-HOT@db.internal/strata"
+        );
+        assert_eq!(
+            config.sources["filetest"].url.expose(),
+            "postgres://u:Zx9-SOURCE@db.internal/src"
+        );
+        assert_eq!(
+            config.api.database_url.as_ref().expect("set").expose(),
+            "host=db.internal password=Zx9-API"
+        );
+        // One trailing newline goes, not more.
+        assert_eq!(
+            config.api.jwt_hs256_secrets["k1"].expose(),
+            "Zx9-JWT-secret\n"
+        );
+        let keys: Vec<&str> = config
+            .api
+            .page_token_keys
+            .iter()
+            .map(Secret::expose)
+            .collect();
+        assert_eq!(keys, ["k1=Zx9-page-token-key", "k0=inline"]);
+        assert_eq!(config.object_store.secret_access_key.expose(), "Zx9-AWS");
+    }
+
+    #[test]
+    fn unreadable_secret_files_name_the_setting_and_path_never_the_content() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let missing = dir.path().join("no-such-secret");
+        let err = Config::load(
+            None,
+            &[format!(
+                "api.jwt_hs256_secrets.k9=file:{}",
+                missing.display()
+            )],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("api.jwt_hs256_secrets.k9"), "{err}");
+        assert!(err.contains(&missing.display().to_string()), "{err}");
+
+        let not_utf8 = secret_file(b"Zx9-NOT-UTF8-\xff\xfe");
+        let err = Config::load(None, &[format!("hot_store.url={}", file_value(&not_utf8))])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("hot_store.url"), "{err}");
+        assert!(
+            err.contains(&not_utf8.path().display().to_string()),
+            "{err}"
+        );
+        assert!(!err.contains("Zx9"), "{err}");
+
+        let err = Config::load(
+            None,
+            &[format!("sources.dirtest.url=file:{}", dir.path().display())],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("sources.dirtest.url"), "{err}");
+    }
+
+    /// A synthetic environment for [`Config::load_with_env`]: tests never
+    /// set `_FILE` variables in the process, where concurrently running
+    /// tests would see them.
+    fn env(pairs: &[(&str, &Path)]) -> Vec<(OsString, OsString)> {
+        pairs
+            .iter()
+            .map(|(name, value)| (OsString::from(name), value.as_os_str().to_os_string()))
+            .collect()
+    }
+
+    #[test]
+    fn file_variables_fill_secret_settings() {
+        let hot = secret_file(b"postgres://u:Zx9-HOT-ENV@db.internal/strata\n");
+        let source = secret_file(b"postgres://u:Zx9-SOURCE-ENV@db.internal/src\n");
+        let database = secret_file(b"postgres://api:Zx9-API-ENV@db.internal/strata\n");
+        let jwt = secret_file(b"Zx9-JWT-ENV\n");
+        let page_keys = secret_file(b"k2=Zx9-new\n\nk1=Zx9-old\n");
+        let aws = secret_file(b"Zx9-AWS-ENV\n");
+        let config = Config::load_with_env(
+            None,
+            &[],
+            env(&[
+                ("STRATA_HOT_STORE__URL_FILE", hot.path()),
+                ("STRATA_SOURCES__FILEVAR__URL_FILE", source.path()),
+                ("STRATA_API__DATABASE_URL_FILE", database.path()),
+                ("STRATA_API__JWT_HS256_SECRETS__K7_FILE", jwt.path()),
+                ("STRATA_API__PAGE_TOKEN_KEYS_FILE", page_keys.path()),
+                ("STRATA_OBJECT_STORE__SECRET_ACCESS_KEY_FILE", aws.path()),
+                // A setting of its own whose name ends in _FILE: not a file
+                // variable (and, being synthetic, not read by figment).
+                (
+                    "STRATA_API__TLS_CERT_FILE",
+                    Path::new("/etc/strata/cert.pem"),
+                ),
+                ("STRATA_CONFIG_FILE", Path::new("/not/a/setting")),
+                ("UNRELATED_FILE", Path::new("/nowhere")),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(
+            config.hot_store_url().expect("set").expose(),
+            "postgres://u:Zx9-HOT-ENV@db.internal/strata"
+        );
+        assert_eq!(
+            config.sources["filevar"].url.expose(),
+            "postgres://u:Zx9-SOURCE-ENV@db.internal/src"
+        );
+        assert_eq!(
+            config.api.database_url.as_ref().expect("set").expose(),
+            "postgres://api:Zx9-API-ENV@db.internal/strata"
+        );
+        assert_eq!(config.api.jwt_hs256_secrets["k7"].expose(), "Zx9-JWT-ENV");
+        let keys: Vec<&str> = config
+            .api
+            .page_token_keys
+            .iter()
+            .map(Secret::expose)
+            .collect();
+        assert_eq!(keys, ["k2=Zx9-new", "k1=Zx9-old"]);
+        assert_eq!(
+            config.object_store.secret_access_key.expose(),
+            "Zx9-AWS-ENV"
+        );
+
+        // `--set` still wins over the environment.
+        let config = Config::load_with_env(
+            None,
+            &["api.jwt_hs256_secrets.k7=from-the-flag".into()],
+            env(&[("STRATA_API__JWT_HS256_SECRETS__K7_FILE", jwt.path())]),
+        )
+        .expect("valid");
+        assert_eq!(config.api.jwt_hs256_secrets["k7"].expose(), "from-the-flag");
+    }
+
+    #[test]
+    fn bad_file_variables_are_named() {
+        let file = secret_file(b"500\n");
+        for name in [
+            "STRATA_RELAY__BATCH_SIZE_FILE",
+            "STRATA_API__NO_SUCH_FILE",
+            "STRATA_LOG__FORMAT_FILE",
+        ] {
+            let err = Config::load_with_env(None, &[], env(&[(name, file.path())]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(name), "{err}");
+        }
+
+        let err = Config::load_with_env(
+            None,
+            &[],
+            env(&[
+                ("STRATA_API__JWT_HS256_SECRETS__K8", Path::new("direct")),
+                ("STRATA_API__JWT_HS256_SECRETS__K8_FILE", file.path()),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("STRATA_API__JWT_HS256_SECRETS__K8_FILE"),
+            "{err}"
+        );
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let missing = dir.path().join("hot_url");
+        let err = Config::load_with_env(
+            None,
+            &[],
+            env(&[("STRATA_HOT_STORE__URL_FILE", missing.as_path())]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("hot_store.url"), "{err}");
+        assert!(err.contains("STRATA_HOT_STORE__URL_FILE"), "{err}");
+        assert!(err.contains(&missing.display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn file_variable_names() {
+        assert!(is_file_variable("hot_store.url_file"));
+        assert!(is_file_variable("sources.x.url_file"));
+        assert!(!is_file_variable("api.tls_cert_file"));
+        assert!(!is_file_variable("api.tls_key_file"));
+        assert!(!is_file_variable("hot_store.url"));
+        assert!(is_secret_setting("api.jwt_hs256_secrets.k1"));
+        assert!(!is_secret_setting("api.jwt_hs256_secrets"));
+        assert!(!is_secret_setting("sources..url"));
+        assert!(!is_secret_setting("relay.batch_size"));
+    }
+
+    #[test]
+    fn export_retention_must_be_positive() {
+        assert_eq!(
+            Config::default().api.export_retention,
+            Duration::from_secs(24 * 3600)
+        );
+        let err = Config::load(None, &["api.export_retention=\"0s\"".into()]).unwrap_err();
+        assert!(err.to_string().contains("api.export_retention"), "{err}");
+        let config = Config::load(None, &["api.export_retention=90m".into()]).expect("valid");
+        assert_eq!(config.api.export_retention, Duration::from_secs(5400));
     }
 }

@@ -2,23 +2,30 @@
 
 use std::time::Duration;
 
-/// Parses `"<integer><unit>"` where unit is one of `ms`, `s`, `m`, `h`.
+/// Parses `"<integer><unit>"` where unit is one of `ms`, `s`, `m`, `h`, `d`.
 pub fn parse(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("duration {text:?} needs a unit (ms, s, m or h)"))?;
+        .ok_or_else(|| format!("duration {text:?} needs a unit (ms, s, m, h or d)"))?;
     let (number, unit) = text.split_at(split);
     let value: u64 = number
         .parse()
         .map_err(|_| format!("duration {text:?} must start with a whole number"))?;
+    let seconds = |per: u64| {
+        value
+            .checked_mul(per)
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("duration {text:?} is too large"))
+    };
     match unit {
         "ms" => Ok(Duration::from_millis(value)),
-        "s" => Ok(Duration::from_secs(value)),
-        "m" => Ok(Duration::from_secs(value * 60)),
-        "h" => Ok(Duration::from_secs(value * 3600)),
+        "s" => seconds(1),
+        "m" => seconds(60),
+        "h" => seconds(3600),
+        "d" => seconds(86_400),
         other => Err(format!(
-            "duration {text:?} has unknown unit {other:?} (use ms, s, m or h)"
+            "duration {text:?} has unknown unit {other:?} (use ms, s, m, h or d)"
         )),
     }
 }
@@ -28,6 +35,8 @@ pub fn format(duration: Duration) -> String {
     let ms = duration.as_millis();
     if !ms.is_multiple_of(1000) {
         format!("{ms}ms")
+    } else if ms > 0 && ms.is_multiple_of(86_400_000) {
+        format!("{}d", ms / 86_400_000)
     } else {
         format!("{}s", ms / 1000)
     }
@@ -62,7 +71,9 @@ mod tests {
         assert_eq!(parse("1h"), Ok(Duration::from_secs(3600)));
         assert!(parse("30").is_err());
         assert!(parse("s").is_err());
-        assert!(parse("3d").is_err());
+        assert_eq!(parse("3d"), Ok(Duration::from_secs(3 * 86_400)));
+        assert!(parse("3w").is_err());
+        assert!(parse("99999999999999999d").is_err());
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! producer SDK before anything is written and again by the relay for rows
 //! that were inserted by hand (those go to the dead-letter table).
 
-use chrono::{DateTime, SubsecRound, Utc};
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, SubsecRound, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -14,19 +16,68 @@ pub const MAX_USER_ID_BYTES: usize = 256;
 /// Longest accepted `kind`, in bytes.
 pub const MAX_KIND_BYTES: usize = 64;
 
+/// Default of how far back `occurred_at` may lie: a fintech's correction
+/// window (a year of statements plus slack), not "any date at all".
+pub const DEFAULT_ACCEPT_PAST: Duration = Duration::from_secs(400 * 24 * 3600);
+/// Default of how far ahead `occurred_at` may lie: clock skew, not scheduling.
+pub const DEFAULT_ACCEPT_FUTURE: Duration = Duration::from_secs(24 * 3600);
+/// The widest window a configuration may set, either way. It keeps every
+/// admitted day inside years 1..=9999, where day partitions have one
+/// name each and every reader (chrono, Parquet, the API) can hold the time.
+pub const MAX_ACCEPT_WINDOW: Duration = Duration::from_secs(100 * 366 * 24 * 3600);
+
 /// Limits applied to every event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EventLimits {
     /// Largest payload, measured as the JSON text Postgres prints for the
     /// `jsonb` value (`octet_length(payload::text)`).
     pub max_payload_bytes: usize,
+    /// `occurred_at` may lie at most this far before now.
+    pub accept_past: Duration,
+    /// `occurred_at` may lie at most this far after now.
+    pub accept_future: Duration,
 }
 
 impl Default for EventLimits {
     fn default() -> Self {
         Self {
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            accept_past: DEFAULT_ACCEPT_PAST,
+            accept_future: DEFAULT_ACCEPT_FUTURE,
         }
+    }
+}
+
+impl EventLimits {
+    /// The accepted `occurred_at` range at `now`: `[earliest, latest]`.
+    pub fn window(&self, now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+        let past =
+            TimeDelta::from_std(self.accept_past.min(MAX_ACCEPT_WINDOW)).unwrap_or(TimeDelta::MAX);
+        let future = TimeDelta::from_std(self.accept_future.min(MAX_ACCEPT_WINDOW))
+            .unwrap_or(TimeDelta::MAX);
+        (
+            now.checked_sub_signed(past)
+                .unwrap_or(DateTime::<Utc>::MIN_UTC),
+            now.checked_add_signed(future)
+                .unwrap_or(DateTime::<Utc>::MAX_UTC),
+        )
+    }
+
+    /// Checks `occurred_at` against the window at `now`.
+    pub fn check_occurred_at(
+        &self,
+        occurred_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), ValidationError> {
+        let (earliest, latest) = self.window(now);
+        if occurred_at < earliest || occurred_at > latest {
+            return Err(ValidationError::OccurredAtOutOfWindow {
+                occurred_at: occurred_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+                earliest: earliest.to_rfc3339_opts(SecondsFormat::Secs, true),
+                latest: latest.to_rfc3339_opts(SecondsFormat::Secs, true),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -51,6 +102,24 @@ pub enum ValidationError {
     /// `source` is empty or longer than [`MAX_KIND_BYTES`].
     #[error("source {name:?} must be 1 to 64 bytes")]
     InvalidSource { name: String },
+    /// `occurred_at` lies outside the accepted window (`relay.accept_past`,
+    /// `relay.accept_future`), or is not a finite time at all. Widening the
+    /// window and re-driving the dead letter stores it.
+    #[error("occurred_at {occurred_at} is outside the accepted window {earliest} .. {latest}")]
+    OccurredAtOutOfWindow {
+        occurred_at: String,
+        earliest: String,
+        latest: String,
+    },
+    /// The hot store already holds an event with this key (user_id,
+    /// occurred_at, event_id) and different contents: the producer reused
+    /// an event_id. The stored event stays; this one is dead-lettered.
+    #[error("event {event_id} is already stored with the same user_id and occurred_at but a different kind, source or payload")]
+    ConflictingDuplicate { event_id: String },
+    /// A text column of a row is not valid UTF-8 (a `SQL_ASCII` source
+    /// database lets such bytes in); the dead letter keeps a lossy copy.
+    #[error("{column} is not valid UTF-8")]
+    InvalidUtf8 { column: &'static str },
 }
 
 impl ValidationError {
@@ -63,6 +132,9 @@ impl ValidationError {
             ValidationError::PayloadNotObject { .. } => "payload_not_object",
             ValidationError::PayloadTooLarge { .. } => "payload_too_large",
             ValidationError::InvalidSource { .. } => "invalid_source",
+            ValidationError::OccurredAtOutOfWindow { .. } => "occurred_at_out_of_window",
+            ValidationError::InvalidUtf8 { .. } => "invalid_utf8",
+            ValidationError::ConflictingDuplicate { .. } => "conflicting_duplicate",
         }
     }
 }
@@ -128,7 +200,9 @@ impl NewEvent {
         }
         let payload_text = jsonb_text(&self.payload);
         validate_payload_size(payload_text.len(), limits)?;
-        let occurred_at = self.occurred_at.unwrap_or_else(Utc::now);
+        let now = Utc::now();
+        let occurred_at = self.occurred_at.unwrap_or(now);
+        limits.check_occurred_at(occurred_at, now)?;
         Ok(PreparedEvent {
             event_id: self.event_id.unwrap_or_else(Uuid::now_v7),
             user_id: self.user_id.clone(),
@@ -278,6 +352,7 @@ fn write_jsonb_text(value: &Value, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::Datelike;
     use serde_json::json;
 
     #[test]
@@ -310,6 +385,7 @@ mod tests {
     fn payload_rules() {
         let limits = EventLimits {
             max_payload_bytes: 20,
+            ..EventLimits::default()
         };
         let event = NewEvent::new("u1", "login").payload(json!([1]));
         assert_eq!(
@@ -325,6 +401,40 @@ mod tests {
         let prepared = event.prepare(&limits).expect("valid");
         assert_eq!(prepared.payload_text, r#"{"k": 1}"#);
         assert_eq!(prepared.event_id.get_version_num(), 7);
+    }
+
+    #[test]
+    fn occurred_at_window() {
+        let limits = EventLimits::default();
+        let now = Utc::now();
+        let day = TimeDelta::days(1);
+        assert!(limits.check_occurred_at(now, now).is_ok());
+        assert!(limits.check_occurred_at(now - day * 399, now).is_ok());
+        assert!(limits
+            .check_occurred_at(now + day - TimeDelta::seconds(1), now)
+            .is_ok());
+        for bad in [
+            now - day * 401,
+            now + day * 2,
+            DateTime::<Utc>::MIN_UTC,
+            DateTime::<Utc>::MAX_UTC,
+        ] {
+            let err = limits.check_occurred_at(bad, now).expect_err("outside");
+            assert_eq!(err.code(), "occurred_at_out_of_window");
+        }
+        let event = NewEvent::new("u1", "login").occurred_at(now - day * 500);
+        assert_eq!(
+            event.prepare(&limits).map_err(|e| e.code()),
+            Err("occurred_at_out_of_window")
+        );
+        // An absurd configuration is clamped, never overflows.
+        let wide = EventLimits {
+            accept_past: Duration::MAX,
+            accept_future: Duration::MAX,
+            ..limits
+        };
+        let (earliest, latest) = wide.window(now);
+        assert!(earliest.year() > 1900 && latest.year() < 2200);
     }
 
     #[test]

@@ -35,11 +35,18 @@ pub struct MigrationSet {
 pub const OUTBOX: MigrationSet = MigrationSet {
     label: "outbox",
     schema: "strata_outbox",
-    migrations: &[Migration {
-        version: 1,
-        name: "0001_outbox.sql",
-        sql: include_str!("../outbox/0001_outbox.sql"),
-    }],
+    migrations: &[
+        Migration {
+            version: 1,
+            name: "0001_outbox.sql",
+            sql: include_str!("../outbox/0001_outbox.sql"),
+        },
+        Migration {
+            version: 2,
+            name: "0002_outbox_statistics.sql",
+            sql: include_str!("../outbox/0002_outbox_statistics.sql"),
+        },
+    ],
 };
 
 /// The hot store.
@@ -61,6 +68,16 @@ pub const STORE: MigrationSet = MigrationSet {
             version: 3,
             name: "0003_api.sql",
             sql: include_str!("../store/0003_api.sql"),
+        },
+        Migration {
+            version: 4,
+            name: "0004_hostile_rows.sql",
+            sql: include_str!("../store/0004_hostile_rows.sql"),
+        },
+        Migration {
+            version: 5,
+            name: "0005_export_retention.sql",
+            sql: include_str!("../store/0005_export_retention.sql"),
         },
     ],
 };
@@ -160,7 +177,11 @@ impl MigrationSet {
             )
             .await
             .map_err(self.db_err("read applied migrations"))?;
-        let applied: Vec<(i32, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        let applied = rows
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<Vec<(i32, String)>, tokio_postgres::Error>>()
+            .map_err(self.db_err("decode applied migrations"))?;
         let mut count = 0;
         for migration in self.migrations {
             let shipped = checksum(migration.sql);
@@ -213,7 +234,8 @@ impl MigrationSet {
             )
             .await
             .map_err(self.db_err("look for bookkeeping table"))?
-            .get(0);
+            .try_get(0)
+            .map_err(self.db_err("decode bookkeeping lookup"))?;
         let found: i32 = if exists {
             client
                 .query_one(
@@ -225,7 +247,8 @@ impl MigrationSet {
                 )
                 .await
                 .map_err(self.db_err("read schema version"))?
-                .get(0)
+                .try_get(0)
+                .map_err(self.db_err("decode schema version"))?
         } else {
             0
         };

@@ -69,7 +69,12 @@ pub(crate) async fn connect_raw(
 
 /// Session settings for a connection that claims outbox rows: a stuck
 /// claim (a paused relay) is rolled back by the server after
-/// `idle_in_transaction`, releasing its rows to other relays.
+/// `idle_in_transaction`, releasing its rows to other relays. With
+/// `enable_seqscan = off` the claim walks the outbox's primary key and stops
+/// after its LIMIT whatever the statistics say: after a crash restart or a
+/// vacuum of an empty outbox, `reltuples = 0` made the planner sort the
+/// whole backlog (or worse) on every claim. Nothing else runs on these
+/// sessions that would want a sequential scan.
 pub(crate) async fn prepare_source_session(
     client: &Client,
     statement_timeout: Duration,
@@ -79,7 +84,7 @@ pub(crate) async fn prepare_source_session(
         "configure source session",
         statement_timeout,
         client.batch_execute(&format!(
-            "SET statement_timeout = {}; SET idle_in_transaction_session_timeout = {}; SET synchronous_commit = on",
+            "SET statement_timeout = {}; SET idle_in_transaction_session_timeout = {}; SET synchronous_commit = on; SET enable_seqscan = off",
             statement_timeout.as_millis(),
             idle_in_transaction.as_millis()
         )),

@@ -23,10 +23,17 @@ pub(crate) async fn check_hot_store(
         ),
     )
     .await?;
+    let read = |index: usize| {
+        row.try_get::<_, String>(index)
+            .map_err(|source| RelayError::Row {
+                context: "read hot store durability settings",
+                source,
+            })
+    };
     let settings: [(&'static str, String); 3] = [
-        ("fsync", row.get(0)),
-        ("full_page_writes", row.get(1)),
-        ("synchronous_commit", row.get(2)),
+        ("fsync", read(0)?),
+        ("full_page_writes", read(1)?),
+        ("synchronous_commit", read(2)?),
     ];
     for (setting, value) in settings {
         if value == "off" {

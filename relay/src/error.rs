@@ -72,9 +72,11 @@ impl RelayError {
             RelayError::Database { .. }
             | RelayError::Timeout { .. }
             | RelayError::PartitionMissing
-            | RelayError::Row { .. }
             | RelayError::Superseded { .. } => true,
-            RelayError::UnsafeDurability { .. }
+            // A value that does not decode will not decode next time either
+            // (claimed rows are read raw and never fail; see `claim.rs`).
+            RelayError::Row { .. }
+            | RelayError::UnsafeDurability { .. }
             | RelayError::NotMigrated(_)
             | RelayError::BadUrl { .. }
             | RelayError::Config(_)

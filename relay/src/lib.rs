@@ -15,7 +15,9 @@
 //! a row at once and a relay killed at any instruction leaves its rows to be
 //! claimed again (the hot store drops the duplicates).
 
+pub mod claim;
 mod connect;
+pub mod dead_letters;
 mod durability;
 mod error;
 pub use strata_core::failpoint;

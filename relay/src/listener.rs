@@ -19,8 +19,11 @@ use strata_core::backoff::Backoff;
 /// `application_name` of listener sessions (tests terminate them).
 pub const LISTENER_APPLICATION_NAME: &str = "strata-relay-listener";
 
-const OLDEST_SQL: &str = "SELECT coalesce(extract(epoch FROM clock_timestamp() - \
-     (SELECT enqueued_at FROM strata_outbox.events ORDER BY id LIMIT 1))::float8, 0)";
+/// Producers may set `enqueued_at` to anything, `infinity` included: an
+/// infinite value reads as 0 rather than failing the sample.
+const OLDEST_SQL: &str = "SELECT coalesce((SELECT CASE WHEN isfinite(enqueued_at) \
+     THEN extract(epoch FROM clock_timestamp() - enqueued_at)::float8 END \
+     FROM strata_outbox.events ORDER BY id LIMIT 1), 0)";
 
 pub(crate) async fn run(
     source_name: String,

@@ -52,6 +52,31 @@ pub static BATCH_ROWS: LazyLock<HistogramVec> = LazyLock::new(|| {
     )
 });
 
+/// Payload bytes per batch.
+pub static BATCH_BYTES: LazyLock<HistogramVec> = LazyLock::new(|| {
+    must(
+        register_histogram_vec!(
+            "strata_relay_batch_bytes",
+            "Payload bytes per shipped batch (oversized payloads counted at the limit)",
+            &["source"],
+            prometheus::exponential_buckets(1024.0, 4.0, 9).unwrap_or_default()
+        ),
+        "batch_bytes",
+    )
+});
+
+/// `ANALYZE` runs of the outbox after slow claims.
+pub static OUTBOX_ANALYZED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    must(
+        register_int_counter_vec!(
+            "strata_relay_outbox_analyzed_total",
+            "ANALYZE runs of the outbox after a claim slower than 1 s (stale statistics)",
+            &["source"]
+        ),
+        "outbox_analyzed",
+    )
+});
+
 /// Claim-to-release time of a batch.
 pub static BATCH_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
     must(
@@ -94,8 +119,8 @@ pub static DEAD_LETTERED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     must(
         register_int_counter_vec!(
             "strata_relay_dead_lettered_total",
-            "Outbox rows that broke the event rules, moved to strata.dead_letters",
-            &["source"]
+            "Outbox rows moved to strata.dead_letters, by reason code",
+            &["source", "reason"]
         ),
         "dead_lettered",
     )

@@ -248,7 +248,7 @@ impl Candidate {
             if outcome.claimed > 0 {
                 tracing::info!(source = %self.shipper.source_name, rows = outcome.claimed, "reconciler re-sent stuck rows");
             }
-            if outcome.claimed < self.config.batch_size {
+            if !outcome.full {
                 return Ok(total);
             }
         }

@@ -84,6 +84,8 @@ pub async fn run(options: RelayOptions, cancel: CancellationToken) -> Result<(),
         let shipper = Shipper {
             source_name: name.clone(),
             limits: config.limits(),
+            batch_bytes: config.batch_bytes,
+            last_analyze: Default::default(),
             timeout: config.statement_timeout,
             partitions: partitions.clone(),
             observer: options.observer.clone(),
@@ -233,7 +235,7 @@ impl Worker {
             match result {
                 Ok(outcome) => {
                     backoff.reset();
-                    if outcome.claimed >= self.config.batch_size {
+                    if outcome.full {
                         continue;
                     }
                     tokio::select! {

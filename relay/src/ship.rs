@@ -1,10 +1,10 @@
 //! One batch: claim outbox rows, write them to the hot store, release them.
 //!
 //! Order of commits, the heart of guarantees G1/G2:
-//! 1. a source transaction claims rows by deleting them
-//!    (`DELETE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING`):
-//!    only committed rows are visible, whatever order their ids committed
-//!    in, and the uncommitted delete locks them against other relays;
+//! 1. a source transaction claims rows by deleting them (`claim.rs`: lock
+//!    with `FOR UPDATE SKIP LOCKED`, then `DELETE ... RETURNING`): only
+//!    committed rows are visible, whatever order their ids committed in,
+//!    and the uncommitted delete locks them against other relays;
 //! 2. the hot store commits the batch with `ON CONFLICT DO NOTHING`, so a
 //!    batch shipped twice is stored once;
 //! 3. only then the source transaction commits, releasing the rows for good.
@@ -15,31 +15,28 @@
 //! When source and hot store are one database, all three happen in one
 //! transaction. Deleting in the claim writes each outbox tuple once (a
 //! separate lock then delete would write it twice).
+//!
+//! Every claimed row ends in exactly one place: the hot store, or
+//! `strata.dead_letters` with a reason (rules broken, `occurred_at` outside
+//! the window, payload too large, a conflicting duplicate of a stored key).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use strata_core::event::{validate_row, validate_source, EventLimits};
+use strata_core::event::{EventLimits, ValidationError};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use tokio_postgres::{Client, Statement, Transaction};
 use uuid::Uuid;
 
+use crate::claim::{
+    classify, ClaimedRow, PgTimestamp, Verdict, CLAIM_SQL, PAYLOAD_PREFIX_CHARS, TEXT_PREFIX_CHARS,
+};
 use crate::error::{db, RelayError};
 use crate::failpoint;
 use crate::metrics;
 use crate::partition::PartitionCache;
-
-const CLAIM_SQL: &str = "DELETE FROM strata_outbox.events WHERE id IN ( \
-         SELECT id FROM strata_outbox.events ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) \
-     RETURNING id, event_id, user_id, kind, occurred_at, source, payload::text, enqueued_at";
-
-const CLAIM_OLDER_SQL: &str = "DELETE FROM strata_outbox.events WHERE id IN ( \
-         SELECT id FROM strata_outbox.events \
-         WHERE enqueued_at < now() - make_interval(secs => $2) \
-         ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) \
-     RETURNING id, event_id, user_id, kind, occurred_at, source, payload::text, enqueued_at";
 
 const COPY_HOT_SQL: &str =
     "COPY strata.activity (event_id, user_id, kind, occurred_at, source, payload) \
@@ -65,12 +62,30 @@ const INSERT_HOT_SQL: &str = "INSERT INTO strata.activity (event_id, user_id, ki
      FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[]) AS t(e, u, k, o, s, p) \
      ON CONFLICT DO NOTHING";
 
+/// Which of the batch's events (1-based positions) the hot store holds
+/// under the same key with different contents: a producer that retried an
+/// `event_id` with another payload. Run only when the insert skipped rows,
+/// in a statement of its own so it sees rows other relays committed
+/// while the insert waited on them.
+const CONFLICTS_SQL: &str = "SELECT t.n FROM \
+     unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[]) \
+         WITH ORDINALITY AS t(e, u, k, o, s, p, n) \
+     JOIN strata.activity a ON a.user_id = t.u AND a.occurred_at = t.o AND a.event_id = t.e \
+     WHERE (a.kind, a.source, a.payload) IS DISTINCT FROM (t.k, t.s, t.p::jsonb)";
+
 const INSERT_DEAD_SQL: &str = "INSERT INTO strata.dead_letters \
-     (source_name, outbox_id, event_id, user_id, kind, occurred_at, source, payload, enqueued_at, reason_code, reason) \
-     SELECT $1, i, e, u, k, o, s, p, q, c, r \
+     (source_name, outbox_id, event_id, user_id, kind, occurred_at, source, payload, enqueued_at, \
+      reason_code, reason, payload_bytes, intact) \
+     SELECT $1, i, e, u, k, o, s, p, q, c, r, b, x \
      FROM unnest($2::bigint[], $3::uuid[], $4::text[], $5::text[], $6::timestamptz[], $7::text[], $8::text[], \
-                 $9::timestamptz[], $10::text[], $11::text[]) AS t(i, e, u, k, o, s, p, q, c, r) \
+                 $9::timestamptz[], $10::text[], $11::text[], $12::bigint[], $13::bool[]) \
+         AS t(i, e, u, k, o, s, p, q, c, r, b, x) \
      ON CONFLICT DO NOTHING";
+
+/// A claim slower than this is a sign of stale outbox statistics; the
+/// relay then runs `ANALYZE` on the outbox (at most once a minute).
+const SLOW_CLAIM: Duration = Duration::from_secs(1);
+const ANALYZE_EVERY: Duration = Duration::from_secs(60);
 
 /// Called with the event ids of each batch right after its hot commit
 /// (the moment they became visible); used by benchmarks and the demo.
@@ -88,6 +103,7 @@ pub enum ClaimFilter {
 /// Statements prepared on a connection that writes to the hot store.
 pub(crate) struct HotStatements {
     insert_hot: Statement,
+    conflicts: Statement,
     insert_dead: Statement,
 }
 
@@ -98,6 +114,12 @@ impl HotStatements {
                 "prepare hot insert",
                 timeout,
                 client.prepare(INSERT_HOT_SQL),
+            )
+            .await?,
+            conflicts: db(
+                "prepare conflict check",
+                timeout,
+                client.prepare(CONFLICTS_SQL),
             )
             .await?,
             insert_dead: db(
@@ -128,7 +150,6 @@ impl HotConn {
 pub(crate) struct SourceConn {
     client: Client,
     claim: Statement,
-    claim_older: Statement,
     same_database: Option<HotStatements>,
 }
 
@@ -145,7 +166,6 @@ impl SourceConn {
         };
         Ok(Self {
             claim: db("prepare claim", timeout, client.prepare(CLAIM_SQL)).await?,
-            claim_older: db("prepare claim", timeout, client.prepare(CLAIM_OLDER_SQL)).await?,
             client,
             same_database,
         })
@@ -157,9 +177,13 @@ impl SourceConn {
 pub(crate) struct Shipper {
     pub(crate) source_name: String,
     pub(crate) limits: EventLimits,
+    /// A batch stops taking rows past this many payload bytes.
+    pub(crate) batch_bytes: usize,
     pub(crate) timeout: Duration,
     pub(crate) partitions: PartitionCache,
     pub(crate) observer: Option<ShipObserver>,
+    /// When this source's outbox was last analyzed after a slow claim.
+    pub(crate) last_analyze: Arc<Mutex<Option<Instant>>>,
 }
 
 /// What one batch did.
@@ -171,9 +195,11 @@ pub struct BatchOutcome {
     pub shipped: usize,
     /// Rows moved to the dead-letter table.
     pub dead_lettered: usize,
+    /// The batch stopped at its row or byte limit: more rows may be waiting.
+    pub full: bool,
 }
 
-/// Valid rows as parallel arrays for `unnest`.
+/// Valid rows as parallel arrays for `unnest`, with where each came from.
 #[derive(Default)]
 struct HotColumns {
     ids: Vec<Uuid>,
@@ -182,46 +208,84 @@ struct HotColumns {
     times: Vec<DateTime<Utc>>,
     sources: Vec<String>,
     payloads: Vec<String>,
-}
-
-/// Poison rows as parallel arrays for `unnest`: the event columns plus
-/// where each row came from and why it was refused.
-#[derive(Default)]
-struct DeadColumns {
-    event: HotColumns,
-    outbox_ids: Vec<i64>,
-    enqueued: Vec<DateTime<Utc>>,
-    codes: Vec<String>,
-    reasons: Vec<String>,
+    /// The outbox row of each event, to dead-letter it if it conflicts.
+    rows: Vec<ClaimedRow>,
 }
 
 impl HotColumns {
-    fn push(
-        &mut self,
-        event_id: Uuid,
-        user_id: String,
-        kind: String,
-        occurred_at: DateTime<Utc>,
-        source: String,
-        payload: String,
-    ) {
-        self.ids.push(event_id);
-        self.users.push(user_id);
-        self.kinds.push(kind);
+    fn push(&mut self, row: ClaimedRow, occurred_at: DateTime<Utc>) {
+        self.ids.push(row.event_id);
+        self.users.push(row.user_id.0.clone());
+        self.kinds.push(row.kind.0.clone());
         self.times.push(occurred_at);
-        self.sources.push(source);
-        self.payloads.push(payload);
+        self.sources.push(row.source.0.clone());
+        self.payloads.push(row.payload.0.clone());
+        self.rows.push(row);
+    }
+
+    /// Removes the events at `positions` (0-based, any order); returns
+    /// their outbox rows.
+    fn take(&mut self, positions: &[usize]) -> Vec<ClaimedRow> {
+        let mut taken = Vec::with_capacity(positions.len());
+        let mut sorted = positions.to_vec();
+        sorted.sort_unstable_by(|a, b| b.cmp(a));
+        sorted.dedup();
+        for position in sorted {
+            if position < self.ids.len() {
+                self.ids.remove(position);
+                self.users.remove(position);
+                self.kinds.remove(position);
+                self.times.remove(position);
+                self.sources.remove(position);
+                self.payloads.remove(position);
+                taken.push(self.rows.remove(position));
+            }
+        }
+        taken
     }
 }
 
-fn get<'a, T: tokio_postgres::types::FromSql<'a>>(
-    row: &'a tokio_postgres::Row,
-    index: usize,
-) -> Result<T, RelayError> {
-    row.try_get(index).map_err(|source| RelayError::Row {
-        context: "claim",
-        source,
-    })
+/// Refused rows as parallel arrays for `unnest`: the row as claimed (texts
+/// possibly cut to a prefix), where it came from and why it was refused.
+#[derive(Default)]
+struct DeadColumns {
+    outbox_ids: Vec<i64>,
+    ids: Vec<Uuid>,
+    users: Vec<String>,
+    kinds: Vec<String>,
+    times: Vec<PgTimestamp>,
+    sources: Vec<String>,
+    payloads: Vec<String>,
+    enqueued: Vec<PgTimestamp>,
+    codes: Vec<&'static str>,
+    reasons: Vec<String>,
+    payload_bytes: Vec<i64>,
+    intact: Vec<bool>,
+}
+
+impl DeadColumns {
+    fn push(&mut self, source_name: &str, row: ClaimedRow, reason: &ValidationError) {
+        tracing::warn!(
+            source = %source_name,
+            outbox_id = row.outbox_id,
+            event_id = %row.event_id,
+            reason_code = reason.code(),
+            reason = %reason,
+            "dead-lettering outbox row"
+        );
+        self.outbox_ids.push(row.outbox_id);
+        self.ids.push(row.event_id);
+        self.intact.push(row.intact());
+        self.users.push(row.user_id.0);
+        self.kinds.push(row.kind.0);
+        self.times.push(row.occurred_at);
+        self.sources.push(row.source.0);
+        self.payloads.push(row.payload.0);
+        self.enqueued.push(row.enqueued_at);
+        self.codes.push(reason.code());
+        self.reasons.push(reason.to_string());
+        self.payload_bytes.push(row.payload_bytes);
+    }
 }
 
 impl Shipper {
@@ -239,25 +303,27 @@ impl Shipper {
         let SourceConn {
             client: source_client,
             claim,
-            claim_older,
             same_database,
         } = source;
         let mut source_tx = db("begin claim", timeout, source_client.transaction()).await?;
-        let limit = limit as i64;
-        let rows = match filter {
-            ClaimFilter::Any => {
-                db("claim batch", timeout, source_tx.query(&*claim, &[&limit])).await?
-            }
-            ClaimFilter::OlderThan(age) => {
-                let seconds = age.as_secs_f64();
-                db(
-                    "claim stuck rows",
-                    timeout,
-                    source_tx.query(&*claim_older, &[&limit, &seconds]),
-                )
-                .await?
-            }
+        let min_age = match filter {
+            ClaimFilter::Any => 0.0,
+            ClaimFilter::OlderThan(age) => age.as_secs_f64().max(0.001),
         };
+        let params: [&(dyn ToSql + Sync); 6] = [
+            &(limit as i64),
+            &(self.batch_bytes as i64),
+            &(self.limits.max_payload_bytes as i64),
+            &PAYLOAD_PREFIX_CHARS,
+            &TEXT_PREFIX_CHARS,
+            &min_age,
+        ];
+        let context = match filter {
+            ClaimFilter::Any => "claim batch",
+            ClaimFilter::OlderThan(_) => "claim stuck rows",
+        };
+        let rows = db(context, timeout, source_tx.query(&*claim, &params)).await?;
+        let claim_elapsed = started.elapsed();
         if rows.is_empty() {
             db("end empty claim", timeout, source_tx.commit()).await?;
             return Ok(BatchOutcome::default());
@@ -265,29 +331,17 @@ impl Shipper {
         failpoint::hit("after_claim");
 
         let claimed = rows.len();
+        let now = Utc::now();
         let mut good = HotColumns::default();
         let mut dead = DeadColumns::default();
+        let mut claimed_bytes: i64 = 0;
+        let max_payload = self.limits.max_payload_bytes as i64;
         for row in &rows {
-            let outbox_id: i64 = get(row, 0)?;
-            let event_id: Uuid = get(row, 1)?;
-            let user_id: String = get(row, 2)?;
-            let kind: String = get(row, 3)?;
-            let occurred_at: DateTime<Utc> = get(row, 4)?;
-            let event_source: String = get(row, 5)?;
-            let payload: String = get(row, 6)?;
-            let verdict = validate_source(&event_source)
-                .and_then(|()| validate_row(&user_id, &kind, &payload, &self.limits));
-            match verdict {
-                Ok(()) => good.push(event_id, user_id, kind, occurred_at, event_source, payload),
-                Err(reason) => {
-                    tracing::warn!(source = %self.source_name, outbox_id, %event_id, reason = %reason, "dead-lettering poison outbox row");
-                    dead.event
-                        .push(event_id, user_id, kind, occurred_at, event_source, payload);
-                    dead.outbox_ids.push(outbox_id);
-                    dead.enqueued.push(get(row, 7)?);
-                    dead.codes.push(reason.code().to_string());
-                    dead.reasons.push(reason.to_string());
-                }
+            let row = ClaimedRow::decode(row)?;
+            claimed_bytes = claimed_bytes.saturating_add(row.payload_bytes.min(max_payload));
+            match classify(&row, &self.limits, now) {
+                Verdict::Ship(occurred_at) => good.push(row, occurred_at),
+                Verdict::Refuse(reason) => dead.push(&self.source_name, row, &reason),
             }
         }
         drop(rows);
@@ -296,15 +350,9 @@ impl Shipper {
             .ensure_for(&hot.client, &good.times, timeout)
             .await?;
 
-        let outcome = BatchOutcome {
-            claimed,
-            shipped: good.ids.len(),
-            dead_lettered: dead.outbox_ids.len(),
-        };
-
         if let Some(statements) = same_database {
             // One transaction: claim (delete), insert, commit.
-            self.write_hot(&mut source_tx, statements, &good, &dead)
+            self.write_hot(&mut source_tx, statements, &mut good, &mut dead)
                 .await?;
             failpoint::hit("before_hot_commit");
             failpoint::hit("before_source_release");
@@ -312,7 +360,7 @@ impl Shipper {
             self.observe(&good.ids);
         } else {
             let mut hot_tx = db("begin hot batch", timeout, hot.client.transaction()).await?;
-            self.write_hot(&mut hot_tx, &hot.statements, &good, &dead)
+            self.write_hot(&mut hot_tx, &hot.statements, &mut good, &mut dead)
                 .await?;
             failpoint::hit("before_hot_commit");
             db("commit hot batch", timeout, hot_tx.commit()).await?;
@@ -322,28 +370,79 @@ impl Shipper {
             db("commit release", timeout, source_tx.commit()).await?;
         }
 
+        let outcome = BatchOutcome {
+            claimed,
+            shipped: good.ids.len(),
+            dead_lettered: dead.outbox_ids.len(),
+            full: claimed >= limit || claimed_bytes >= self.batch_bytes as i64,
+        };
         let source = self.source_name.as_str();
         metrics::EVENTS_SHIPPED
             .with_label_values(&[source])
             .inc_by(outcome.shipped as u64);
-        metrics::DEAD_LETTERED
-            .with_label_values(&[source])
-            .inc_by(outcome.dead_lettered as u64);
+        for code in &dead.codes {
+            metrics::DEAD_LETTERED
+                .with_label_values(&[source, code])
+                .inc();
+        }
         metrics::BATCHES.with_label_values(&[source]).inc();
         metrics::BATCH_ROWS
             .with_label_values(&[source])
             .observe(outcome.claimed as f64);
+        metrics::BATCH_BYTES
+            .with_label_values(&[source])
+            .observe(claimed_bytes as f64);
         metrics::BATCH_SECONDS
             .with_label_values(&[source])
             .observe(started.elapsed().as_secs_f64());
         tracing::debug!(
             source,
             rows = outcome.claimed,
+            bytes = claimed_bytes,
             dead = outcome.dead_lettered,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "batch shipped"
         );
+        if claim_elapsed >= SLOW_CLAIM {
+            self.analyze_outbox(source_client, claim_elapsed).await;
+        }
         Ok(outcome)
+    }
+
+    /// Refreshes the outbox's statistics after a slow claim, at most once
+    /// a minute per source and process. The claim's plan does not depend
+    /// on them, but everything else the planner does on the source does;
+    /// autovacuum never re-analyzes an outbox that stopped changing.
+    /// Needs ownership of the table; a refusal is logged and ignored.
+    async fn analyze_outbox(&self, client: &Client, claim_elapsed: Duration) {
+        {
+            let mut last = self
+                .last_analyze
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if last.is_some_and(|at| at.elapsed() < ANALYZE_EVERY) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let source = self.source_name.as_str();
+        tracing::info!(
+            source,
+            claim_ms = claim_elapsed.as_millis() as u64,
+            "slow claim; analyzing the outbox"
+        );
+        match db(
+            "analyze outbox",
+            self.timeout,
+            client.batch_execute("ANALYZE strata_outbox.events"),
+        )
+        .await
+        {
+            Ok(()) => metrics::OUTBOX_ANALYZED.with_label_values(&[source]).inc(),
+            Err(err) => {
+                tracing::warn!(source, error = %err, "cannot analyze the outbox (it needs the table's owner); schedule ANALYZE or tune autovacuum as README says");
+            }
+        }
     }
 
     /// Writes the batch inside `tx`. Large batches (a backlog) go by binary
@@ -355,19 +454,23 @@ impl Shipper {
         &self,
         tx: &mut Transaction<'_>,
         statements: &HotStatements,
-        good: &HotColumns,
-        dead: &DeadColumns,
+        good: &mut HotColumns,
+        dead: &mut DeadColumns,
     ) -> Result<(), RelayError> {
         let timeout = self.timeout;
         if !good.ids.is_empty() {
-            let result = self.insert_events(tx, statements, good).await;
-            if let Err(err) = result {
+            let stored = match self.insert_events(tx, statements, good).await {
+                Ok(stored) => stored,
                 // 23514: no partition for a row's day (dropped after archiving).
-                if err.sqlstate() == Some("23514") {
+                Err(err) if err.sqlstate() == Some("23514") => {
                     self.partitions.forget(&good.times);
                     return Err(RelayError::PartitionMissing);
                 }
-                return Err(err);
+                Err(err) => return Err(err),
+            };
+            if stored < good.ids.len() {
+                self.dead_letter_conflicts(tx, statements, good, dead)
+                    .await?;
             }
         }
         if !dead.outbox_ids.is_empty() {
@@ -379,15 +482,17 @@ impl Shipper {
                     &[
                         &self.source_name,
                         &dead.outbox_ids,
-                        &dead.event.ids,
-                        &dead.event.users,
-                        &dead.event.kinds,
-                        &dead.event.times,
-                        &dead.event.sources,
-                        &dead.event.payloads,
+                        &dead.ids,
+                        &dead.users,
+                        &dead.kinds,
+                        &dead.times,
+                        &dead.sources,
+                        &dead.payloads,
                         &dead.enqueued,
                         &dead.codes,
                         &dead.reasons,
+                        &dead.payload_bytes,
+                        &dead.intact,
                     ],
                 ),
             )
@@ -396,17 +501,65 @@ impl Shipper {
         Ok(())
     }
 
+    /// Some events were not inserted because the hot store holds their key
+    /// (user_id, occurred_at, event_id). Identical ones are re-shipments,
+    /// dropped as G2 wants; different ones are a producer reusing an
+    /// event_id for another event: the stored event stays, and the new one
+    /// becomes a `conflicting_duplicate` dead letter instead of vanishing.
+    async fn dead_letter_conflicts(
+        &self,
+        tx: &mut Transaction<'_>,
+        statements: &HotStatements,
+        good: &mut HotColumns,
+        dead: &mut DeadColumns,
+    ) -> Result<(), RelayError> {
+        let rows = db(
+            "check duplicates for conflicts",
+            self.timeout,
+            tx.query(
+                &statements.conflicts,
+                &[
+                    &good.ids,
+                    &good.users,
+                    &good.kinds,
+                    &good.times,
+                    &good.sources,
+                    &good.payloads,
+                ],
+            ),
+        )
+        .await?;
+        let mut positions = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let ordinal: i64 = row.try_get(0).map_err(|source| RelayError::Row {
+                context: "check duplicates for conflicts",
+                source,
+            })?;
+            if let Some(position) = usize::try_from(ordinal).ok().and_then(|n| n.checked_sub(1)) {
+                positions.push(position);
+            }
+        }
+        for row in good.take(&positions) {
+            let reason = ValidationError::ConflictingDuplicate {
+                event_id: row.event_id.to_string(),
+            };
+            dead.push(&self.source_name, row, &reason);
+        }
+        Ok(())
+    }
+
     /// COPY for large batches, unless it met a stored event; else INSERT.
+    /// Returns how many events were stored.
     async fn insert_events(
         &self,
         tx: &mut Transaction<'_>,
         statements: &HotStatements,
         good: &HotColumns,
-    ) -> Result<(), RelayError> {
+    ) -> Result<usize, RelayError> {
         if good.ids.len() >= COPY_MIN_ROWS && self.copy_hot(tx, good).await? {
-            return Ok(());
+            return Ok(good.ids.len());
         }
-        db(
+        let inserted = db(
             "insert hot batch",
             self.timeout,
             tx.execute(
@@ -421,8 +574,8 @@ impl Shipper {
                 ],
             ),
         )
-        .await
-        .map(|_| ())
+        .await?;
+        Ok(usize::try_from(inserted).unwrap_or(usize::MAX))
     }
 
     /// Binary COPY of the batch under a savepoint. `Ok(false)`: a row was
@@ -442,17 +595,18 @@ impl Shipper {
         let copy = async {
             let sink = savepoint.copy_in(COPY_HOT_SQL).await?;
             let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &COPY_HOT_TYPES));
-            for i in 0..good.ids.len() {
+            let rows = good
+                .ids
+                .iter()
+                .zip(&good.users)
+                .zip(&good.kinds)
+                .zip(&good.times)
+                .zip(&good.sources)
+                .zip(&good.payloads);
+            for (((((id, user), kind), time), source), payload) in rows {
                 writer
                     .as_mut()
-                    .write(&[
-                        &good.ids[i],
-                        &good.users[i],
-                        &good.kinds[i],
-                        &good.times[i],
-                        &good.sources[i],
-                        &RawJsonb(&good.payloads[i]),
-                    ])
+                    .write(&[id, user, kind, time, source, &RawJsonb(payload)])
                     .await?;
             }
             writer.finish().await

@@ -659,7 +659,8 @@ async fn retried_operation_with_the_same_event_id_is_stored_once() -> anyhow::Re
 }
 
 /// Test 7: events around midnight UTC land in their own day; events for
-/// days with no partition (far past, far future) get one and are kept.
+/// days with no partition (far past, far future) get one and are kept,
+/// once the accepted window (SDK and relay alike) is widened to hold them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn midnight_and_partitionless_days() -> anyhow::Result<()> {
     let env = TestEnv::new("midnight").await?;
@@ -674,7 +675,7 @@ async fn midnight_and_partitionless_days() -> anyhow::Result<()> {
         Utc.with_ymd_and_hms(1999, 12, 31, 23, 59, 59)
             .single()
             .expect("t"),
-        Utc.with_ymd_and_hms(2199, 1, 1, 0, 0, 0)
+        Utc.with_ymd_and_hms(2099, 1, 1, 0, 0, 0)
             .single()
             .expect("t"),
     ];
@@ -682,9 +683,14 @@ async fn midnight_and_partitionless_days() -> anyhow::Result<()> {
         "activity_20210314",
         "activity_20210315",
         "activity_19991231",
-        "activity_21990101",
+        "activity_20990101",
     ];
-    let outbox = Outbox::new("midnight")?;
+    let wide = strata_producer::EventLimits {
+        accept_past: Duration::from_secs(36_500 * 86_400),
+        accept_future: Duration::from_secs(36_500 * 86_400),
+        ..Default::default()
+    };
+    let outbox = Outbox::new("midnight")?.with_limits(wide);
     let mut source = env.source().await?;
     let tx = source.transaction().await?;
     let mut ids = Vec::new();
@@ -701,7 +707,15 @@ async fn midnight_and_partitionless_days() -> anyhow::Result<()> {
         );
     }
     tx.commit().await?;
-    let _relay = StrataProcess::spawn(&env, "midnight", &[], None)?;
+    let _relay = StrataProcess::spawn(
+        &env,
+        "midnight",
+        &[
+            ("relay.accept_past", "36500d"),
+            ("relay.accept_future", "36500d"),
+        ],
+        None,
+    )?;
     assert!(
         wait_until(Duration::from_secs(10), || async {
             env.hot_len().await.unwrap_or(0) == 4

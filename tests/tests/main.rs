@@ -3,6 +3,7 @@
 
 mod api;
 mod archive;
+mod hostile;
 mod ingest;
 mod operations;
 mod sdk;

@@ -31,6 +31,20 @@ fn bad_events() -> Vec<(NewEvent, &'static str)> {
             NewEvent::new("u1", "login").payload(json!({"blob": "x".repeat(70_000)})),
             "payload_too_large",
         ),
+        (
+            NewEvent::new("u1", "login")
+                .occurred_at(chrono::Utc::now() - chrono::TimeDelta::days(401)),
+            "occurred_at_out_of_window",
+        ),
+        (
+            NewEvent::new("u1", "login")
+                .occurred_at(chrono::Utc::now() + chrono::TimeDelta::days(2)),
+            "occurred_at_out_of_window",
+        ),
+        (
+            NewEvent::new("u1", "login").occurred_at(chrono::DateTime::<chrono::Utc>::MIN_UTC),
+            "occurred_at_out_of_window",
+        ),
     ]
 }
 
@@ -169,6 +183,7 @@ fn limits_are_configurable() {
         .expect("valid")
         .with_limits(strata_producer::EventLimits {
             max_payload_bytes: 10,
+            ..Default::default()
         });
     let err = outbox
         .prepare(&[NewEvent::new("u", "login").payload(json!({"k": "0123456789"}))])
