@@ -88,11 +88,64 @@ impl MetadataCache {
     }
 }
 
+/// (file key, user id).
+type RowKey = (String, String);
+
+/// Decoded rows of one user in one file, kept (first in, first out)
+/// within a byte budget: a user's archived rows never change, and the
+/// same user's files are read again and again (paging back and forth,
+/// GetEvent for ids that are not there), so repeated reads cost no GET.
+struct RowCache {
+    budget_bytes: usize,
+    used_bytes: usize,
+    /// (file key, user) -> (rows, their size in bytes).
+    entries: HashMap<RowKey, (Arc<Vec<Event>>, usize)>,
+    order: VecDeque<(String, String)>,
+}
+
+impl RowCache {
+    fn get(&self, key: &str, user: &str) -> Option<Arc<Vec<Event>>> {
+        self.entries
+            .get(&(key.to_string(), user.to_string()))
+            .map(|(rows, _)| rows.clone())
+    }
+
+    fn insert(&mut self, key: &str, user: &str, rows: Arc<Vec<Event>>) {
+        let size: usize = rows
+            .iter()
+            .map(|r| r.user_id.len() + r.kind.len() + r.source.len() + r.payload.len() + 64)
+            .sum::<usize>()
+            + 64;
+        if size > self.budget_bytes / 4 {
+            return;
+        }
+        let entry = (key.to_string(), user.to_string());
+        if let Some((_, old)) = self.entries.insert(entry.clone(), (rows, size)) {
+            self.used_bytes = self.used_bytes.saturating_sub(old);
+        } else {
+            self.order.push_back(entry);
+        }
+        self.used_bytes += size;
+        while self.used_bytes > self.budget_bytes {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if let Some((_, freed)) = self.entries.remove(&old) {
+                self.used_bytes = self.used_bytes.saturating_sub(freed);
+            }
+        }
+    }
+}
+
+/// Bytes of decoded rows the default reader keeps.
+pub const DEFAULT_ROW_CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 /// Ranged, cached reads of archive files.
 pub struct ColdReader {
     store: ObjectStore,
     prefix: String,
     cache: Mutex<MetadataCache>,
+    rows: Mutex<RowCache>,
     stats: Arc<ColdStats>,
 }
 
@@ -130,6 +183,18 @@ impl ColdReader {
                 entries: HashMap::new(),
                 order: VecDeque::new(),
             }),
+            // No row cache without a metadata cache (the benchmark's
+            // cold-cache runs build the reader that way).
+            rows: Mutex::new(RowCache {
+                budget_bytes: if cache_files == 0 {
+                    0
+                } else {
+                    DEFAULT_ROW_CACHE_BYTES
+                },
+                used_bytes: 0,
+                entries: HashMap::new(),
+                order: VecDeque::new(),
+            }),
             stats: Arc::new(ColdStats::default()),
         }
     }
@@ -139,11 +204,22 @@ impl ColdReader {
         &self.stats
     }
 
-    /// Forgets every cached footer (the benchmark's cold-cache runs).
+    /// Forgets every cached footer and row (the benchmark's cold-cache
+    /// runs).
     pub fn clear_cache(&self) {
         let mut cache = lock(&self.cache);
         cache.entries.clear();
         cache.order.clear();
+        self.clear_rows();
+    }
+
+    /// Forgets every cached row (footers stay): what a warm-metadata read
+    /// of rows not read before costs.
+    pub fn clear_rows(&self) {
+        let mut rows = lock(&self.rows);
+        rows.entries.clear();
+        rows.order.clear();
+        rows.used_bytes = 0;
     }
 
     async fn get_range(
@@ -204,6 +280,21 @@ impl ColdReader {
 
     /// Every row of `user` in the file `key` (`size` bytes), in file order.
     pub async fn user_rows(
+        &self,
+        key: &str,
+        size: u64,
+        user: &str,
+    ) -> Result<Vec<Event>, ReadError> {
+        if let Some(rows) = lock(&self.rows).get(key, user) {
+            return Ok(rows.as_ref().clone());
+        }
+        let rows = Arc::new(self.fetch_user_rows(key, size, user).await?);
+        lock(&self.rows).insert(key, user, rows.clone());
+        Ok(Arc::try_unwrap(rows).unwrap_or_else(|shared| shared.as_ref().clone()))
+    }
+
+    /// [`Self::user_rows`] from the object store.
+    async fn fetch_user_rows(
         &self,
         key: &str,
         size: u64,

@@ -215,10 +215,12 @@ pub async fn run(
         if cancel.is_cancelled() {
             return Err(ExportError::Cancelled);
         }
-        let page = {
+        // The connection goes back to the pool before the archive reads.
+        let hot_page = {
             let mut client = pool.get().await?;
-            reader.page_with(&mut client, &query, &mut ahead).await?
+            reader.hot_part(&mut client, &query).await?
         };
+        let page = reader.cold_part(hot_page, &query, &mut ahead).await?;
         for event in &page.events {
             let before = chunk.len();
             format.write(event, &mut chunk);

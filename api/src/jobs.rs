@@ -63,7 +63,8 @@ impl Job {
 
 /// The state of a done job whose file the retention sweep deleted.
 pub const STATE_EXPIRED: &str = "expired";
-/// How often each API process looks for expired export files.
+/// How often each API process looks for expired export files, at most
+/// (a retention shorter than twice this is swept every half retention).
 pub const EXPIRE_INTERVAL: Duration = Duration::from_secs(60);
 /// Most jobs one sweep expires (the rest wait for the next).
 pub const EXPIRE_BATCH: i64 = 100;
@@ -276,7 +277,8 @@ impl Worker {
         tokio::join!(self.run_jobs(&cancel), self.run_expiry(&cancel));
     }
 
-    /// Deletes expired job files every [`EXPIRE_INTERVAL`] until `cancel`.
+    /// Deletes expired job files every [`EXPIRE_INTERVAL`] (or half the
+    /// retention, if shorter) until `cancel`.
     async fn run_expiry(&self, cancel: &CancellationToken) {
         loop {
             match self.expire().await {
@@ -289,7 +291,7 @@ impl Worker {
             }
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(EXPIRE_INTERVAL) => {}
+                _ = tokio::time::sleep(EXPIRE_INTERVAL.min(self.retention / 2).max(Duration::from_millis(100))) => {}
             }
         }
     }

@@ -8,10 +8,13 @@
 //! - [`page_token`]: HMAC-signed, request-bound cursors;
 //! - [`auth`]: JWT bearer tokens and scopes;
 //! - [`limits`]: per-principal rate and export limits;
+//! - [`admission`]: caps on calls and archive reads in flight, per-peer
+//!   rates, and audit summaries of refused calls;
 //! - [`export`] and [`jobs`]: exports, streamed and as jobs;
 //! - [`service`]: the gRPC service (admission, audit, handlers);
 //! - [`server`]: the listener (health, reflection, TLS) and its workers.
 
+pub mod admission;
 pub mod auth;
 pub mod cold;
 pub mod export;

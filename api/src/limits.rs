@@ -104,6 +104,11 @@ impl Limits {
         lock(&self.exports).get(principal).copied().unwrap_or(0)
     }
 
+    /// How long a principal over its rate should wait for a token.
+    pub fn wait_hint(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64((1.0 / self.rate_per_second).clamp(0.001, 60.0))
+    }
+
     /// The export cap per principal.
     pub fn max_exports(&self) -> u32 {
         self.max_exports

@@ -97,6 +97,41 @@ pub static COLD_BYTES: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
     )
 });
 
+/// Calls refused before any expensive work, by cap.
+pub static REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    must(
+        register_int_counter_vec!(
+            "strata_api_refused_total",
+            "Calls refused with RESOURCE_EXHAUSTED before any work, by cap (peer_rate, principal_rate, calls_per_principal, calls_total, cold_reads_per_principal, cold_reads_total)",
+            &["cap"]
+        ),
+        "refused",
+    )
+});
+
+/// Refused calls written as part of a summary row instead of one row each.
+pub static AUDIT_SUMMARIZED: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
+    must(
+        prometheus::register_int_counter!(
+            "strata_api_audit_summarized_total",
+            "Refused calls recorded in per-peer audit summary rows instead of one row each"
+        ),
+        "audit_summarized",
+    )
+});
+
+/// Calls that ran out of their deadline.
+pub static DEADLINES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    must(
+        register_int_counter_vec!(
+            "strata_api_deadline_exceeded_total",
+            "Calls ended by api.request_timeout or the client's deadline",
+            &["method"]
+        ),
+        "deadlines",
+    )
+});
+
 /// Registers every metric so it shows (at zero) before anything happens.
 pub fn register() {
     LazyLock::force(&REQUESTS);
@@ -106,6 +141,9 @@ pub fn register() {
     LazyLock::force(&ERRORS);
     LazyLock::force(&COLD_GETS);
     LazyLock::force(&COLD_BYTES);
+    LazyLock::force(&REFUSED);
+    LazyLock::force(&AUDIT_SUMMARIZED);
+    LazyLock::force(&DEADLINES);
 }
 
 /// Counts an internal error at `stage`.

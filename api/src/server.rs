@@ -12,6 +12,7 @@ use strata_proto::v1::history_server::HistoryServer;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::{Admission, AdmissionLimits};
 use crate::auth::Authenticator;
 use crate::history::HistoryReader;
 use crate::jobs::Worker;
@@ -78,6 +79,9 @@ pub fn page_token_keys(entries: &[String]) -> Result<PageTokenKeys, ServeError> 
     };
     PageTokenKeys::new(keys).map_err(|e| ServeError::Config(format!("api.page_token_keys: {e}")))
 }
+
+/// HTTP/2 streams one client connection may have open at once.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 128;
 
 /// Serves until `cancel`; `ready` learns the bound address.
 pub async fn serve(
@@ -171,7 +175,25 @@ pub async fn serve_with_reader(
     };
     let worker_task = tokio::spawn(worker.run(cancel.child_token()));
 
+    let admission = Arc::new(Admission::new(AdmissionLimits {
+        peer_rate: api.peer_rate_per_second,
+        peer_burst: api.peer_burst,
+        audit_rate: api.audit_refusals_per_second,
+        audit_burst: api.audit_refusals_burst,
+        calls_per_principal: api.max_calls_per_principal,
+        calls_total: api.max_calls_in_flight,
+        cold_reads_per_principal: api.max_cold_reads_per_principal,
+        cold_reads_total: api.max_cold_reads,
+    }));
+    let summaries_task = tokio::spawn(audit_summaries(
+        pool.clone(),
+        admission.clone(),
+        api.audit_summary_interval,
+        cancel.child_token(),
+    ));
+
     let service = HistoryService::new(ServiceParts {
+        admission,
         pool,
         reader,
         store,
@@ -189,6 +211,8 @@ pub async fn serve_with_reader(
             export_prefix,
             export_url_ttl: api.export_url_ttl,
             export_retention: api.export_retention,
+            request_timeout: api.request_timeout,
+            get_event_max_days: usize::try_from(api.get_event_max_days).unwrap_or(usize::MAX),
         },
     });
 
@@ -207,7 +231,11 @@ pub async fn serve_with_reader(
         .build_v1alpha()
         .map_err(|e| ServeError::Config(format!("reflection: {e}")))?;
 
-    let mut builder = tonic::transport::Server::builder();
+    // Streams one connection may have open at once: held refusals and slow
+    // calls of one client occupy its own connection's streams, not the
+    // server's (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS).
+    let mut builder = tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION));
     if !api.tls_cert_file.is_empty() {
         let cert = std::fs::read(&api.tls_cert_file)
             .map_err(|e| ServeError::Tls(format!("read {}: {e}", api.tls_cert_file)))?;
@@ -254,6 +282,28 @@ pub async fn serve_with_reader(
         .await;
     cancel.cancel();
     let _ = worker_task.await;
+    let _ = summaries_task.await;
     result?;
     Ok(())
+}
+
+/// Writes the refused calls' audit summaries every `interval`, and once
+/// more at shutdown.
+async fn audit_summaries(
+    pool: Pool,
+    admission: Arc<Admission>,
+    interval: std::time::Duration,
+    cancel: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => {
+                crate::service::write_audit_summaries(&pool, &admission).await;
+                return;
+            }
+            _ = tokio::time::sleep(interval) => {
+                crate::service::write_audit_summaries(&pool, &admission).await;
+            }
+        }
+    }
 }

@@ -11,6 +11,7 @@
 //! follows.
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,9 +28,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use crate::admission::{Admission, Held, Refusal};
 use crate::auth::{Authenticator, Principal};
 use crate::export::{self, ExportError, ExportTotals, Format};
-use crate::history::{timestamp, Event, HistoryReader, Query, ReadError};
+use crate::history::{timestamp, Event, HistoryReader, Lookup, Query, ReadAhead, ReadError};
 use crate::jobs::{self, JobSpec};
 use crate::limits::Limits;
 use crate::page_token::{Binding, PageTokenError, PageTokenKeys};
@@ -41,6 +43,11 @@ pub const DEFAULT_PAGE_SIZE: usize = 100;
 pub const MAX_PAGE_SIZE: usize = 1_000;
 /// Most kinds one request may filter on.
 pub const MAX_KINDS: usize = 32;
+/// How long a refusal for being over a rate or a cap is held before it is
+/// answered (its retry hint, within these bounds).
+const REFUSAL_HOLD: std::ops::Range<Duration> = Duration::from_millis(100)..Duration::from_secs(1);
+/// Retry hint of a refusal for too many calls or archive reads in flight.
+const BUSY_WAIT: Duration = Duration::from_millis(200);
 /// Earliest accepted timestamp: 0001-01-01T00:00:00Z.
 const MIN_SECONDS: i64 = -62_135_596_800;
 /// Latest accepted timestamp: 9999-12-31T23:59:59Z.
@@ -57,6 +64,10 @@ pub struct ServiceSettings {
     pub export_url_ttl: Duration,
     /// How long an export job's file is kept after the job finished.
     pub export_retention: Duration,
+    /// Deadline of every unary call (a client's shorter one wins).
+    pub request_timeout: Duration,
+    /// Archived days GetEvent searches for an id that is not a UUIDv7.
+    pub get_event_max_days: usize,
 }
 
 /// What the service is built from.
@@ -73,6 +84,9 @@ pub struct ServiceParts {
     pub tokens: PageTokenKeys,
     /// Per-principal limits.
     pub limits: Limits,
+    /// Caps on calls and archive reads in flight, per peer limits and
+    /// audit summaries.
+    pub admission: Arc<Admission>,
     /// Wakes this process's export worker.
     pub wake_jobs: Arc<Notify>,
     /// Stops streamed exports on shutdown.
@@ -105,6 +119,12 @@ struct Call {
     principal: Principal,
     target: String,
     started: Instant,
+    /// The caller's network address, when known.
+    peer: Option<IpAddr>,
+    /// When the call must be over (from `started`).
+    deadline: Duration,
+    /// Its place among the calls in flight, given back when it ends.
+    _in_flight: Held,
     /// Whether the "allowed" record was written alongside the work (see
     /// [`HistoryService::audited_alongside`]); unset: not written yet.
     audited: std::sync::OnceLock<bool>,
@@ -118,8 +138,11 @@ impl HistoryService {
         }
     }
 
-    /// Authenticates, rate-limits and authorises a call; a refusal is
-    /// audited here and returned.
+    /// Admits a call: the peer's rate (before anything else), the bearer
+    /// token, the principal's rate, whose history, scopes, and a place among
+    /// the calls in flight. A refusal is audited here (on its own while the
+    /// peer's audit budget lasts, else in the peer's next summary row) and
+    /// returned.
     async fn admit<T>(
         &self,
         method: &'static str,
@@ -129,40 +152,80 @@ impl HistoryService {
     ) -> Result<Call, Status> {
         let started = Instant::now();
         let request_id = request_id(request);
+        let peer = request.remote_addr().map(|address| address.ip());
+        let deadline = deadline(request, self.parts.settings.request_timeout);
         let authorization = request
             .metadata()
             .get("authorization")
             .map(|v| v.to_str().unwrap_or("\u{0}"));
         let requested = truncate(requested_user, 256);
+        let admission = &self.parts.admission;
         let deny = |principal: &str, status: Status| {
             let request_id = request_id.clone();
             let principal = principal.to_string();
             let requested = requested.to_string();
             async move {
                 let status = with_request_id(status, &request_id);
-                self.audit(
-                    &request_id,
-                    &principal,
-                    &requested,
-                    method,
-                    "denied",
-                    &status,
-                )
-                .await;
+                let code = code_name(status.code());
+                let individually =
+                    peer.is_none_or(|peer| admission.audit_individually(peer, method, code));
+                if individually {
+                    self.audit(&AuditRecord {
+                        request_id: &request_id,
+                        principal: &principal,
+                        target: &requested,
+                        method,
+                        decision: "denied",
+                        status: &status,
+                        peer,
+                    })
+                    .await;
+                } else {
+                    crate::metrics::AUDIT_SUMMARIZED.inc();
+                }
                 record(method, status.code(), started);
                 status
             }
         };
+        // A refusal for being over a limit is answered after its retry hint
+        // (within REFUSAL_HOLD): a client that retries at once, as a flood
+        // does, paces itself to the server instead of spinning on it.
+        let refuse = |principal: &str, status: Status, wait: Duration| {
+            let denied = deny(principal, status);
+            async move {
+                tokio::time::sleep(wait.clamp(REFUSAL_HOLD.start, REFUSAL_HOLD.end)).await;
+                denied.await
+            }
+        };
+        if let Some(peer) = peer {
+            if !admission.peer_allows(peer) {
+                crate::metrics::REFUSED
+                    .with_label_values(&["peer_rate"])
+                    .inc();
+                let wait = admission.peer_wait_hint();
+                let status = exhausted(
+                    "too many calls from this network address; retry later",
+                    wait.max(REFUSAL_HOLD.start),
+                );
+                return Err(refuse("", status, wait).await);
+            }
+        }
         let principal = match self.parts.auth.authenticate(authorization) {
             Ok(principal) => principal,
             Err(err) => return Err(deny("", Status::unauthenticated(err.to_string())).await),
         };
         if !self.parts.limits.try_request(&principal.subject) {
-            return Err(deny(
+            crate::metrics::REFUSED
+                .with_label_values(&["principal_rate"])
+                .inc();
+            let wait = self.parts.limits.wait_hint();
+            return Err(refuse(
                 &principal.subject,
-                Status::resource_exhausted(
+                exhausted(
                     "request rate limit reached for this principal; retry later",
+                    wait.max(REFUSAL_HOLD.start),
                 ),
+                wait,
             )
             .await);
         }
@@ -200,14 +263,54 @@ impl HistoryService {
             )
             .await);
         }
+        let in_flight = match admission.enter_call(&principal.subject) {
+            Ok(held) => held,
+            Err(refusal) => {
+                let cap = match refusal {
+                    Refusal::PerPrincipal => "calls_per_principal",
+                    Refusal::Total => "calls_total",
+                };
+                crate::metrics::REFUSED.with_label_values(&[cap]).inc();
+                return Err(refuse(&principal.subject, busy(refusal, "calls"), BUSY_WAIT).await);
+            }
+        };
         Ok(Call {
             method,
             request_id,
             principal,
             target,
             started,
+            peer,
+            deadline,
+            _in_flight: in_flight,
             audited: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Runs `work` within the call's deadline; DEADLINE_EXCEEDED after it.
+    /// Whatever `work` holds (a pooled connection, a permit) is given back
+    /// when it is dropped; an open transaction rolls back.
+    async fn bounded<T>(
+        &self,
+        call: &Call,
+        work: impl Future<Output = Result<T, Status>>,
+    ) -> Result<T, Status> {
+        within(call.method, call.deadline, call.started, work).await
+    }
+
+    /// A permit to read the archive for `call`, or RESOURCE_EXHAUSTED.
+    fn cold_permit(&self, call: &Call) -> Result<Held, Status> {
+        self.parts
+            .admission
+            .enter_cold_read(&call.principal.subject)
+            .map_err(|refusal| {
+                let cap = match refusal {
+                    Refusal::PerPrincipal => "cold_reads_per_principal",
+                    Refusal::Total => "cold_reads_total",
+                };
+                crate::metrics::REFUSED.with_label_values(&[cap]).inc();
+                busy(refusal, "archive reads")
+            })
     }
 
     /// Audits and counts the outcome of an admitted call.
@@ -227,14 +330,15 @@ impl HistoryService {
             Some(written) if !written || result.is_ok() => written,
             written_alongside => {
                 let recorded = self
-                    .audit(
-                        &call.request_id,
-                        &call.principal.subject,
-                        &call.target,
-                        call.method,
+                    .audit(&AuditRecord {
+                        request_id: &call.request_id,
+                        principal: &call.principal.subject,
+                        target: &call.target,
+                        method: call.method,
                         decision,
-                        &status,
-                    )
+                        status: &status,
+                        peer: call.peer,
+                    })
                     .await;
                 recorded || written_alongside == Some(true)
             }
@@ -263,43 +367,28 @@ impl HistoryService {
     }
 
     /// Writes one audit record; false when it could not be written.
-    async fn audit(
-        &self,
-        request_id: &str,
-        principal: &str,
-        target: &str,
-        method: &str,
-        decision: &str,
-        status: &Status,
-    ) -> bool {
-        let code = code_name(status.code());
-        let result = async {
-            let client = self.parts.pool.get().await?;
-            let detail = truncate(status.message(), 200);
-            // Typed: one round trip, no separate prepare.
-            client
-                .execute_typed(
-                    "INSERT INTO strata.api_audit
-                       (request_id, principal, target_user, method, decision, status_code, detail)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                    &[
-                        (&request_id, Type::TEXT),
-                        (&principal, Type::TEXT),
-                        (&target, Type::TEXT),
-                        (&method, Type::TEXT),
-                        (&decision, Type::TEXT),
-                        (&code, Type::TEXT),
-                        (&detail, Type::TEXT),
-                    ],
-                )
-                .await?;
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
-        }
+    async fn audit(&self, record: &AuditRecord<'_>) -> bool {
+        let code = code_name(record.status.code());
+        let detail = truncate(record.status.message(), 200);
+        let result = write_audit(
+            &self.parts.pool,
+            &[
+                (&record.request_id, Type::TEXT),
+                (&record.principal, Type::TEXT),
+                (&record.target, Type::TEXT),
+                (&record.method, Type::TEXT),
+                (&record.decision, Type::TEXT),
+                (&code, Type::TEXT),
+                (&detail, Type::TEXT),
+                (&record.peer, Type::INET),
+                (&1i64, Type::INT8),
+            ],
+        )
         .await;
         match result {
             Ok(()) => true,
             Err(err) => {
-                tracing::error!(%request_id, error = %err, "cannot write the audit record");
+                tracing::error!(request_id = %record.request_id, error = %err, "cannot write the audit record");
                 crate::metrics::errors("audit");
                 false
             }
@@ -312,14 +401,16 @@ impl HistoryService {
     /// record could not be written.
     async fn audited_alongside<T>(&self, call: &Call, work: impl Future<Output = T>) -> T {
         let allowed = Status::ok("");
-        let record = self.audit(
-            &call.request_id,
-            &call.principal.subject,
-            &call.target,
-            call.method,
-            "allowed",
-            &allowed,
-        );
+        let record = AuditRecord {
+            request_id: &call.request_id,
+            principal: &call.principal.subject,
+            target: &call.target,
+            method: call.method,
+            decision: "allowed",
+            status: &allowed,
+            peer: call.peer,
+        };
+        let record = self.audit(&record);
         let (result, audited) = tokio::join!(work, record);
         let _ = call.audited.set(audited);
         result
@@ -378,10 +469,23 @@ impl HistoryService {
         };
         let request_id = call.request_id.clone();
         let read = async {
-            let mut client = self.parts.pool.get().await.map_err(pool_status)?;
+            // The connection goes back to the pool before any archive read.
+            let hot_page = {
+                let mut client = self.parts.pool.get().await.map_err(pool_status)?;
+                self.parts
+                    .reader
+                    .hot_part(&mut client, &query)
+                    .await
+                    .map_err(|e| read_status(&request_id, e))?
+            };
+            let _permit = if hot_page.needs_archive(&query) {
+                Some(self.cold_permit(call)?)
+            } else {
+                None
+            };
             self.parts
                 .reader
-                .page(&mut client, &query)
+                .cold_part(hot_page, &query, &mut ReadAhead::none())
                 .await
                 .map_err(|e| read_status(&request_id, e))
         };
@@ -404,17 +508,39 @@ impl HistoryService {
     ) -> Result<ProtoEvent, Status> {
         let event_id = uuid::Uuid::parse_str(&request.event_id)
             .map_err(|_| Status::invalid_argument("event_id must be a UUID"))?;
-        let found = {
+        let lookup = {
             let mut client = self.parts.pool.get().await.map_err(pool_status)?;
             self.parts
                 .reader
-                .find(&mut client, &call.target, event_id)
+                .find_hot(&mut client, &call.target, event_id)
                 .await
                 .map_err(|e| read_status(&call.request_id, e))?
         };
+        let found = match lookup {
+            Lookup::Found(event) => Some(event),
+            Lookup::Archive(files) if files.is_empty() => None,
+            Lookup::Archive(files) => {
+                let _permit = self.cold_permit(call)?;
+                self.parts
+                    .reader
+                    .find_cold(
+                        files,
+                        &call.target,
+                        event_id,
+                        self.parts.settings.get_event_max_days,
+                    )
+                    .await
+                    .map_err(|e| read_status(&call.request_id, e))?
+            }
+        };
         found
             .map(|e| to_proto(&e))
-            .ok_or_else(|| Status::not_found("no such event in this user's history"))
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "no such event in this user's history (archived days are searched at most {} days back from a UUIDv7 id's time, or the {} most recent for other ids; use ListActivity with a range for older events)",
+                    self.parts.settings.get_event_max_days, self.parts.settings.get_event_max_days
+                ))
+            })
     }
 
     fn export_query(
@@ -637,7 +763,9 @@ impl History for HistoryService {
         let call = self
             .admit("ListActivity", &request, &user, Need::Read)
             .await?;
-        let result = self.list(&call, request.into_inner()).await;
+        let result = self
+            .bounded(&call, self.list(&call, request.into_inner()))
+            .await;
         self.finish(call, result).await
     }
 
@@ -647,7 +775,9 @@ impl History for HistoryService {
     ) -> Result<Response<ProtoEvent>, Status> {
         let user = request.get_ref().user_id.clone();
         let call = self.admit("GetEvent", &request, &user, Need::Read).await?;
-        let result = self.get_event_inner(&call, request.get_ref()).await;
+        let result = self
+            .bounded(&call, self.get_event_inner(&call, request.get_ref()))
+            .await;
         self.finish(call, result).await
     }
 
@@ -661,7 +791,9 @@ impl History for HistoryService {
         let call = self
             .admit("ExportActivity", &request, &user, Need::Export)
             .await?;
-        let result = self.start_stream(&call, request.get_ref()).await;
+        let result = self
+            .bounded(&call, self.start_stream(&call, request.get_ref()))
+            .await;
         self.finish(call, result).await
     }
 
@@ -673,7 +805,9 @@ impl History for HistoryService {
         let call = self
             .admit("StartExport", &request, &user, Need::Export)
             .await?;
-        let result = self.start_job(&call, request.get_ref()).await;
+        let result = self
+            .bounded(&call, self.start_job(&call, request.get_ref()))
+            .await;
         self.finish(call, result).await
     }
 
@@ -682,8 +816,174 @@ impl History for HistoryService {
         request: Request<GetExportRequest>,
     ) -> Result<Response<ExportJob>, Status> {
         let mut call = self.admit("GetExport", &request, "", Need::Job).await?;
-        let result = self.get_job(&mut call, request.get_ref()).await;
+        let (deadline, started) = (call.deadline, call.started);
+        let result = within(
+            "GetExport",
+            deadline,
+            started,
+            self.get_job(&mut call, request.get_ref()),
+        )
+        .await;
         self.finish(call, result).await
+    }
+}
+
+/// Runs `work` until `deadline` after `started`; DEADLINE_EXCEEDED after.
+async fn within<T>(
+    method: &'static str,
+    deadline: Duration,
+    started: Instant,
+    work: impl Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
+    let left = deadline.saturating_sub(started.elapsed());
+    match tokio::time::timeout(left, work).await {
+        Ok(result) => result,
+        Err(_) => {
+            crate::metrics::DEADLINES.with_label_values(&[method]).inc();
+            Err(Status::deadline_exceeded(format!(
+                "the call did not finish within its deadline ({} ms)",
+                deadline.as_millis()
+            )))
+        }
+    }
+}
+
+/// The call's deadline: `limit`, or the client's `grpc-timeout` when it
+/// is shorter.
+fn deadline<T>(request: &Request<T>, limit: Duration) -> Duration {
+    request
+        .metadata()
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_grpc_timeout)
+        .map_or(limit, |client| client.min(limit))
+}
+
+/// `grpc-timeout` as the gRPC HTTP/2 protocol spells it: at most 8 digits
+/// and a unit (`H`, `M`, `S`, `m`, `u`, `n`).
+fn parse_grpc_timeout(text: &str) -> Option<Duration> {
+    let unit = text.chars().last()?;
+    let digits = text.get(..text.len().checked_sub(1)?)?;
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let value: u64 = digits.parse().ok()?;
+    Some(match unit {
+        'H' => Duration::from_secs(value.checked_mul(3600)?),
+        'M' => Duration::from_secs(value.checked_mul(60)?),
+        'S' => Duration::from_secs(value),
+        'm' => Duration::from_millis(value),
+        'u' => Duration::from_micros(value),
+        'n' => Duration::from_nanos(value),
+        _ => return None,
+    })
+}
+
+/// RESOURCE_EXHAUSTED with a retry hint: `retry-after` (seconds) and
+/// `grpc-retry-pushback-ms`, which gRPC clients with a retry policy obey.
+fn exhausted(message: &str, wait: Duration) -> Status {
+    let millis = wait.as_millis().clamp(1, 60_000) as u64;
+    let mut metadata = tonic::metadata::MetadataMap::new();
+    if let Ok(value) = millis.to_string().parse() {
+        metadata.insert("grpc-retry-pushback-ms", value);
+    }
+    if let Ok(value) = millis.div_ceil(1000).to_string().parse() {
+        metadata.insert("retry-after", value);
+    }
+    Status::with_metadata(
+        tonic::Code::ResourceExhausted,
+        format!("{message} (retry after {millis} ms)"),
+        metadata,
+    )
+}
+
+/// A cap on things in flight was reached.
+fn busy(refusal: Refusal, what: &str) -> Status {
+    let whose = match refusal {
+        Refusal::PerPrincipal => "this principal has the most",
+        Refusal::Total => "the server has the most",
+    };
+    exhausted(
+        &format!("{whose} {what} in flight it may have; retry when one has finished"),
+        BUSY_WAIT,
+    )
+}
+
+/// One audit record.
+struct AuditRecord<'a> {
+    request_id: &'a str,
+    principal: &'a str,
+    target: &'a str,
+    method: &'a str,
+    decision: &'a str,
+    status: &'a Status,
+    peer: Option<IpAddr>,
+}
+
+/// Inserts one audit row: request_id, principal, target_user, method,
+/// decision, status_code, detail, peer, calls.
+async fn write_audit(
+    pool: &Pool,
+    values: &[(&(dyn tokio_postgres::types::ToSql + Sync), Type)],
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let client = pool.get().await?;
+    // Typed: one round trip, no separate prepare.
+    client
+        .execute_typed(
+            "INSERT INTO strata.api_audit
+               (request_id, principal, target_user, method, decision, status_code, detail, peer, calls)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            values,
+        )
+        .await?;
+    Ok(())
+}
+
+/// Writes the refusal summaries gathered since the last call: one row per
+/// peer (method `*` when several, the calls it stands for in `calls`).
+/// Summaries that cannot be written are logged and counted, not retried:
+/// the metric `strata_api_audit_summarized_total` keeps the count.
+pub(crate) async fn write_audit_summaries(pool: &Pool, admission: &Admission) {
+    for summary in admission.take_summaries() {
+        let method = match summary.methods.as_slice() {
+            [(method, _, _)] => method.clone(),
+            _ => "*".to_string(),
+        };
+        let code = match summary.methods.as_slice() {
+            [(_, code, _)] => code.clone(),
+            _ => "MIXED".to_string(),
+        };
+        let detail: Vec<String> = summary
+            .methods
+            .iter()
+            .map(|(method, code, n)| format!("{method} {code} x{n}"))
+            .collect();
+        let detail = format!(
+            "summary of {} refused calls not audited one by one: {}",
+            summary.calls,
+            detail.join(", ")
+        );
+        let request_id = format!("summary-{}", uuid::Uuid::new_v4());
+        let calls = i64::try_from(summary.calls).unwrap_or(i64::MAX);
+        let result = write_audit(
+            pool,
+            &[
+                (&request_id, Type::TEXT),
+                (&"", Type::TEXT),
+                (&"", Type::TEXT),
+                (&method, Type::TEXT),
+                (&"denied", Type::TEXT),
+                (&code, Type::TEXT),
+                (&truncate(&detail, 1000), Type::TEXT),
+                (&Some(summary.peer), Type::INET),
+                (&calls, Type::INT8),
+            ],
+        )
+        .await;
+        if let Err(err) = result {
+            tracing::error!(peer = %summary.peer, calls = summary.calls, error = %err, "cannot write an audit summary");
+            crate::metrics::errors("audit");
+        }
     }
 }
 
@@ -857,6 +1157,17 @@ pub fn to_proto(event: &Event) -> ProtoEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse_as_the_protocol_spells_them() {
+        assert_eq!(parse_grpc_timeout("100m"), Some(Duration::from_millis(100)));
+        assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout("5u"), Some(Duration::from_micros(5)));
+        for bad in ["", "m", "123456789S", "1x", "-1S", "1.5S", "9999999\u{e9}"] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn retention_reads_as_people_say_it() {

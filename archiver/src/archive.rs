@@ -209,6 +209,13 @@ impl Archiver {
         })
     }
 
+    /// Whether its hot-store connection has closed (the server restarted
+    /// or the network dropped it): every later call on it would fail, so
+    /// the daemon starts over with a new connection and a new term.
+    pub fn connection_closed(&self) -> bool {
+        self.hot.is_closed()
+    }
+
     /// The lease this archiver holds.
     pub fn lease(&self) -> &Lease {
         &self.lease

@@ -57,6 +57,14 @@ pub async fn run(options: ArchiverOptions, cancel: CancellationToken) {
                 Err(err) => {
                     metrics::ERRORS.with_label_values(&[err.label()]).inc();
                     let delay = backoff.next_delay();
+                    if archiver.connection_closed() {
+                        // A crash restart of the hot store: start over
+                        // with a new connection (and a new term, so
+                        // anything the old one began is fenced).
+                        tracing::warn!(error = %err, retry_in = ?delay, "hot store connection lost; reconnecting");
+                        wait(&work, delay).await;
+                        break;
+                    }
                     tracing::error!(error = %err, retry_in = ?delay, "archiver pass failed");
                     wait(&work, delay).await;
                     continue;

@@ -515,6 +515,37 @@ pub struct ApiConfig {
     /// FAILED_PRECONDITION.
     #[serde(with = "serde_text")]
     pub export_retention: Duration,
+    /// Every unary call ends by this deadline (DEADLINE_EXCEEDED), or by
+    /// the client's own gRPC deadline when it is shorter.
+    #[serde(with = "serde_text")]
+    pub request_timeout: Duration,
+    /// Calls one principal may have in flight at once; more are refused
+    /// with RESOURCE_EXHAUSTED.
+    pub max_calls_per_principal: u32,
+    /// Calls the process serves at once, all principals together.
+    pub max_calls_in_flight: u32,
+    /// Calls of one principal reading the archive at once.
+    pub max_cold_reads_per_principal: u32,
+    /// Calls reading the archive at once, all principals together.
+    pub max_cold_reads: u32,
+    /// Calls per second one peer address may make, checked before
+    /// authentication (token bucket rate).
+    pub peer_rate_per_second: f64,
+    /// Burst of `peer_rate_per_second`.
+    pub peer_burst: u32,
+    /// Refused calls of one peer audited one row each per second (token
+    /// bucket); beyond it they are counted and written as one summary row
+    /// per peer every `audit_summary_interval`.
+    pub audit_refusals_per_second: f64,
+    /// Burst of `audit_refusals_per_second`.
+    pub audit_refusals_burst: u32,
+    /// How often refusal summaries are written.
+    #[serde(with = "serde_text")]
+    pub audit_summary_interval: Duration,
+    /// Archived days `GetEvent` searches for an id that is not a UUIDv7
+    /// (most recent first); a UUIDv7 id is searched on its own day and
+    /// the two around it.
+    pub get_event_max_days: u32,
     /// Serve TLS with this PEM certificate chain (with `tls_key_file`).
     pub tls_cert_file: String,
     /// The PEM private key for `tls_cert_file`.
@@ -542,6 +573,17 @@ impl Default for ApiConfig {
             export_prefix: "exports".into(),
             export_url_ttl: Duration::from_secs(60),
             export_retention: Duration::from_secs(24 * 3600),
+            request_timeout: Duration::from_secs(10),
+            max_calls_per_principal: 8,
+            max_calls_in_flight: 256,
+            max_cold_reads_per_principal: 2,
+            max_cold_reads: 32,
+            peer_rate_per_second: 1000.0,
+            peer_burst: 2000,
+            audit_refusals_per_second: 5.0,
+            audit_refusals_burst: 50,
+            audit_summary_interval: Duration::from_secs(10),
+            get_event_max_days: 31,
             tls_cert_file: String::new(),
             tls_key_file: String::new(),
         }
@@ -927,6 +969,8 @@ impl Config {
             ("api.page_token_ttl", api.page_token_ttl),
             ("api.export_url_ttl", api.export_url_ttl),
             ("api.export_retention", api.export_retention),
+            ("api.request_timeout", api.request_timeout),
+            ("api.audit_summary_interval", api.audit_summary_interval),
         ] {
             if value.is_zero() {
                 return Err(invalid(key, "must be greater than zero"));
@@ -940,6 +984,33 @@ impl Config {
         }
         if api.max_concurrent_exports == 0 {
             return Err(invalid("api.max_concurrent_exports", "must be positive"));
+        }
+        for (key, value) in [
+            ("api.max_calls_per_principal", api.max_calls_per_principal),
+            ("api.max_calls_in_flight", api.max_calls_in_flight),
+            (
+                "api.max_cold_reads_per_principal",
+                api.max_cold_reads_per_principal,
+            ),
+            ("api.max_cold_reads", api.max_cold_reads),
+            ("api.peer_burst", api.peer_burst),
+            ("api.audit_refusals_burst", api.audit_refusals_burst),
+            ("api.get_event_max_days", api.get_event_max_days),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be positive"));
+            }
+        }
+        for (key, value) in [
+            ("api.peer_rate_per_second", api.peer_rate_per_second),
+            (
+                "api.audit_refusals_per_second",
+                api.audit_refusals_per_second,
+            ),
+        ] {
+            if !(value > 0.0 && value.is_finite()) {
+                return Err(invalid(key, "must be a positive number"));
+            }
         }
         if api.tls_cert_file.is_empty() != api.tls_key_file.is_empty() {
             return Err(invalid(

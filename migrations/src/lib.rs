@@ -79,6 +79,11 @@ pub const STORE: MigrationSet = MigrationSet {
             name: "0005_export_retention.sql",
             sql: include_str!("../store/0005_export_retention.sql"),
         },
+        Migration {
+            version: 6,
+            name: "0006_audit_peers.sql",
+            sql: include_str!("../store/0006_audit_peers.sql"),
+        },
     ],
 };
 

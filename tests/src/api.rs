@@ -53,6 +53,12 @@ impl ApiServer {
                 ("api.page_token_keys", page_keys.as_str()),
                 ("api.rate_per_second", "100000"),
                 ("api.rate_burst", "100000"),
+                // Tests of other capabilities call in bursts from one
+                // address; the caps have their own test (starvation.rs).
+                ("api.peer_rate_per_second", "100000"),
+                ("api.peer_burst", "100000"),
+                ("api.max_calls_per_principal", "1000"),
+                ("api.max_calls_in_flight", "10000"),
             ]
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string())),
@@ -79,6 +85,22 @@ impl ApiServer {
             endpoint,
             port,
         })
+    }
+
+    /// A tonic client whose connection comes from `local` (any 127.x.y.z
+    /// address is the loopback on Linux), so the server sees another peer.
+    pub async fn client_from(
+        &self,
+        local: std::net::IpAddr,
+    ) -> anyhow::Result<HistoryClient<Channel>> {
+        let channel = Channel::from_shared(self.endpoint.clone())?
+            .local_address(Some(local))
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(60))
+            .connect()
+            .await
+            .context("connect to strata api")?;
+        Ok(HistoryClient::new(channel))
     }
 
     /// A tonic client.

@@ -115,6 +115,63 @@ impl StrataProcess {
         })
     }
 
+    /// Starts `strata <args>` with no database URL of the harness's own:
+    /// the caller gives the hot store and sources through `env_vars`
+    /// (`STRATA_HOT_STORE__URL`, `STRATA_HOT_STORE__URL_FILE`, ...) and/or
+    /// `settings` (`hot_store.url=...`), which override [`fast_settings`].
+    /// The harness's own URL variables (and their `_FILE` forms) are
+    /// removed from the inherited environment first.
+    pub fn spawn_with_env(
+        args: &[&str],
+        name: &str,
+        env_vars: &[(&str, &str)],
+        settings: &[(&str, &str)],
+        failpoints: Option<&str>,
+    ) -> anyhow::Result<Self> {
+        let mut merged = fast_settings();
+        for (k, v) in settings {
+            merged.insert(k.to_string(), v.to_string());
+        }
+        let log_path = log_dir().join(format!(
+            "{name}-{}.log",
+            chrono::Utc::now().format("%H%M%S%.6f")
+        ));
+        let log = File::create(&log_path).context("create process log")?;
+        let log_err = log.try_clone()?;
+        let mut command = Command::new(strata_bin());
+        command
+            .args(args)
+            .env_remove("STRATA_HOT_STORE__URL")
+            .env_remove("STRATA_HOT_STORE__URL_FILE")
+            .env_remove("STRATA_SOURCES__MAIN__URL")
+            .env_remove("STRATA_SOURCES__MAIN__URL_FILE")
+            .env("RUST_LOG", "info,strata_relay=debug,strata_archiver=debug")
+            .env_remove("STRATA_FAILPOINTS")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err);
+        for (k, v) in env_vars {
+            command.env(k, v);
+        }
+        for (k, v) in &merged {
+            command.arg("--set").arg(format!("{k}={v}"));
+        }
+        if let Some(points) = failpoints {
+            command.env("STRATA_FAILPOINTS", points);
+        }
+        let child = command.spawn().with_context(|| {
+            format!(
+                "spawn {} (build it first: cargo build --bins)",
+                strata_bin().display()
+            )
+        })?;
+        Ok(Self {
+            child,
+            name: name.to_string(),
+            log_path,
+        })
+    }
+
     /// Starts `count` relays with default settings, named `prefix-<i>`.
     pub fn spawn_many(env: &TestEnv, prefix: &str, count: usize) -> anyhow::Result<Vec<Self>> {
         (0..count)

@@ -648,3 +648,671 @@ async fn relays_survive_repeated_crash_restarts() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+// Secrets in connection strings, export-file retention, and the archiver
+// under hot-store crashes at its two most delicate steps.
+
+use anyhow::Context as _;
+use strata_proto::v1::{ExportActivityRequest, ExportState, GetExportRequest};
+use strata_tests::api::{authed, free_port, token, ApiServer};
+use tonic::Code;
+
+/// `(user, host, port, database)` of a `postgres://user@host:port/db` URL.
+fn url_parts(url: &str) -> anyhow::Result<(String, String, String, String)> {
+    let (_, rest) = url.split_once("://").context("not a URL")?;
+    let (userinfo, location) = rest.rsplit_once('@').context("no user in the URL")?;
+    let user = userinfo.split(':').next().unwrap_or_default();
+    let (host_port, database) = location.split_once('/').context("no database in the URL")?;
+    let database = database.split('?').next().unwrap_or_default();
+    let (host, port) = host_port.rsplit_once(':').context("no port in the URL")?;
+    anyhow::ensure!(
+        !user.is_empty() && !database.is_empty(),
+        "unexpected URL shape: {url}"
+    );
+    Ok((
+        user.to_string(),
+        host.to_string(),
+        port.to_string(),
+        database.to_string(),
+    ))
+}
+
+/// One way of handing the hot store and source URLs to `strata`.
+struct UrlForm {
+    name: &'static str,
+    /// Environment variables.
+    env: Vec<(String, String)>,
+    /// `--set` settings.
+    settings: Vec<(String, String)>,
+}
+
+fn as_pairs(pairs: &[(String, String)]) -> Vec<(&str, &str)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
+}
+
+/// Runs `strata <args>` with `env_vars` and `settings` (and no URL of the
+/// harness's own) to its end; returns whether it succeeded, its output and
+/// its log.
+async fn run_with_env(
+    args: &[&str],
+    name: &str,
+    env_vars: &[(&str, &str)],
+    settings: &[(&str, &str)],
+) -> anyhow::Result<(bool, String, std::path::PathBuf)> {
+    let mut process = StrataProcess::spawn_with_env(args, name, env_vars, settings, None)?;
+    let status = process.wait_exit(Duration::from_secs(60)).await;
+    let status = status
+        .ok_or_else(|| anyhow::anyhow!("strata {args:?} did not finish: {}", process.log_tail()))?;
+    let output = std::fs::read_to_string(&process.log_path).unwrap_or_default();
+    Ok((status.success(), output, process.log_path.clone()))
+}
+
+const URL_PASSWORD: &str = "Pw-URL-9f3a/with@odd:chars";
+const URL_PASSWORD_ENCODED: &str = "Pw-URL-9f3a%2Fwith%40odd%3Achars";
+const QUERY_PASSWORD: &str = "PwQuery7c1";
+const KV_PASSWORD: &str = "Pw KV q'x";
+const KV_PASSWORD_QUOTED: &str = r"'Pw KV q\'x'";
+const FILE_PASSWORD: &str = "PwFileValue5e6d";
+const ENV_FILE_PASSWORD: &str = "PwEnvFile8b2a";
+
+/// The test cluster trusts every connection, so a password in a URL is
+/// accepted and ignored: each form the drivers accept carries a distinctive
+/// one, the relay really connects with it (its events arrive), `migrate`
+/// and `dead-letters list` run with it, and connections that fail (a
+/// closed port) report errors: no log line of any of them holds a password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_reach_the_logs() -> anyhow::Result<()> {
+    let env = TestEnv::new("secrets").await?;
+    let (user, host, hot_port, hot_db) = url_parts(&env.hot_url)?;
+    let (_, src_host, src_port, src_db) = url_parts(&env.source_url)?;
+    let scratch = tempfile::Builder::new()
+        .prefix("strata-test-secrets")
+        .tempdir()?;
+    let write_secret = |file: &str, content: String| -> anyhow::Result<String> {
+        let path = scratch.path().join(file);
+        std::fs::write(&path, format!("{content}\n"))?;
+        Ok(path.display().to_string())
+    };
+    let forms = vec![
+        UrlForm {
+            name: "userinfo",
+            env: vec![
+                (
+                    "STRATA_HOT_STORE__URL".into(),
+                    format!("postgres://{user}:{URL_PASSWORD_ENCODED}@{host}:{hot_port}/{hot_db}"),
+                ),
+                (
+                    "STRATA_SOURCES__MAIN__URL".into(),
+                    format!(
+                        "postgres://{user}:{URL_PASSWORD_ENCODED}@{src_host}:{src_port}/{src_db}"
+                    ),
+                ),
+            ],
+            settings: Vec::new(),
+        },
+        UrlForm {
+            name: "query",
+            env: Vec::new(),
+            settings: vec![
+                (
+                    "hot_store.url".into(),
+                    format!("postgres://{user}@{host}:{hot_port}/{hot_db}?password={QUERY_PASSWORD}"),
+                ),
+                (
+                    "sources.main.url".into(),
+                    format!(
+                        "postgres://{user}@{src_host}:{src_port}/{src_db}?application_name=secrets&password={QUERY_PASSWORD}"
+                    ),
+                ),
+            ],
+        },
+        UrlForm {
+            name: "key-value",
+            env: vec![
+                (
+                    "STRATA_HOT_STORE__URL".into(),
+                    format!(
+                        "host={host} port={hot_port} dbname={hot_db} user={user} password={KV_PASSWORD_QUOTED}"
+                    ),
+                ),
+                (
+                    "STRATA_SOURCES__MAIN__URL".into(),
+                    format!(
+                        "host={src_host} port={src_port} dbname={src_db} user={user} password = {KV_PASSWORD_QUOTED} application_name=secrets"
+                    ),
+                ),
+            ],
+            settings: Vec::new(),
+        },
+        UrlForm {
+            name: "file-value",
+            env: Vec::new(),
+            settings: vec![
+                (
+                    "hot_store.url".into(),
+                    format!(
+                        "file:{}",
+                        write_secret(
+                            "hot-url",
+                            format!("postgres://{user}:{FILE_PASSWORD}@{host}:{hot_port}/{hot_db}")
+                        )?
+                    ),
+                ),
+                (
+                    "sources.main.url".into(),
+                    format!(
+                        "file:{}",
+                        write_secret(
+                            "source-url",
+                            format!(
+                                "host={src_host} port={src_port} dbname={src_db} user={user} password={FILE_PASSWORD}"
+                            )
+                        )?
+                    ),
+                ),
+            ],
+        },
+        UrlForm {
+            name: "file-variable",
+            env: vec![
+                (
+                    "STRATA_HOT_STORE__URL_FILE".into(),
+                    write_secret(
+                        "hot-kv",
+                        format!(
+                            "host={host} port={hot_port} dbname={hot_db} user={user} password={ENV_FILE_PASSWORD}"
+                        ),
+                    )?,
+                ),
+                (
+                    "STRATA_SOURCES__MAIN__URL_FILE".into(),
+                    write_secret(
+                        "source-query",
+                        format!(
+                            "postgres://{user}@{src_host}:{src_port}/{src_db}?password={ENV_FILE_PASSWORD}"
+                        ),
+                    )?,
+                ),
+            ],
+            settings: Vec::new(),
+        },
+    ];
+
+    let source = env.source().await?;
+    let hot = env.hot().await?;
+    let mut logs: Vec<(String, std::path::PathBuf)> = Vec::new();
+    for form in &forms {
+        let env_vars = as_pairs(&form.env);
+        let settings = as_pairs(&form.settings);
+        let mut relay = StrataProcess::spawn_with_env(
+            &["relay"],
+            &format!("secrets-relay-{}", form.name),
+            &env_vars,
+            &settings,
+            None,
+        )?;
+        let ids: Vec<Uuid> = source
+            .query(
+                "INSERT INTO strata_outbox.events (user_id, kind, source, payload) \
+                 SELECT 'secret-' || g, 'login', 'secrets', jsonb_build_object('form', $1::text) \
+                 FROM generate_series(1, 3) g RETURNING event_id",
+                &[&form.name],
+            )
+            .await?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()?;
+        let shipped = wait_until(Duration::from_secs(30), || async {
+            hot.query_one(
+                "SELECT count(*) FROM strata.activity WHERE event_id = ANY($1)",
+                &[&ids],
+            )
+            .await
+            .ok()
+            .and_then(|r| r.try_get::<_, i64>(0).ok())
+                == Some(ids.len() as i64)
+        })
+        .await;
+        assert!(
+            shipped,
+            "{}: the relay did not ship with this URL: {}",
+            form.name,
+            relay.log_tail()
+        );
+        relay.sigterm()?;
+        let _ = relay.wait_exit(Duration::from_secs(20)).await;
+        relay.kill9();
+        let relay_log = std::fs::read_to_string(&relay.log_path)?;
+        assert!(
+            relay_log.contains("starting relay") && relay_log.contains("***"),
+            "{}: the relay logs its hot store, redacted: {relay_log}",
+            form.name
+        );
+        logs.push((format!("relay ({})", form.name), relay.log_path.clone()));
+
+        let (ok, output, path) = run_with_env(
+            &["migrate"],
+            &format!("secrets-migrate-{}", form.name),
+            &env_vars,
+            &settings,
+        )
+        .await?;
+        assert!(ok, "{}: migrate failed: {output}", form.name);
+        assert!(
+            output.contains("migration(s) applied") && output.contains("***"),
+            "{}: migrate names its databases, redacted: {output}",
+            form.name
+        );
+        logs.push((format!("migrate ({})", form.name), path));
+
+        let (ok, output, path) = run_with_env(
+            &["dead-letters", "list"],
+            &format!("secrets-deadletters-{}", form.name),
+            &env_vars,
+            &settings,
+        )
+        .await?;
+        assert!(ok, "{}: dead-letters list failed: {output}", form.name);
+        assert!(
+            output.contains("no dead letters"),
+            "{}: {output}",
+            form.name
+        );
+        logs.push((format!("dead-letters list ({})", form.name), path));
+    }
+
+    // Failures on purpose: nothing listens on `closed`.
+    let closed = free_port()?;
+    let good_source =
+        format!("postgres://{user}:{URL_PASSWORD_ENCODED}@{src_host}:{src_port}/{src_db}");
+    let closed_url = format!("postgres://{user}:{URL_PASSWORD_ENCODED}@{host}:{closed}/{hot_db}");
+    let mut relay = StrataProcess::spawn_with_env(
+        &["relay"],
+        "secrets-relay-closed",
+        &[
+            ("STRATA_HOT_STORE__URL", closed_url.as_str()),
+            ("STRATA_SOURCES__MAIN__URL", good_source.as_str()),
+        ],
+        &[],
+        None,
+    )?;
+    let refused = wait_until(Duration::from_secs(20), || async {
+        std::fs::read_to_string(&relay.log_path).is_ok_and(|log| {
+            log.matches("not reachable").count() >= 2 && log.contains(&format!(":{closed}/"))
+        })
+    })
+    .await;
+    relay.kill9();
+    assert!(
+        refused,
+        "the relay reports the unreachable hot store: {}",
+        relay.log_tail()
+    );
+    logs.push(("relay (closed port)".into(), relay.log_path.clone()));
+
+    let closed_kv = format!(
+        "host={host} port={closed} dbname={hot_db} user={user} password={KV_PASSWORD_QUOTED}"
+    );
+    let (ok, output, path) = run_with_env(
+        &["migrate"],
+        "secrets-migrate-closed",
+        &[],
+        &[
+            ("hot_store.url", closed_kv.as_str()),
+            ("sources.main.url", good_source.as_str()),
+        ],
+    )
+    .await?;
+    assert!(!ok, "migrate against a closed port succeeded: {output}");
+    assert!(
+        output.contains(&format!("port={closed}")),
+        "the error names the server: {output}"
+    );
+    logs.push(("migrate (closed port)".into(), path));
+
+    let closed_query_file = write_secret(
+        "closed-query",
+        format!("postgres://{user}@{host}:{closed}/{hot_db}?password={QUERY_PASSWORD}"),
+    )?;
+    let (ok, output, path) = run_with_env(
+        &["dead-letters", "list"],
+        "secrets-deadletters-closed",
+        &[
+            ("STRATA_HOT_STORE__URL_FILE", closed_query_file.as_str()),
+            ("STRATA_SOURCES__MAIN__URL", good_source.as_str()),
+        ],
+        &[],
+    )
+    .await?;
+    assert!(
+        !ok,
+        "dead-letters list against a closed port succeeded: {output}"
+    );
+    assert!(output.contains("list dead letters"), "{output}");
+    logs.push(("dead-letters list (closed port)".into(), path));
+
+    let needles = [
+        URL_PASSWORD,
+        URL_PASSWORD_ENCODED,
+        "Pw-URL-9f3a",
+        QUERY_PASSWORD,
+        KV_PASSWORD,
+        KV_PASSWORD_QUOTED,
+        "Pw KV q",
+        FILE_PASSWORD,
+        ENV_FILE_PASSWORD,
+    ];
+    for (what, path) in &logs {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("read the log of {what}: {}", path.display()))?;
+        assert!(!text.trim().is_empty(), "{what}: empty log");
+        for (number, line) in text.lines().enumerate() {
+            for needle in needles {
+                assert!(
+                    !line.contains(needle),
+                    "{what} logged a password ({needle:?}) at line {} of {}: {line}",
+                    number + 1,
+                    path.display()
+                );
+            }
+        }
+    }
+    println!("{} process logs checked, no password in any", logs.len());
+    Ok(())
+}
+
+/// An export job's file is deleted `api.export_retention` after the job
+/// finished (by the sweep every API process runs at start and then every
+/// minute); GetExport answers FAILED_PRECONDITION "expired" and the job
+/// row stays, marked `expired`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_job_files_expire() -> anyhow::Result<()> {
+    let env = TestEnv::new("exp_expire").await?;
+    let target = S3Target::new("exp-expire").await?;
+    env.source()
+        .await?
+        .execute(
+            "INSERT INTO strata_outbox.events (user_id, kind, occurred_at, source, payload) \
+             SELECT 'erin', 'login', now() - g * interval '1 minute', 'svc', jsonb_build_object('n', g) \
+             FROM generate_series(1, 40) g",
+            &[],
+        )
+        .await?;
+    crate::archive::ship(&env).await?;
+    let mut server = ApiServer::start(
+        &env,
+        &target,
+        "api-expiry",
+        &[("api.export_retention", "2s")],
+    )
+    .await?;
+    let mut client = server.client().await?;
+    let erin = token("erin", &["activity:export"], 600);
+    let job = client
+        .start_export(authed(ExportActivityRequest::default(), &erin))
+        .await?
+        .into_inner();
+    let export_id = Uuid::parse_str(&job.export_id)?;
+    let get = || GetExportRequest {
+        export_id: job.export_id.clone(),
+    };
+    let hot = env.hot().await?;
+    let store = target.store().await?;
+
+    // Done, with its file in the bucket.
+    let mut done: Option<(String, i64)> = None;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while done.is_none() && Instant::now() < deadline {
+        let row = hot
+            .query_one(
+                "SELECT state, object_key, events FROM strata.export_jobs WHERE export_id = $1",
+                &[&export_id],
+            )
+            .await?;
+        let state: String = row.try_get(0)?;
+        match state.as_str() {
+            "done" => done = Some((row.try_get(1)?, row.try_get(2)?)),
+            "failed" | "expired" => {
+                anyhow::bail!("export job {state}: {}", server.process.log_tail())
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let (object_key, events) =
+        done.with_context(|| format!("export job not done: {}", server.process.log_tail()))?;
+    assert_eq!(events, 40);
+    let size = store.size(&object_key).await?;
+    assert!(size > 0, "{object_key} is empty");
+    assert_eq!(store.list(&object_key).await?.len(), 1, "{object_key}");
+
+    // GetExport: DONE with a URL until the retention passes, then
+    // FAILED_PRECONDITION (before the sweep has deleted anything).
+    let mut expired_message = None;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        match client.get_export(authed(get(), &erin)).await {
+            Err(status) if status.code() == Code::FailedPrecondition => {
+                expired_message = Some(status.message().to_string());
+                break;
+            }
+            Err(status) => anyhow::bail!("GetExport: {status}"),
+            Ok(response) => {
+                let answer = response.into_inner();
+                assert_eq!(answer.state, ExportState::Done as i32, "{answer:?}");
+                assert!(!answer.download_url.is_empty(), "{answer:?}");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let message = expired_message.context("GetExport never answered FAILED_PRECONDITION")?;
+    assert!(message.contains("expired"), "{message}");
+
+    // The sweep (every minute) deletes the file and marks the job.
+    let mut swept = false;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while Instant::now() < deadline {
+        let state: String = hot
+            .query_one(
+                "SELECT state FROM strata.export_jobs WHERE export_id = $1",
+                &[&export_id],
+            )
+            .await?
+            .try_get(0)?;
+        if state == "expired" {
+            swept = true;
+            break;
+        }
+        assert_eq!(state, "done", "the job stays done until the sweep");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        swept,
+        "the sweep did not expire the job within 90 s: {}",
+        server.process.log_tail()
+    );
+    let gone = store.size(&object_key).await;
+    assert!(
+        matches!(&gone, Err(err) if err.not_found),
+        "the expired file is deleted: {gone:?}"
+    );
+    assert!(store.list(&object_key).await?.is_empty(), "{object_key}");
+    match client.get_export(authed(get(), &erin)).await {
+        Err(status) => {
+            assert_eq!(status.code(), Code::FailedPrecondition, "{status}");
+            assert!(status.message().contains("expired"), "{status}");
+        }
+        Ok(response) => anyhow::bail!("an expired job answered {:?}", response.into_inner()),
+    }
+    let log = std::fs::read_to_string(&server.process.log_path)?;
+    assert!(log.contains("expired files deleted"), "{log}");
+    assert!(
+        server.process.is_running(),
+        "api exited: {}",
+        server.process.log_tail()
+    );
+    Ok(())
+}
+
+/// The hot store (a private cluster) is crash-stopped and restarted while
+/// the archiver has written a file locally with its export snapshot open,
+/// and again while it waits right before its commit transaction: each day
+/// still commits exactly once, with every event exactly once, and the
+/// archiver keeps running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archiver_survives_hot_store_crashes_during_export_and_commit() -> anyhow::Result<()> {
+    let dir =
+        std::env::temp_dir().join(format!("strata-test-archcrash-{}", Uuid::new_v4().simple()));
+    let mut cluster = tokio::task::spawn_blocking({
+        let dir = dir.clone();
+        move || strata_embedded::Cluster::start(strata_embedded::ClusterOptions::new(dir))
+    })
+    .await??;
+    strata_tests::connect(&cluster.url("postgres"))
+        .await?
+        .batch_execute("CREATE DATABASE hot")
+        .await?;
+    let base = strata_tests::db::base_url()?;
+    let source_url = strata_tests::db::create_database(&base, "archcrash_src").await?;
+    let env = TestEnv::with_urls(source_url, cluster.url("hot")).await?;
+    let target = S3Target::new("archcrash").await?;
+    let days = [crate::archive::past_day(3), crate::archive::past_day(2)];
+    let source = env.source().await?;
+    let mut expected: HashMap<NaiveDate, Vec<Uuid>> = HashMap::new();
+    for day in days {
+        let mut ids: Vec<Uuid> = source
+            .query(
+                "INSERT INTO strata_outbox.events (user_id, kind, occurred_at, source, payload) \
+                 SELECT 'crash-' || (g % 40), 'login', \
+                        ($1::date + g * interval '17 seconds') AT TIME ZONE 'UTC', \
+                        'svc', jsonb_build_object('g', g) \
+                 FROM generate_series(1, 3000) g RETURNING event_id",
+                &[&day],
+            )
+            .await?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()?;
+        ids.sort();
+        expected.insert(day, ids);
+    }
+    crate::archive::ship(&env).await?;
+    assert_eq!(env.hot_len().await?, 6000);
+
+    let mut archiver = spawn_archiver(
+        &env,
+        &target,
+        "archcrash-archiver",
+        &[],
+        Some("archiver.after_local_write=sleep:2s,archiver.before_commit=sleep:2s"),
+    )?;
+    // Each time a failpoint fires (the archiver then sleeps 2 s there),
+    // crash the hot store: twice during an export, twice before a commit.
+    let (mut export_crashes, mut commit_crashes) = (0u32, 0u32);
+    let (mut export_seen, mut commit_seen) = (0usize, 0usize);
+    let crash_deadline = Instant::now() + Duration::from_secs(60);
+    while (export_crashes < 2 || commit_crashes < 2) && Instant::now() < crash_deadline {
+        let log = std::fs::read_to_string(&archiver.log_path).unwrap_or_default();
+        let export_fired = log
+            .matches("failpoint archiver.after_local_write fired")
+            .count();
+        let commit_fired = log
+            .matches("failpoint archiver.before_commit fired")
+            .count();
+        let before_commit = commit_fired > commit_seen && commit_crashes < 2;
+        let during_export = export_fired > export_seen && export_crashes < 2;
+        export_seen = export_fired;
+        commit_seen = commit_fired;
+        if !(before_commit || during_export) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        cluster = tokio::task::spawn_blocking(move || {
+            cluster.stop_with(true)?;
+            cluster.restart().map(|()| cluster)
+        })
+        .await??;
+        if before_commit {
+            commit_crashes += 1;
+        } else {
+            export_crashes += 1;
+        }
+        println!(
+            "hot store crash-restarted ({} during export, {} before commit so far)",
+            export_crashes, commit_crashes
+        );
+    }
+    assert!(
+        export_crashes >= 1 && commit_crashes >= 1,
+        "crashes: {export_crashes} during export, {commit_crashes} before commit: {}",
+        archiver.log_tail()
+    );
+
+    let mut committed = false;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        if let Ok(hot) = env.hot().await {
+            let mut all = true;
+            for day in days {
+                if !matches!(day_catalog(&hot, day).await, Ok(Some(c)) if c.state == "committed") {
+                    all = false;
+                    break;
+                }
+            }
+            if all {
+                committed = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        committed,
+        "days not committed after the crashes: {}",
+        archiver.log_tail()
+    );
+
+    let hot = env.hot().await?;
+    for day in days {
+        let want = expected.get(&day).context("expected ids")?;
+        let catalog = day_catalog(&hot, day)
+            .await?
+            .with_context(|| format!("{day} has no catalog entry"))?;
+        assert_eq!(catalog.state, "committed");
+        assert_eq!(catalog.version, 1, "{day}: one commit: {catalog:?}");
+        assert!(!catalog.files.is_empty(), "{day}: {catalog:?}");
+        let epochs: std::collections::HashSet<i64> = catalog.files.iter().map(|f| f.4).collect();
+        assert_eq!(epochs.len(), 1, "{day}: files of one commit: {catalog:?}");
+        for (i, (key, origin, seq, _, _)) in catalog.files.iter().enumerate() {
+            assert_eq!(origin.as_str(), "day", "{day}: {key}");
+            assert_eq!(*seq, i as i32, "{day}: {catalog:?}");
+        }
+        assert_eq!(catalog.rows, want.len() as i64, "{day}: {catalog:?}");
+        let file_rows: i64 = catalog.files.iter().map(|f| f.3).sum();
+        assert_eq!(file_rows, want.len() as i64, "{day}: {catalog:?}");
+        let mut got: Vec<Uuid> = archived_rows(&hot, &target, day)
+            .await?
+            .iter()
+            .map(|r| r.event_id)
+            .collect();
+        got.sort();
+        let distinct: std::collections::HashSet<Uuid> = got.iter().copied().collect();
+        assert_eq!(distinct.len(), got.len(), "{day}: duplicated events");
+        assert_eq!(got.len(), want.len(), "{day}: archived rows");
+        assert!(
+            got == *want,
+            "{day}: the archive differs from the events sent"
+        );
+    }
+    assert!(
+        archiver.is_running(),
+        "archiver exited: {}",
+        archiver.log_tail()
+    );
+    archiver.kill9();
+    drop(cluster);
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(())
+}

@@ -7,3 +7,4 @@ mod hostile;
 mod ingest;
 mod operations;
 mod sdk;
+mod starvation;

@@ -1,0 +1,353 @@
+//! Shared resources one client must not exhaust: calls in flight, archive
+//! reads in flight, and the audit table.
+//!
+//! Every cap is checked before any expensive work and refused at once with
+//! `RESOURCE_EXHAUSTED` and a retry hint, never queued: a queue behind a
+//! flood is a stall for everybody else.
+//! - **Per peer address, before authentication**: a token bucket on calls.
+//!   A flood of token-less calls is refused here without touching the
+//!   database.
+//! - **Audit rows per peer**: each refused call is audited on its own while
+//!   the peer's audit budget lasts; beyond it, refusals are counted and
+//!   written as one summary row per peer and interval.
+//! - **Calls in flight**, per principal and in total.
+//! - **Archive reads in flight**, per principal and in total: a call that
+//!   must read the archive takes a permit after its database work (the
+//!   connection is back in the pool by then).
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::lock;
+
+/// Keys tracked before idle, full buckets are forgotten.
+const MAX_TRACKED: usize = 100_000;
+
+struct Bucket {
+    tokens: f64,
+    refilled: Instant,
+}
+
+/// Token buckets by key: `rate` per second, bursts of `burst`.
+pub struct TokenBuckets<K> {
+    rate: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<K, Bucket>>,
+}
+
+impl<K: Hash + Eq + Clone> TokenBuckets<K> {
+    /// Buckets refilling at `rate` per second up to `burst`.
+    pub fn new(rate: f64, burst: u32) -> Self {
+        Self {
+            rate,
+            burst: f64::from(burst.max(1)),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one token for `key`; false when none is left.
+    pub fn try_take(&self, key: &K) -> bool {
+        let now = Instant::now();
+        let mut buckets = lock(&self.buckets);
+        if buckets.len() >= MAX_TRACKED && !buckets.contains_key(key) {
+            let (rate, burst) = (self.rate, self.burst);
+            buckets.retain(|_, b| {
+                b.tokens + now.duration_since(b.refilled).as_secs_f64() * rate < burst
+            });
+        }
+        let bucket = buckets.entry(key.clone()).or_insert(Bucket {
+            tokens: self.burst,
+            refilled: now,
+        });
+        let elapsed = now.duration_since(bucket.refilled).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * self.rate).min(self.burst);
+        bucket.refilled = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// How long until `key` has a token again (for retry hints).
+    pub fn wait_hint(&self) -> Duration {
+        Duration::from_secs_f64((1.0 / self.rate).clamp(0.001, 60.0))
+    }
+}
+
+/// Counts of holders per key, with a cap per key and in total.
+struct Counter {
+    per_key: u32,
+    total: u32,
+    state: Mutex<(u32, HashMap<String, u32>)>,
+}
+
+impl Counter {
+    fn new(per_key: u32, total: u32) -> Arc<Self> {
+        Arc::new(Self {
+            per_key: per_key.max(1),
+            total: total.max(1),
+            state: Mutex::new((0, HashMap::new())),
+        })
+    }
+
+    fn try_enter(self: &Arc<Self>, key: &str) -> Result<Held, Refusal> {
+        let mut state = lock(&self.state);
+        let (total, per_key) = &mut *state;
+        if *total >= self.total {
+            return Err(Refusal::Total);
+        }
+        let mine = per_key.entry(key.to_string()).or_insert(0);
+        if *mine >= self.per_key {
+            return Err(Refusal::PerPrincipal);
+        }
+        *mine += 1;
+        *total += 1;
+        Ok(Held {
+            counter: self.clone(),
+            key: key.to_string(),
+        })
+    }
+}
+
+/// A place in a [`Counter`], given back on drop.
+#[derive(Debug)]
+pub struct Held {
+    counter: Arc<Counter>,
+    key: String,
+}
+
+impl std::fmt::Debug for Counter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Counter")
+            .field("per_key", &self.per_key)
+            .field("total", &self.total)
+            .finish()
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut state = lock(&self.counter.state);
+        let (total, per_key) = &mut *state;
+        *total = total.saturating_sub(1);
+        if let Some(mine) = per_key.get_mut(&self.key) {
+            *mine = mine.saturating_sub(1);
+            if *mine == 0 {
+                per_key.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// Which cap refused a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// This principal's share is in use.
+    PerPrincipal,
+    /// The process's total is in use.
+    Total,
+}
+
+impl Refusal {
+    /// Metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::PerPrincipal => "per_principal",
+            Refusal::Total => "total",
+        }
+    }
+}
+
+/// Refused calls of one peer since its last summary row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerSummary {
+    /// The peer.
+    pub peer: IpAddr,
+    /// Calls refused and not audited one by one.
+    pub calls: u64,
+    /// (method, status code, count), sorted.
+    pub methods: Vec<(String, String, u64)>,
+}
+
+/// Refused calls of one peer by (method, status code).
+type RefusalCounts = HashMap<(String, String), u64>;
+
+/// The caps of one API process (see the module doc).
+pub struct Admission {
+    peers: TokenBuckets<IpAddr>,
+    audit_budget: TokenBuckets<IpAddr>,
+    calls: Arc<Counter>,
+    cold_reads: Arc<Counter>,
+    summaries: Mutex<HashMap<IpAddr, RefusalCounts>>,
+}
+
+/// Sizes of the caps.
+#[derive(Debug, Clone, Copy)]
+pub struct AdmissionLimits {
+    /// Calls per second per peer address, before authentication.
+    pub peer_rate: f64,
+    /// Burst of `peer_rate`.
+    pub peer_burst: u32,
+    /// Refused calls audited one by one per second per peer.
+    pub audit_rate: f64,
+    /// Burst of `audit_rate`.
+    pub audit_burst: u32,
+    /// Calls in flight per principal.
+    pub calls_per_principal: u32,
+    /// Calls in flight in total.
+    pub calls_total: u32,
+    /// Archive reads in flight per principal.
+    pub cold_reads_per_principal: u32,
+    /// Archive reads in flight in total.
+    pub cold_reads_total: u32,
+}
+
+impl Admission {
+    /// Caps of the given sizes.
+    pub fn new(limits: AdmissionLimits) -> Self {
+        Self {
+            peers: TokenBuckets::new(limits.peer_rate, limits.peer_burst),
+            audit_budget: TokenBuckets::new(limits.audit_rate, limits.audit_burst),
+            calls: Counter::new(limits.calls_per_principal, limits.calls_total),
+            cold_reads: Counter::new(limits.cold_reads_per_principal, limits.cold_reads_total),
+            summaries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes a call token of `peer`; false when the peer is over its rate.
+    pub fn peer_allows(&self, peer: IpAddr) -> bool {
+        self.peers.try_take(&peer)
+    }
+
+    /// How long a peer over its rate should wait.
+    pub fn peer_wait_hint(&self) -> Duration {
+        self.peers.wait_hint()
+    }
+
+    /// Whether a refused call of `peer` gets an audit row of its own; if
+    /// not, it is counted for the peer's next summary row.
+    pub fn audit_individually(&self, peer: IpAddr, method: &str, code: &str) -> bool {
+        if self.audit_budget.try_take(&peer) {
+            return true;
+        }
+        let mut summaries = lock(&self.summaries);
+        *summaries
+            .entry(peer)
+            .or_default()
+            .entry((method.to_string(), code.to_string()))
+            .or_default() += 1;
+        false
+    }
+
+    /// Takes the summaries gathered since the last call.
+    pub fn take_summaries(&self) -> Vec<PeerSummary> {
+        let drained = std::mem::take(&mut *lock(&self.summaries));
+        let mut out: Vec<PeerSummary> = drained
+            .into_iter()
+            .map(|(peer, methods)| {
+                let mut methods: Vec<(String, String, u64)> = methods
+                    .into_iter()
+                    .map(|((method, code), n)| (method, code, n))
+                    .collect();
+                methods.sort();
+                PeerSummary {
+                    peer,
+                    calls: methods.iter().map(|(_, _, n)| n).sum(),
+                    methods,
+                }
+            })
+            .collect();
+        out.sort_by_key(|s| s.peer);
+        out
+    }
+
+    /// A place for one call of `principal`, held until the call ends.
+    pub fn enter_call(&self, principal: &str) -> Result<Held, Refusal> {
+        self.calls.try_enter(principal)
+    }
+
+    /// A permit for one archive read of `principal`.
+    pub fn enter_cold_read(&self, principal: &str) -> Result<Held, Refusal> {
+        self.cold_reads.try_enter(principal)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> AdmissionLimits {
+        AdmissionLimits {
+            peer_rate: 0.001,
+            peer_burst: 3,
+            audit_rate: 0.001,
+            audit_burst: 2,
+            calls_per_principal: 2,
+            calls_total: 3,
+            cold_reads_per_principal: 1,
+            cold_reads_total: 2,
+        }
+    }
+
+    #[test]
+    fn buckets_allow_a_burst_then_refuse_per_key() {
+        let buckets = TokenBuckets::new(0.001, 3);
+        assert!((0..3).all(|_| buckets.try_take(&"a")));
+        assert!(!buckets.try_take(&"a"));
+        assert!(buckets.try_take(&"b"));
+    }
+
+    #[test]
+    fn calls_are_capped_per_principal_and_in_total_and_given_back() {
+        let admission = Admission::new(limits());
+        let a1 = admission.enter_call("a").expect("a1");
+        let _a2 = admission.enter_call("a").expect("a2");
+        assert_eq!(
+            admission.enter_call("a").map(|_| ()),
+            Err(Refusal::PerPrincipal)
+        );
+        let _b1 = admission.enter_call("b").expect("b1");
+        assert_eq!(admission.enter_call("c").map(|_| ()), Err(Refusal::Total));
+        drop(a1);
+        assert!(admission.enter_call("c").is_ok());
+        let _r = admission.enter_cold_read("a").expect("cold a");
+        assert_eq!(
+            admission.enter_cold_read("a").map(|_| ()),
+            Err(Refusal::PerPrincipal)
+        );
+        assert!(admission.enter_cold_read("b").is_ok());
+    }
+
+    #[test]
+    fn refusals_beyond_the_audit_budget_become_one_summary_per_peer() {
+        let admission = Admission::new(limits());
+        let peer: IpAddr = "10.0.0.1".parse().expect("ip");
+        let other: IpAddr = "10.0.0.2".parse().expect("ip");
+        let denied = "UNAUTHENTICATED";
+        assert!(admission.audit_individually(peer, "GetEvent", denied));
+        assert!(admission.audit_individually(peer, "GetEvent", denied));
+        for _ in 0..1000 {
+            assert!(!admission.audit_individually(peer, "GetEvent", denied));
+        }
+        assert!(!admission.audit_individually(peer, "ListActivity", denied));
+        assert!(admission.audit_individually(other, "GetEvent", denied));
+        let summaries = admission.take_summaries();
+        assert_eq!(
+            summaries,
+            vec![PeerSummary {
+                peer,
+                calls: 1001,
+                methods: vec![
+                    ("GetEvent".into(), denied.into(), 1000),
+                    ("ListActivity".into(), denied.into(), 1)
+                ],
+            }]
+        );
+        assert!(admission.take_summaries().is_empty());
+    }
+}
