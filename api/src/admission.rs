@@ -174,6 +174,22 @@ pub struct PeerSummary {
     pub methods: Vec<(String, String, u64)>,
 }
 
+/// The address limits are kept for: an IPv4 address, or the /64 of an
+/// IPv6 one (a client holds a whole /64 and could otherwise use a fresh
+/// address, with fresh buckets, for every call).
+fn peer_key(peer: IpAddr) -> IpAddr {
+    match peer {
+        IpAddr::V4(_) => peer,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let bits = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(std::net::Ipv6Addr::from(bits))
+            }
+        },
+    }
+}
+
 /// Refused calls of one peer by (method, status code).
 type RefusalCounts = HashMap<(String, String), u64>;
 
@@ -221,7 +237,7 @@ impl Admission {
 
     /// Takes a call token of `peer`; false when the peer is over its rate.
     pub fn peer_allows(&self, peer: IpAddr) -> bool {
-        self.peers.try_take(&peer)
+        self.peers.try_take(&peer_key(peer))
     }
 
     /// How long a peer over its rate should wait.
@@ -232,6 +248,7 @@ impl Admission {
     /// Whether a refused call of `peer` gets an audit row of its own; if
     /// not, it is counted for the peer's next summary row.
     pub fn audit_individually(&self, peer: IpAddr, method: &str, code: &str) -> bool {
+        let peer = peer_key(peer);
         if self.audit_budget.try_take(&peer) {
             return true;
         }
@@ -292,6 +309,17 @@ mod tests {
             cold_reads_per_principal: 1,
             cold_reads_total: 2,
         }
+    }
+
+    #[test]
+    fn ipv6_peers_share_their_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().expect("ip");
+        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().expect("ip");
+        let other: IpAddr = "2001:db8:1:3::1".parse().expect("ip");
+        assert_eq!(peer_key(a), peer_key(b));
+        assert_ne!(peer_key(a), peer_key(other));
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().expect("ip");
+        assert_eq!(peer_key(mapped), "10.0.0.1".parse::<IpAddr>().expect("ip"));
     }
 
     #[test]

@@ -449,9 +449,10 @@ impl ArchiveFiles {
 
 /// The files a GetEvent may read, in the order to read them: at most
 /// `max_days` archived days. A UUIDv7 id carries the time it was made,
-/// and an event is recorded when or after it happens (a back-dated event
-/// lies before its id's time), so the id's day comes first, then the day
-/// after it (clock skew), then the days before it, newest first. Any other
+/// and an event is usually recorded when or after it happens (a back-dated
+/// event lies before its id's time), so the id's day comes first, then the
+/// day after it (clock skew), then the days before it, newest first, then
+/// (ids made ahead of their event) the later days, oldest first. Any other
 /// id: the most recent days.
 fn search_order(files: Vec<ColdFile>, event_id: uuid::Uuid, max_days: usize) -> Vec<ColdFile> {
     let hinted = event_id
@@ -467,7 +468,15 @@ fn search_order(files: Vec<ColdFile>, event_id: uuid::Uuid, max_days: usize) -> 
             Some(hint) if day == hint => Some((0, std::cmp::Reverse(day))),
             Some(hint) if day == hint + chrono::Days::new(1) => Some((1, std::cmp::Reverse(day))),
             Some(hint) if day < hint => Some((2, std::cmp::Reverse(day))),
-            Some(_) => None,
+            // Later days, oldest first: rank 3 sorts after, and the
+            // distance from the hint orders them.
+            Some(hint) => Some((
+                3,
+                std::cmp::Reverse(
+                    hint.checked_sub_signed(day - hint)
+                        .unwrap_or(NaiveDate::MIN),
+                ),
+            )),
             None => Some((2, std::cmp::Reverse(day))),
         }
     };

@@ -298,31 +298,33 @@ impl Worker {
 
     /// One sweep: deletes the files of up to [`EXPIRE_BATCH`] done jobs
     /// that finished more than `retention` ago and marks them expired;
-    /// returns how many. The rows stay locked (`SKIP LOCKED`) while their
-    /// files are deleted, so API processes sweeping at once share the work;
-    /// a file that cannot be deleted leaves its job done, for the next
-    /// sweep (deleting a missing file succeeds, so a sweep that deleted
-    /// files but could not commit is simply repeated).
+    /// returns how many. No connection is held while files are deleted:
+    /// the due jobs are read, the files deleted, then the jobs marked (only
+    /// if still done). Sweepers in several API processes may delete the
+    /// same file twice, which is harmless; GetExport refuses a done job past
+    /// its retention by time alone, so the moment between delete and mark
+    /// never hands out a URL to a deleted file. A file that cannot be
+    /// deleted leaves its job done, for the next sweep.
     pub async fn expire(&self) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
         let retention = self.retention.as_secs_f64();
-        let rows = tx
-            .query(
-                "SELECT export_id, object_key FROM strata.export_jobs
-                  WHERE state = 'done'
-                    AND finished_at < now() - make_interval(secs => $1)
-                  ORDER BY finished_at
-                  LIMIT $2
-                  FOR UPDATE SKIP LOCKED",
-                &[&retention, &EXPIRE_BATCH],
-            )
-            .await?;
-        let mut due: Vec<(Uuid, String)> = Vec::with_capacity(rows.len());
-        for row in &rows {
-            due.push((row.try_get(0)?, row.try_get(1)?));
-        }
-        drop(rows);
+        let due: Vec<(Uuid, String)> = {
+            let client = self.pool.get().await?;
+            let rows = client
+                .query(
+                    "SELECT export_id, object_key FROM strata.export_jobs
+                      WHERE state = 'done'
+                        AND finished_at < now() - make_interval(secs => $1)
+                      ORDER BY finished_at
+                      LIMIT $2",
+                    &[&retention, &EXPIRE_BATCH],
+                )
+                .await?;
+            let mut due = Vec::with_capacity(rows.len());
+            for row in &rows {
+                due.push((row.try_get(0)?, row.try_get(1)?));
+            }
+            due
+        };
         let mut expired: Vec<Uuid> = Vec::with_capacity(due.len());
         for (id, key) in due {
             match self.store.delete(&key).await {
@@ -333,16 +335,18 @@ impl Worker {
                 }
             }
         }
-        if !expired.is_empty() {
-            tx.execute(
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        let client = self.pool.get().await?;
+        let marked = client
+            .execute(
                 "UPDATE strata.export_jobs SET state = 'expired'
-                  WHERE export_id = ANY($1)",
+                  WHERE export_id = ANY($1) AND state = 'done'",
                 &[&expired],
             )
             .await?;
-        }
-        tx.commit().await?;
-        Ok(expired.len())
+        Ok(usize::try_from(marked).unwrap_or(usize::MAX))
     }
 
     /// Claims and runs jobs until `cancel`.

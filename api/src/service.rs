@@ -160,15 +160,19 @@ impl HistoryService {
             .map(|v| v.to_str().unwrap_or("\u{0}"));
         let requested = truncate(requested_user, 256);
         let admission = &self.parts.admission;
-        let deny = |principal: &str, status: Status| {
+        // `summarizable`: a refusal a flood can produce (bad token, a rate, a
+        // cap), which may be summarized beyond the peer's audit budget.
+        // Authorisation and argument denials come after the principal's
+        // rate limit and are always audited one by one.
+        let deny_with = |principal: &str, status: Status, summarizable: bool| {
             let request_id = request_id.clone();
             let principal = principal.to_string();
             let requested = requested.to_string();
             async move {
                 let status = with_request_id(status, &request_id);
                 let code = code_name(status.code());
-                let individually =
-                    peer.is_none_or(|peer| admission.audit_individually(peer, method, code));
+                let individually = !summarizable
+                    || peer.is_none_or(|peer| admission.audit_individually(peer, method, code));
                 if individually {
                     self.audit(&AuditRecord {
                         request_id: &request_id,
@@ -190,8 +194,9 @@ impl HistoryService {
         // A refusal for being over a limit is answered after its retry hint
         // (within REFUSAL_HOLD): a client that retries at once, as a flood
         // does, paces itself to the server instead of spinning on it.
+        let deny = |principal: &str, status: Status| deny_with(principal, status, false);
         let refuse = |principal: &str, status: Status, wait: Duration| {
-            let denied = deny(principal, status);
+            let denied = deny_with(principal, status, true);
             async move {
                 tokio::time::sleep(wait.clamp(REFUSAL_HOLD.start, REFUSAL_HOLD.end)).await;
                 denied.await
@@ -212,7 +217,9 @@ impl HistoryService {
         }
         let principal = match self.parts.auth.authenticate(authorization) {
             Ok(principal) => principal,
-            Err(err) => return Err(deny("", Status::unauthenticated(err.to_string())).await),
+            Err(err) => {
+                return Err(deny_with("", Status::unauthenticated(err.to_string()), true).await)
+            }
         };
         if !self.parts.limits.try_request(&principal.subject) {
             crate::metrics::REFUSED
@@ -470,14 +477,24 @@ impl HistoryService {
         let request_id = call.request_id.clone();
         let read = async {
             // The connection goes back to the pool before any archive read.
-            let hot_page = {
-                let mut client = self.parts.pool.get().await.map_err(pool_status)?;
-                self.parts
-                    .reader
-                    .hot_part(&mut client, &query)
+            // In a task of its own: if the deadline drops this call, the
+            // statement still finishes and its connection goes back to the
+            // pool idle, never with a query in flight.
+            let (pool, reader, hot_query) = (
+                self.parts.pool.clone(),
+                self.parts.reader.clone(),
+                query.clone(),
+            );
+            let hot_page = tokio::spawn(async move {
+                let mut client = pool.get().await.map_err(DbWork::Pool)?;
+                reader
+                    .hot_part(&mut client, &hot_query)
                     .await
-                    .map_err(|e| read_status(&request_id, e))?
-            };
+                    .map_err(DbWork::Read)
+            })
+            .await
+            .map_err(|e| internal_status("read the hot store", &e))?
+            .map_err(|e| e.status(&request_id))?;
             let _permit = if hot_page.needs_archive(&query) {
                 Some(self.cold_permit(call)?)
             } else {
@@ -508,14 +525,22 @@ impl HistoryService {
     ) -> Result<ProtoEvent, Status> {
         let event_id = uuid::Uuid::parse_str(&request.event_id)
             .map_err(|_| Status::invalid_argument("event_id must be a UUID"))?;
-        let lookup = {
-            let mut client = self.parts.pool.get().await.map_err(pool_status)?;
-            self.parts
-                .reader
-                .find_hot(&mut client, &call.target, event_id)
+        // In a task of its own, as a page's statement (see `list`).
+        let (pool, reader, target) = (
+            self.parts.pool.clone(),
+            self.parts.reader.clone(),
+            call.target.clone(),
+        );
+        let lookup = tokio::spawn(async move {
+            let mut client = pool.get().await.map_err(DbWork::Pool)?;
+            reader
+                .find_hot(&mut client, &target, event_id)
                 .await
-                .map_err(|e| read_status(&call.request_id, e))?
-        };
+                .map_err(DbWork::Read)
+        })
+        .await
+        .map_err(|e| internal_status("read the hot store", &e))?
+        .map_err(|e| e.status(&call.request_id))?;
         let found = match lookup {
             Lookup::Found(event) => Some(event),
             Lookup::Archive(files) if files.is_empty() => None,
@@ -907,6 +932,21 @@ fn busy(refusal: Refusal, what: &str) -> Status {
         &format!("{whose} {what} in flight it may have; retry when one has finished"),
         BUSY_WAIT,
     )
+}
+
+/// Why database work in a task of its own failed.
+enum DbWork {
+    Pool(PoolError),
+    Read(ReadError),
+}
+
+impl DbWork {
+    fn status(self, request_id: &str) -> Status {
+        match self {
+            DbWork::Pool(err) => pool_status(err),
+            DbWork::Read(err) => read_status(request_id, err),
+        }
+    }
 }
 
 /// One audit record.

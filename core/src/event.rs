@@ -116,6 +116,11 @@ pub enum ValidationError {
     /// an event_id. The stored event stays; this one is dead-lettered.
     #[error("event {event_id} is already stored with the same user_id and occurred_at but a different kind, source or payload")]
     ConflictingDuplicate { event_id: String },
+    /// The hot store refused the row itself (a data exception, a check
+    /// constraint a DBA added, nesting too deep to parse): it is kept whole
+    /// and can be requeued once the hot store accepts it.
+    #[error("the hot store refused the row: {message}")]
+    HotStoreRejected { message: String },
     /// A text column of a row is not valid UTF-8 (a `SQL_ASCII` source
     /// database lets such bytes in); the dead letter keeps a lossy copy.
     #[error("{column} is not valid UTF-8")]
@@ -135,6 +140,7 @@ impl ValidationError {
             ValidationError::OccurredAtOutOfWindow { .. } => "occurred_at_out_of_window",
             ValidationError::InvalidUtf8 { .. } => "invalid_utf8",
             ValidationError::ConflictingDuplicate { .. } => "conflicting_duplicate",
+            ValidationError::HotStoreRejected { .. } => "hot_store_rejected",
         }
     }
 }

@@ -11,6 +11,14 @@ ALTER TABLE strata.dead_letters
 
 CREATE INDEX dead_letters_reason ON strata.dead_letters (reason_code, dead_lettered_at);
 
+-- Outbox ids are not unique over time (an outbox recreated or restored, a
+-- producer inserting with OVERRIDING SYSTEM VALUE): the event id joins the
+-- key, so a new dead letter is never dropped as a "duplicate" of an old
+-- one. The same outbox row dead-lettered twice (a batch re-shipped after a
+-- crash) still conflicts and is kept once.
+ALTER TABLE strata.dead_letters DROP CONSTRAINT dead_letters_pkey,
+    ADD PRIMARY KEY (source_name, outbox_id, event_id);
+
 -- Day partition names, one per day: years 1..9999 keep their
 -- activity_YYYYMMDD names; a BC day gets its own prefix (to_char prints
 -- 0001-01-01 BC and 0001-01-01 alike), later years print five digits.

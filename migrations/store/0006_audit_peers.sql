@@ -4,4 +4,6 @@
 -- (calls > 1, decision 'denied', detail listing methods and codes).
 ALTER TABLE strata.api_audit
     ADD COLUMN peer inet,
-    ADD COLUMN calls bigint NOT NULL DEFAULT 1 CHECK (calls >= 1);
+    -- No CHECK: validating one would scan the (never pruned) table under
+    -- an exclusive lock; a constant default is a catalog-only change.
+    ADD COLUMN calls bigint NOT NULL DEFAULT 1;

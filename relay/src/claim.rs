@@ -33,26 +33,46 @@ pub const PAYLOAD_PREFIX_CHARS: i32 = 1024;
 /// invalid anyway (256 and 64 bytes) and their dead letter keeps this much.
 pub const TEXT_PREFIX_CHARS: i32 = 1024;
 
+/// How many times larger than `max_payload_bytes` a payload's stored size
+/// (`pg_column_size`, the jsonb binary form, maybe compressed) may be for
+/// its text to be measured. jsonb's binary form of a text within the limit
+/// is at most a few times larger (small numbers), so nothing valid is
+/// refused; and a stored value within this bound prints to a few hundred
+/// MB at most, so measuring one row can neither run long nor exceed the
+/// 1 GB datum limit. Larger stored values are oversized without being
+/// printed at all.
+pub const STORED_SIZE_FACTOR: i64 = 8;
+
 /// The claim, shared by both filters. Parameters: `$1` rows, `$2` batch
 /// bytes, `$3` largest accepted payload, `$4` payload prefix characters,
-/// `$5` text prefix characters, `$6` minimum age in seconds (0: any row).
+/// `$5` text prefix characters, `$6` minimum age in seconds (0: any row),
+/// `$7` largest stored payload size that is printed to be measured.
 ///
 /// `sizes` measures only the locked rows (the LIMIT sits below the
-/// projection); `chosen` keeps rows while the bytes before them stay under
-/// the batch's budget, counting an oversized payload as its prefix. Locked
-/// rows not chosen are released at commit, untouched.
+/// projection), and prints a payload only when its stored size is within
+/// `$7` (else its size is its stored size, and it is oversized); `chosen`
+/// keeps rows while the bytes before them stay under the batch's budget,
+/// counting an oversized payload as its prefix. Locked rows not chosen are
+/// released at commit, untouched. A claim that fails anyway (a timeout)
+/// is retried with half the rows, down to one (the worker's adaptive
+/// batch size), so no row can stall the rows behind it.
 pub const CLAIM_SQL: &str = "\
 WITH locked AS MATERIALIZED (
     SELECT id FROM strata_outbox.events
     WHERE $6::float8 <= 0 OR enqueued_at < now() - make_interval(secs => $6::float8)
     ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
-), sizes AS MATERIALIZED (
-    SELECT l.id, octet_length(e.payload::text) AS payload_bytes,
-           octet_length(e.user_id) + octet_length(e.kind) + octet_length(e.source) AS text_bytes
+), stored AS MATERIALIZED (
+    SELECT l.id, pg_column_size(e.payload)::int8 AS stored_bytes
     FROM locked l JOIN strata_outbox.events e ON e.id = l.id
+), sizes AS MATERIALIZED (
+    SELECT s.id, s.stored_bytes,
+           CASE WHEN s.stored_bytes <= $7::int8 THEN octet_length(e.payload::text)::int8
+                ELSE s.stored_bytes END AS payload_bytes,
+           octet_length(e.user_id)::int8 + octet_length(e.kind) + octet_length(e.source) AS text_bytes
+    FROM stored s JOIN strata_outbox.events e ON e.id = s.id
 ), chosen AS MATERIALIZED (
-    SELECT id, payload_bytes, text_bytes FROM (
-        SELECT id, payload_bytes, text_bytes,
+    SELECT id, stored_bytes, payload_bytes, text_bytes FROM (
+        SELECT id, stored_bytes, payload_bytes, text_bytes,
                sum(least(payload_bytes, $3::int8)) OVER (ORDER BY id)
                    - least(payload_bytes, $3::int8) AS bytes_before
         FROM sizes) w
@@ -61,7 +81,9 @@ WITH locked AS MATERIALIZED (
 DELETE FROM strata_outbox.events e USING chosen c WHERE e.id = c.id
 RETURNING e.id, e.event_id, left(e.user_id, $5), left(e.kind, $5), e.occurred_at,
           left(e.source, $5),
-          CASE WHEN c.payload_bytes <= $3::int8 THEN e.payload::text ELSE left(e.payload::text, $4) END,
+          CASE WHEN c.payload_bytes <= $3::int8 THEN e.payload::text
+               WHEN c.stored_bytes <= $7::int8 THEN left(e.payload::text, $4)
+               ELSE '' END,
           c.payload_bytes, c.text_bytes, e.enqueued_at";
 
 /// A `timestamptz` as Postgres stores it: microseconds since
@@ -167,7 +189,8 @@ pub struct ClaimedRow {
     pub occurred_at: PgTimestamp,
     /// The payload's jsonb text, or its prefix when oversized.
     pub payload: (String, bool),
-    /// `octet_length(payload::text)` of the stored payload.
+    /// `octet_length(payload::text)` of the stored payload; its stored size
+    /// when that is too large to print (it is oversized either way).
     pub payload_bytes: i64,
     /// Bytes of `user_id`, `kind` and `source` as stored.
     pub text_bytes: i64,
@@ -194,8 +217,8 @@ impl ClaimedRow {
             occurred_at: get(row, 4)?,
             source: text(row, 5)?,
             payload: text(row, 6)?,
-            payload_bytes: i64::from(get::<i32>(row, 7)?),
-            text_bytes: i64::from(get::<i32>(row, 8)?),
+            payload_bytes: get(row, 7)?,
+            text_bytes: get(row, 8)?,
             enqueued_at: get(row, 9)?,
         })
     }

@@ -37,20 +37,28 @@ const SUMMARY_SQL: &str =
      WHERE ($1::text IS NULL OR source_name = $1) AND ($2::text IS NULL OR reason_code = $2) \
      GROUP BY 1, 2 ORDER BY 1, 2";
 
+/// Dead letters of one source to requeue, a chunk at a time after the
+/// cursor `($4, $5)`, and only those dead-lettered before the command
+/// started (`$7`): a requeued row that comes back as a dead letter is not
+/// requeued again by the same command. Conflicting duplicates only when
+/// asked for by reason (they come back the same way).
 const LOCK_SQL: &str =
     "SELECT outbox_id, event_id, user_id, kind, occurred_at, source, payload, intact \
      FROM strata.dead_letters \
-     WHERE source_name = $1 AND ($2::text IS NULL OR reason_code = $2) \
+     WHERE source_name = $1 \
+       AND ($2::text IS NULL OR reason_code = $2) \
+       AND ($2::text IS NOT NULL OR reason_code <> 'conflicting_duplicate') \
        AND (cardinality($3::bigint[]) = 0 OR outbox_id = ANY($3)) \
-       AND outbox_id > $4 \
-     ORDER BY outbox_id LIMIT $5 FOR UPDATE SKIP LOCKED";
+       AND (outbox_id, event_id) > ($4::int8, $5::uuid) \
+       AND dead_lettered_at <= $7 \
+     ORDER BY outbox_id, event_id LIMIT $6 FOR UPDATE SKIP LOCKED";
 
 const ENQUEUE_SQL: &str = "INSERT INTO strata_outbox.events (event_id, user_id, kind, occurred_at, source, payload) \
      SELECT e, u, k, o, s, p::jsonb \
      FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[]) AS t(e, u, k, o, s, p)";
 
-const DELETE_SQL: &str =
-    "DELETE FROM strata.dead_letters WHERE source_name = $1 AND outbox_id = ANY($2::bigint[])";
+const DELETE_SQL: &str = "DELETE FROM strata.dead_letters \
+     WHERE source_name = $1 AND (outbox_id, event_id) IN (SELECT * FROM unnest($2::bigint[], $3::uuid[]))";
 
 /// Which dead letters a command applies to.
 #[derive(Debug, Clone, Default)]
@@ -184,8 +192,24 @@ pub async fn requeue(
         .ok_or_else(|| RelayError::Config("a requeue needs --source".into()))?;
     let mut hot = connect(hot_url, APPLICATION_NAME, timeout).await?;
     let source = connect(source_url, APPLICATION_NAME, timeout).await?;
+    // Outbox rows are deleted from the dead letters once committed here:
+    // that commit must be durable whatever the database's default.
+    db(
+        "configure source session",
+        timeout,
+        source.batch_execute("SET synchronous_commit = on"),
+    )
+    .await?;
+    let started: DateTime<Utc> = db(
+        "read the clock",
+        timeout,
+        hot.query_one("SELECT now()", &[]),
+    )
+    .await?
+    .try_get(0)
+    .map_err(row_err("read the clock"))?;
     let mut report = RequeueReport::default();
-    let mut after: i64 = i64::MIN;
+    let mut after: (i64, Uuid) = (i64::MIN, Uuid::nil());
     loop {
         let tx = db("begin requeue", timeout, hot.transaction()).await?;
         let rows = db(
@@ -197,8 +221,10 @@ pub async fn requeue(
                     &source_name,
                     &selection.reason,
                     &selection.outbox_ids,
-                    &after,
+                    &after.0,
+                    &after.1,
                     &REQUEUE_CHUNK,
+                    &started,
                 ],
             ),
         )
@@ -219,13 +245,14 @@ pub async fn requeue(
         );
         for row in &rows {
             let outbox_id: i64 = row.try_get(0).map_err(&read)?;
-            after = after.max(outbox_id);
+            let event_id: Uuid = row.try_get(1).map_err(&read)?;
+            after = after.max((outbox_id, event_id));
             if !row.try_get::<_, bool>(7).map_err(&read)? {
                 report.skipped_not_intact += 1;
                 continue;
             }
             outbox_ids.push(outbox_id);
-            ids.push(row.try_get::<_, Uuid>(1).map_err(&read)?);
+            ids.push(event_id);
             users.push(row.try_get::<_, String>(2).map_err(&read)?);
             kinds.push(row.try_get::<_, String>(3).map_err(&read)?);
             times.push(row.try_get::<_, PgTimestamp>(4).map_err(&read)?);
@@ -252,7 +279,7 @@ pub async fn requeue(
             db(
                 "delete requeued dead letters",
                 timeout,
-                tx.execute(DELETE_SQL, &[&source_name, &outbox_ids]),
+                tx.execute(DELETE_SQL, &[&source_name, &outbox_ids, &ids]),
             )
             .await?;
         }

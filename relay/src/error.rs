@@ -89,6 +89,39 @@ impl RelayError {
         !matches!(self, RelayError::PartitionMissing)
     }
 
+    /// Whether this is the hot store finding no partition for a row's day
+    /// (23514 without a constraint name; a CHECK constraint's violation has
+    /// the same code and names its constraint).
+    pub fn is_missing_partition(&self) -> bool {
+        match self {
+            RelayError::Database { source, .. } => {
+                source.code().map(|c| c.code()) == Some("23514")
+                    && source
+                        .as_db_error()
+                        .is_some_and(|e| e.constraint().is_none())
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the hot store refused a row for its values rather than for a
+    /// fault of its own: data exceptions (22), integrity violations (23)
+    /// other than the key (23505, dropped as a duplicate) and a missing
+    /// partition, and program limits (54, such as nesting too deep). Such a
+    /// batch fails the same way every time until the row is alone.
+    pub fn is_row_rejection(&self) -> bool {
+        if self.is_missing_partition() {
+            return false;
+        }
+        match self.sqlstate() {
+            Some("23505") => false,
+            Some(code) => {
+                code.starts_with("22") || code.starts_with("23") || code.starts_with("54")
+            }
+            None => false,
+        }
+    }
+
     /// SQLSTATE, when the database sent one.
     pub fn sqlstate(&self) -> Option<&str> {
         match self {

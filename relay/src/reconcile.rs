@@ -22,7 +22,7 @@ use crate::error::{db, RelayError};
 use crate::listener::sleep_or_cancel;
 use crate::metrics;
 use crate::partition::ensure_day;
-use crate::ship::{ClaimFilter, HotConn, Shipper, SourceConn};
+use crate::ship::{AdaptiveLimit, ClaimFilter, HotConn, Shipper, SourceConn};
 use strata_core::backoff::Backoff;
 
 /// `application_name` of the election sessions.
@@ -152,6 +152,7 @@ impl Candidate {
         tracing::info!(source, epoch, holder = %self.holder, "elected reconciler");
 
         let mut source_conn: Option<SourceConn> = None;
+        let mut limit = AdaptiveLimit::new(self.config.batch_size);
         loop {
             // Fencing check: our epoch is still current and this session holds it.
             let current = db(
@@ -172,7 +173,10 @@ impl Candidate {
                 let day = today + chrono::Duration::days(offset);
                 ensure_day(&hot.client, day, timeout).await?;
             }
-            let resent = match self.resend(&mut source_conn, &mut hot, cancel).await {
+            let resent = match self
+                .resend(&mut source_conn, &mut hot, &mut limit, cancel)
+                .await
+            {
                 Ok(n) => n,
                 Err(err) => {
                     // A source fault does not cost leadership; a hot-store
@@ -210,6 +214,7 @@ impl Candidate {
         &self,
         source_conn: &mut Option<SourceConn>,
         hot: &mut HotConn,
+        limit: &mut AdaptiveLimit,
         cancel: &CancellationToken,
     ) -> Result<usize, RelayError> {
         let timeout = self.config.statement_timeout;
@@ -233,13 +238,20 @@ impl Candidate {
                     conn,
                     hot,
                     ClaimFilter::OlderThan(self.config.reconcile_after),
-                    self.config.batch_size,
+                    limit.rows(),
+                    limit.isolating(),
                 )
                 .await
             {
-                Ok(outcome) => outcome,
+                Ok(outcome) => {
+                    limit.succeeded();
+                    outcome
+                }
                 Err(RelayError::PartitionMissing) => continue,
-                Err(err) => return Err(err),
+                Err(err) => {
+                    limit.failed();
+                    return Err(err);
+                }
             };
             total += outcome.claimed;
             metrics::RECONCILER_RESENT

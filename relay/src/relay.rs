@@ -20,7 +20,7 @@ use crate::metrics;
 use crate::partition::PartitionCache;
 use crate::reconcile::Candidate;
 pub use crate::ship::ShipObserver;
-use crate::ship::{ClaimFilter, HotConn, Shipper, SourceConn};
+use crate::ship::{AdaptiveLimit, ClaimFilter, HotConn, Shipper, SourceConn};
 use strata_core::backoff::Backoff;
 
 /// Everything a relay process needs.
@@ -202,6 +202,7 @@ impl Worker {
     async fn run(self, mut wake: watch::Receiver<u64>, cancel: CancellationToken) {
         let source = self.shipper.source_name.clone();
         let mut backoff = Backoff::new(self.config.backoff_initial, self.config.backoff_max);
+        let mut limit = AdaptiveLimit::new(self.config.batch_size);
         let mut conns: Option<(SourceConn, HotConn)> = None;
         while !cancel.is_cancelled() {
             let (source_conn, hot_conn) = match &mut conns {
@@ -229,12 +230,14 @@ impl Worker {
                     source_conn,
                     hot_conn,
                     ClaimFilter::Any,
-                    self.config.batch_size,
+                    limit.rows(),
+                    limit.isolating(),
                 )
                 .await;
             match result {
                 Ok(outcome) => {
                     backoff.reset();
+                    limit.succeeded();
                     if outcome.full {
                         continue;
                     }
@@ -252,9 +255,17 @@ impl Worker {
                     tracing::info!(source = %source, "batch hit a missing day partition; creating it and retrying");
                     sleep_or_cancel(Duration::from_millis(10), &cancel).await;
                 }
+                Err(err) if err.is_row_rejection() => {
+                    // Deterministic: the batch holds a row the hot store
+                    // refuses. Halve at once until it is alone.
+                    metrics::ERRORS.with_label_values(&[&source, "ship"]).inc();
+                    limit.failed();
+                    tracing::warn!(source = %source, worker = self.index, error = %err, next_batch_rows = limit.rows(), "the hot store refused a row of the batch; narrowing the batch");
+                }
                 Err(err) => {
                     metrics::ERRORS.with_label_values(&[&source, "ship"]).inc();
-                    tracing::warn!(source = %source, worker = self.index, error = %err, "batch failed; retrying");
+                    limit.failed();
+                    tracing::warn!(source = %source, worker = self.index, error = %err, next_batch_rows = limit.rows(), "batch failed; retrying with a smaller batch");
                     if err.needs_reconnect() {
                         conns = None;
                     }

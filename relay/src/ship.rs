@@ -31,7 +31,8 @@ use tokio_postgres::{Client, Statement, Transaction};
 use uuid::Uuid;
 
 use crate::claim::{
-    classify, ClaimedRow, PgTimestamp, Verdict, CLAIM_SQL, PAYLOAD_PREFIX_CHARS, TEXT_PREFIX_CHARS,
+    classify, ClaimedRow, PgTimestamp, Verdict, CLAIM_SQL, PAYLOAD_PREFIX_CHARS,
+    STORED_SIZE_FACTOR, TEXT_PREFIX_CHARS,
 };
 use crate::error::{db, RelayError};
 use crate::failpoint;
@@ -172,6 +173,48 @@ impl SourceConn {
     }
 }
 
+/// The batch size a loop uses: the configured one while batches succeed,
+/// halved after each failure down to one row (so one hostile row ends up
+/// alone, where it is dead-lettered or shipped without holding up the
+/// rows behind it), doubled back after each success.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AdaptiveLimit {
+    configured: usize,
+    current: usize,
+    failing: bool,
+}
+
+impl AdaptiveLimit {
+    pub(crate) fn new(configured: usize) -> Self {
+        let configured = configured.max(1);
+        Self {
+            configured,
+            current: configured,
+            failing: false,
+        }
+    }
+
+    /// Rows to claim next.
+    pub(crate) fn rows(&self) -> usize {
+        self.current
+    }
+
+    /// Whether the next batch is one row, after a failure.
+    pub(crate) fn isolating(&self) -> bool {
+        self.current == 1 && self.failing
+    }
+
+    pub(crate) fn succeeded(&mut self) {
+        self.failing = false;
+        self.current = self.current.saturating_mul(2).min(self.configured);
+    }
+
+    pub(crate) fn failed(&mut self) {
+        self.failing = true;
+        self.current = (self.current / 2).max(1);
+    }
+}
+
 /// Ships batches of one source.
 #[derive(Clone)]
 pub(crate) struct Shipper {
@@ -291,12 +334,15 @@ impl DeadColumns {
 impl Shipper {
     /// Claims up to `limit` rows and ships them. Returns what was done;
     /// `claimed == 0` means nothing (matching the filter) was waiting.
+    /// `isolating`: batches have been failing and this one was cut down to
+    /// one row; a row the hot store refuses is then dead-lettered.
     pub(crate) async fn ship_batch(
         &self,
         source: &mut SourceConn,
         hot: &mut HotConn,
         filter: ClaimFilter,
         limit: usize,
+        isolating: bool,
     ) -> Result<BatchOutcome, RelayError> {
         let started = Instant::now();
         let timeout = self.timeout;
@@ -310,13 +356,15 @@ impl Shipper {
             ClaimFilter::Any => 0.0,
             ClaimFilter::OlderThan(age) => age.as_secs_f64().max(0.001),
         };
-        let params: [&(dyn ToSql + Sync); 6] = [
+        let max_stored = (self.limits.max_payload_bytes as i64).saturating_mul(STORED_SIZE_FACTOR);
+        let params: [&(dyn ToSql + Sync); 7] = [
             &(limit as i64),
             &(self.batch_bytes as i64),
             &(self.limits.max_payload_bytes as i64),
             &PAYLOAD_PREFIX_CHARS,
             &TEXT_PREFIX_CHARS,
             &min_age,
+            &max_stored,
         ];
         let context = match filter {
             ClaimFilter::Any => "claim batch",
@@ -352,7 +400,7 @@ impl Shipper {
 
         if let Some(statements) = same_database {
             // One transaction: claim (delete), insert, commit.
-            self.write_hot(&mut source_tx, statements, &mut good, &mut dead)
+            self.write_hot(&mut source_tx, statements, &mut good, &mut dead, isolating)
                 .await?;
             failpoint::hit("before_hot_commit");
             failpoint::hit("before_source_release");
@@ -360,8 +408,14 @@ impl Shipper {
             self.observe(&good.ids);
         } else {
             let mut hot_tx = db("begin hot batch", timeout, hot.client.transaction()).await?;
-            self.write_hot(&mut hot_tx, &hot.statements, &mut good, &mut dead)
-                .await?;
+            self.write_hot(
+                &mut hot_tx,
+                &hot.statements,
+                &mut good,
+                &mut dead,
+                isolating,
+            )
+            .await?;
             failpoint::hit("before_hot_commit");
             db("commit hot batch", timeout, hot_tx.commit()).await?;
             self.observe(&good.ids);
@@ -456,13 +510,22 @@ impl Shipper {
         statements: &HotStatements,
         good: &mut HotColumns,
         dead: &mut DeadColumns,
+        isolating: bool,
     ) -> Result<(), RelayError> {
         let timeout = self.timeout;
         if !good.ids.is_empty() {
-            let stored = match self.insert_events(tx, statements, good).await {
+            let inserted = if isolating && good.ids.len() == 1 {
+                // A batch of one after failures: if the hot store refuses
+                // the row itself, it becomes a dead letter instead of
+                // failing every retry.
+                self.insert_alone(tx, statements, good, dead).await
+            } else {
+                self.insert_events(tx, statements, good).await
+            };
+            let stored = match inserted {
                 Ok(stored) => stored,
-                // 23514: no partition for a row's day (dropped after archiving).
-                Err(err) if err.sqlstate() == Some("23514") => {
+                // No partition for a row's day (dropped after archiving).
+                Err(err) if err.is_missing_partition() => {
                     self.partitions.forget(&good.times);
                     return Err(RelayError::PartitionMissing);
                 }
@@ -499,6 +562,61 @@ impl Shipper {
             .await?;
         }
         Ok(())
+    }
+
+    /// Tries the batch's one event under a savepoint; a refusal that is
+    /// about the row's values (data exceptions, constraint violations other
+    /// than the key, limits such as nesting depth) moves it to `dead` as
+    /// `hot_store_rejected`. The row is kept whole: it can be requeued once
+    /// the hot store accepts it. Other faults are returned as they are.
+    async fn insert_alone(
+        &self,
+        tx: &mut Transaction<'_>,
+        statements: &HotStatements,
+        good: &mut HotColumns,
+        dead: &mut DeadColumns,
+    ) -> Result<usize, RelayError> {
+        let timeout = self.timeout;
+        let savepoint = db(
+            "savepoint before insert",
+            timeout,
+            tx.savepoint("strata_one"),
+        )
+        .await?;
+        let result = db(
+            "insert hot row",
+            timeout,
+            savepoint.execute(
+                &statements.insert_hot,
+                &[
+                    &good.ids,
+                    &good.users,
+                    &good.kinds,
+                    &good.times,
+                    &good.sources,
+                    &good.payloads,
+                ],
+            ),
+        )
+        .await;
+        match result {
+            Err(err) if err.is_row_rejection() => {
+                db("roll back to savepoint", timeout, savepoint.rollback()).await?;
+                let message = err.to_string();
+                for row in good.take(&[0]) {
+                    let reason = ValidationError::HotStoreRejected {
+                        message: message.chars().take(300).collect(),
+                    };
+                    dead.push(&self.source_name, row, &reason);
+                }
+                Ok(0)
+            }
+            Ok(inserted) => {
+                db("release savepoint", timeout, savepoint.commit()).await?;
+                Ok(usize::try_from(inserted).unwrap_or(usize::MAX))
+            }
+            Err(err) => Err(err),
+        }
     }
 
     /// Some events were not inserted because the hot store holds their key

@@ -89,6 +89,13 @@ async fn insert_corpus(
             Some("invalid_kind"),
         ),
         (
+            "a kind the hot store's DBA forbade",
+            "INSERT INTO strata_outbox.events (user_id, kind, source, payload) \
+             VALUES ('u-dba', 'forbidden', 'hostile', '{}') RETURNING event_id, md5(payload::text)"
+                .into(),
+            Some("hot_store_rejected"),
+        ),
+        (
             "empty source",
             "INSERT INTO strata_outbox.events (user_id, kind, source, payload) \
              VALUES ('u-src', 'login', '', '{}') RETURNING event_id, md5(payload::text)"
@@ -212,6 +219,14 @@ async fn hostile_rows_are_stored_or_dead_lettered_and_never_stall() -> anyhow::R
     let env = TestEnv::new("hostile").await?;
     let target = S3Target::new("hostile").await?;
     let source = env.source().await?;
+    // A constraint a DBA added to the hot store: the relay cannot know it,
+    // and the row it refuses must not hold up the rows behind it.
+    env.hot()
+        .await?
+        .batch_execute(
+            "ALTER TABLE strata.activity ADD CONSTRAINT dba_no_forbidden CHECK (kind <> 'forbidden')",
+        )
+        .await?;
     let (expected, plain) = insert_corpus(&source).await?;
 
     let port = strata_embedded::free_port()?;
@@ -419,6 +434,40 @@ async fn hostile_rows_are_stored_or_dead_lettered_and_never_stall() -> anyhow::R
     })
     .await;
     assert!(back, "the other seven are dead letters again");
+    // The row the DBA's constraint refused was kept whole: once the
+    // constraint is gone, a requeue stores it.
+    hot.batch_execute("ALTER TABLE strata.activity DROP CONSTRAINT dba_no_forbidden")
+        .await?;
+    let requeued = strata(
+        &env,
+        &[
+            "dead-letters",
+            "requeue",
+            "--source",
+            "main",
+            "--reason",
+            "hot_store_rejected",
+        ],
+        &[],
+    )
+    .await?;
+    assert!(requeued.contains("requeued 1 dead letter(s)"), "{requeued}");
+    let forbidden_stored = wait_until(Duration::from_secs(20), || async {
+        hot.query_one(
+            "SELECT count(*) FROM strata.activity WHERE kind = 'forbidden'",
+            &[],
+        )
+        .await
+        .ok()
+        .and_then(|r| r.try_get::<_, i64>(0).ok())
+            == Some(1)
+    })
+    .await;
+    assert!(
+        forbidden_stored,
+        "requeued row not stored: {}",
+        relay.log_tail()
+    );
     assert!(relay.is_running(), "{}", relay.log_tail());
     Ok(())
 }
@@ -464,6 +513,7 @@ async fn claim_plan_is_bounded_with_stale_statistics() -> anyhow::Result<()> {
                 &1024i32,
                 &1024i32,
                 &0.0f64,
+                &(8i64 * 65536),
             ],
         )
         .await?
