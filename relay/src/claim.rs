@@ -48,31 +48,36 @@ pub const STORED_SIZE_FACTOR: i64 = 8;
 /// `$5` text prefix characters, `$6` minimum age in seconds (0: any row),
 /// `$7` largest stored payload size that is printed to be measured.
 ///
-/// `sizes` measures only the locked rows (the LIMIT sits below the
-/// projection), and prints a payload only when its stored size is within
-/// `$7` (else its size is its stored size, and it is oversized); `chosen`
-/// keeps rows while the bytes before them stay under the batch's budget,
-/// counting an oversized payload as its prefix. Locked rows not chosen are
-/// released at commit, untouched. A claim that fails anyway (a timeout)
-/// is retried with half the rows, down to one (the worker's adaptive
-/// batch size), so no row can stall the rows behind it.
+/// `locked` takes the rows and their stored sizes (`pg_column_size`, no
+/// detoasting). `sizes` prints a payload to measure it only when its size
+/// is in doubt: jsonb's text is at most six times its binary form (a
+/// control character prints as `\u0001`), so an uncompressed one stored in
+/// at most a sixth of the limit (every ordinary event) is counted at its
+/// stored size and printed once, by the DELETE; one stored in more
+/// than `$7` bytes is oversized unprinted. `chosen` keeps rows while the
+/// bytes before them stay under the batch's budget, counting an oversized
+/// payload as its prefix. Locked rows not chosen are released at commit,
+/// untouched. A claim that fails anyway (a timeout) is retried with half
+/// the rows, down to one (the worker's adaptive batch size), so no row can
+/// stall the rows behind it.
 pub const CLAIM_SQL: &str = "\
 WITH locked AS MATERIALIZED (
-    SELECT id FROM strata_outbox.events
+    SELECT id, pg_column_size(payload)::int8 AS stored_bytes,
+           pg_column_compression(payload) IS NULL AS plain
+    FROM strata_outbox.events
     WHERE $6::float8 <= 0 OR enqueued_at < now() - make_interval(secs => $6::float8)
     ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
-), stored AS MATERIALIZED (
-    SELECT l.id, pg_column_size(e.payload)::int8 AS stored_bytes
-    FROM locked l JOIN strata_outbox.events e ON e.id = l.id
 ), sizes AS MATERIALIZED (
-    SELECT s.id, s.stored_bytes,
-           CASE WHEN s.stored_bytes <= $7::int8 THEN octet_length(e.payload::text)::int8
-                ELSE s.stored_bytes END AS payload_bytes,
-           octet_length(e.user_id)::int8 + octet_length(e.kind) + octet_length(e.source) AS text_bytes
-    FROM stored s JOIN strata_outbox.events e ON e.id = s.id
+    SELECT l.id, l.stored_bytes,
+           CASE WHEN l.plain AND l.stored_bytes * 6 <= $3::int8 THEN l.stored_bytes
+                WHEN l.stored_bytes <= $7::int8 THEN
+                    (SELECT octet_length(e.payload::text)::int8
+                       FROM strata_outbox.events e WHERE e.id = l.id)
+                ELSE l.stored_bytes END AS payload_bytes
+    FROM locked l
 ), chosen AS MATERIALIZED (
-    SELECT id, stored_bytes, payload_bytes, text_bytes FROM (
-        SELECT id, stored_bytes, payload_bytes, text_bytes,
+    SELECT id, stored_bytes, payload_bytes FROM (
+        SELECT id, stored_bytes, payload_bytes,
                sum(least(payload_bytes, $3::int8)) OVER (ORDER BY id)
                    - least(payload_bytes, $3::int8) AS bytes_before
         FROM sizes) w
@@ -84,7 +89,10 @@ RETURNING e.id, e.event_id, left(e.user_id, $5), left(e.kind, $5), e.occurred_at
           CASE WHEN c.payload_bytes <= $3::int8 THEN e.payload::text
                WHEN c.stored_bytes <= $7::int8 THEN left(e.payload::text, $4)
                ELSE '' END,
-          c.payload_bytes, c.text_bytes, e.enqueued_at";
+          c.payload_bytes <= $3::int8,
+          c.payload_bytes,
+          octet_length(e.user_id)::int8 + octet_length(e.kind) + octet_length(e.source),
+          e.enqueued_at";
 
 /// A `timestamptz` as Postgres stores it: microseconds since
 /// 2000-01-01 UTC, `i64::MAX` / `i64::MIN` for `±infinity`. Any value a
@@ -209,6 +217,15 @@ impl ClaimedRow {
                 Err(err) => (String::from_utf8_lossy(err.as_bytes()).into_owned(), false),
             })
         }
+        let payload = text(row, 6)?;
+        let whole: bool = get(row, 7)?;
+        // A whole payload's size is its text's; otherwise the database's
+        // measure (or its stored size, when too large to print).
+        let payload_bytes = if whole {
+            i64::try_from(payload.0.len()).unwrap_or(i64::MAX)
+        } else {
+            get(row, 8)?
+        };
         Ok(Self {
             outbox_id: get(row, 0)?,
             event_id: get(row, 1)?,
@@ -216,10 +233,10 @@ impl ClaimedRow {
             kind: text(row, 3)?,
             occurred_at: get(row, 4)?,
             source: text(row, 5)?,
-            payload: text(row, 6)?,
-            payload_bytes: get(row, 7)?,
-            text_bytes: get(row, 8)?,
-            enqueued_at: get(row, 9)?,
+            payload,
+            payload_bytes,
+            text_bytes: get(row, 9)?,
+            enqueued_at: get(row, 10)?,
         })
     }
 

@@ -242,28 +242,38 @@ pub struct BatchOutcome {
     pub full: bool,
 }
 
-/// Valid rows as parallel arrays for `unnest`, with where each came from.
+/// Valid rows, with the columns `unnest` and COPY need borrowed from them
+/// when written (no copy of the texts).
 #[derive(Default)]
 struct HotColumns {
     ids: Vec<Uuid>,
-    users: Vec<String>,
-    kinds: Vec<String>,
     times: Vec<DateTime<Utc>>,
-    sources: Vec<String>,
-    payloads: Vec<String>,
-    /// The outbox row of each event, to dead-letter it if it conflicts.
+    /// The outbox row of each event, to write it and to dead-letter it if
+    /// it conflicts.
     rows: Vec<ClaimedRow>,
 }
 
 impl HotColumns {
     fn push(&mut self, row: ClaimedRow, occurred_at: DateTime<Utc>) {
         self.ids.push(row.event_id);
-        self.users.push(row.user_id.0.clone());
-        self.kinds.push(row.kind.0.clone());
         self.times.push(occurred_at);
-        self.sources.push(row.source.0.clone());
-        self.payloads.push(row.payload.0.clone());
         self.rows.push(row);
+    }
+
+    fn users(&self) -> Vec<&str> {
+        self.rows.iter().map(|r| r.user_id.0.as_str()).collect()
+    }
+
+    fn kinds(&self) -> Vec<&str> {
+        self.rows.iter().map(|r| r.kind.0.as_str()).collect()
+    }
+
+    fn sources(&self) -> Vec<&str> {
+        self.rows.iter().map(|r| r.source.0.as_str()).collect()
+    }
+
+    fn payloads(&self) -> Vec<&str> {
+        self.rows.iter().map(|r| r.payload.0.as_str()).collect()
     }
 
     /// Removes the events at `positions` (0-based, any order); returns
@@ -276,11 +286,7 @@ impl HotColumns {
         for position in sorted {
             if position < self.ids.len() {
                 self.ids.remove(position);
-                self.users.remove(position);
-                self.kinds.remove(position);
                 self.times.remove(position);
-                self.sources.remove(position);
-                self.payloads.remove(position);
                 taken.push(self.rows.remove(position));
             }
         }
@@ -590,11 +596,11 @@ impl Shipper {
                 &statements.insert_hot,
                 &[
                     &good.ids,
-                    &good.users,
-                    &good.kinds,
+                    &good.users(),
+                    &good.kinds(),
                     &good.times,
-                    &good.sources,
-                    &good.payloads,
+                    &good.sources(),
+                    &good.payloads(),
                 ],
             ),
         )
@@ -638,11 +644,11 @@ impl Shipper {
                 &statements.conflicts,
                 &[
                     &good.ids,
-                    &good.users,
-                    &good.kinds,
+                    &good.users(),
+                    &good.kinds(),
                     &good.times,
-                    &good.sources,
-                    &good.payloads,
+                    &good.sources(),
+                    &good.payloads(),
                 ],
             ),
         )
@@ -684,11 +690,11 @@ impl Shipper {
                 &statements.insert_hot,
                 &[
                     &good.ids,
-                    &good.users,
-                    &good.kinds,
+                    &good.users(),
+                    &good.kinds(),
                     &good.times,
-                    &good.sources,
-                    &good.payloads,
+                    &good.sources(),
+                    &good.payloads(),
                 ],
             ),
         )
@@ -713,18 +719,18 @@ impl Shipper {
         let copy = async {
             let sink = savepoint.copy_in(COPY_HOT_SQL).await?;
             let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &COPY_HOT_TYPES));
-            let rows = good
-                .ids
-                .iter()
-                .zip(&good.users)
-                .zip(&good.kinds)
-                .zip(&good.times)
-                .zip(&good.sources)
-                .zip(&good.payloads);
-            for (((((id, user), kind), time), source), payload) in rows {
+            let rows = good.ids.iter().zip(&good.times).zip(&good.rows);
+            for ((id, time), row) in rows {
                 writer
                     .as_mut()
-                    .write(&[id, user, kind, time, source, &RawJsonb(payload)])
+                    .write(&[
+                        id,
+                        &row.user_id.0,
+                        &row.kind.0,
+                        time,
+                        &row.source.0,
+                        &RawJsonb(&row.payload.0),
+                    ])
                     .await?;
             }
             writer.finish().await
