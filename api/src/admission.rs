@@ -114,7 +114,7 @@ impl Counter {
     }
 }
 
-/// A place in a [`Counter`], given back on drop.
+/// A place among the calls (or archive reads) in flight, given back on drop.
 #[derive(Debug)]
 pub struct Held {
     counter: Arc<Counter>,
