@@ -45,7 +45,7 @@ pub const MAX_PAGE_SIZE: usize = 1_000;
 pub const MAX_KINDS: usize = 32;
 /// How long a refusal for being over a rate or a cap is held before it is
 /// answered (its retry hint, within these bounds).
-const REFUSAL_HOLD: std::ops::Range<Duration> = Duration::from_millis(100)..Duration::from_secs(1);
+const REFUSAL_HOLD: std::ops::Range<Duration> = Duration::from_millis(250)..Duration::from_secs(1);
 /// Retry hint of a refusal for too many calls or archive reads in flight.
 const BUSY_WAIT: Duration = Duration::from_millis(200);
 /// Earliest accepted timestamp: 0001-01-01T00:00:00Z.
@@ -217,8 +217,12 @@ impl HistoryService {
         }
         let principal = match self.parts.auth.authenticate(authorization) {
             Ok(principal) => principal,
+            // Held like a refusal: a token-less flood paces itself too (a
+            // client with an expired token refreshes it anyway).
             Err(err) => {
-                return Err(deny_with("", Status::unauthenticated(err.to_string()), true).await)
+                return Err(
+                    refuse("", Status::unauthenticated(err.to_string()), Duration::ZERO).await,
+                )
             }
         };
         if !self.parts.limits.try_request(&principal.subject) {

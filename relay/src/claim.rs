@@ -202,6 +202,10 @@ pub struct ClaimedRow {
     pub payload_bytes: i64,
     /// Bytes of `user_id`, `kind` and `source` as stored.
     pub text_bytes: i64,
+    /// What the claim counted this payload as against the batch's byte
+    /// budget (its stored size when that surely fits): the relay sums the
+    /// same numbers to know whether the budget cut the batch.
+    pub budget_bytes: i64,
     /// As stored (producers may set it too).
     pub enqueued_at: PgTimestamp,
 }
@@ -235,6 +239,7 @@ impl ClaimedRow {
             source: text(row, 5)?,
             payload,
             payload_bytes,
+            budget_bytes: get(row, 8)?,
             text_bytes: get(row, 9)?,
             enqueued_at: get(row, 10)?,
         })
@@ -327,6 +332,7 @@ mod tests {
             occurred_at,
             payload: ("{}".into(), true),
             payload_bytes: 2,
+            budget_bytes: 2,
             text_bytes: 10,
             enqueued_at: PgTimestamp(0),
         }

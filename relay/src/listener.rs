@@ -19,11 +19,12 @@ use strata_core::backoff::Backoff;
 /// `application_name` of listener sessions (tests terminate them).
 pub const LISTENER_APPLICATION_NAME: &str = "strata-relay-listener";
 
-/// Producers may set `enqueued_at` to anything, `infinity` included: an
-/// infinite value reads as 0 rather than failing the sample.
-const OLDEST_SQL: &str = "SELECT coalesce((SELECT CASE WHEN isfinite(enqueued_at) \
-     THEN extract(epoch FROM clock_timestamp() - enqueued_at)::float8 END \
-     FROM strata_outbox.events ORDER BY id LIMIT 1), 0)";
+/// Producers may set `enqueued_at` to anything, `infinity` included: rows
+/// with an infinite one are passed over (they would fail the sample, or
+/// hide the lag of the rows behind them).
+const OLDEST_SQL: &str =
+    "SELECT coalesce((SELECT extract(epoch FROM clock_timestamp() - enqueued_at)::float8 \
+     FROM strata_outbox.events WHERE isfinite(enqueued_at) ORDER BY id LIMIT 1), 0)";
 
 pub(crate) async fn run(
     source_name: String,

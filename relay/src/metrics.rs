@@ -57,7 +57,7 @@ pub static BATCH_BYTES: LazyLock<HistogramVec> = LazyLock::new(|| {
     must(
         register_histogram_vec!(
             "strata_relay_batch_bytes",
-            "Payload bytes per shipped batch (oversized payloads counted at the limit)",
+            "Payload bytes per shipped batch as the claim counted them (small payloads at their stored size, oversized ones at the limit)",
             &["source"],
             prometheus::exponential_buckets(1024.0, 4.0, 9).unwrap_or_default()
         ),

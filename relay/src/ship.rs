@@ -392,7 +392,7 @@ impl Shipper {
         let max_payload = self.limits.max_payload_bytes as i64;
         for row in &rows {
             let row = ClaimedRow::decode(row)?;
-            claimed_bytes = claimed_bytes.saturating_add(row.payload_bytes.min(max_payload));
+            claimed_bytes = claimed_bytes.saturating_add(row.budget_bytes.min(max_payload));
             match classify(&row, &self.limits, now) {
                 Verdict::Ship(occurred_at) => good.push(row, occurred_at),
                 Verdict::Refuse(reason) => dead.push(&self.source_name, row, &reason),
