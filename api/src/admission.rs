@@ -49,7 +49,11 @@ impl<K: Hash + Eq + Clone> TokenBuckets<K> {
     }
 
     /// Takes one token for `key`; false when none is left.
-    pub fn try_take(&self, key: &K) -> bool {
+    pub fn try_take<Q>(&self, key: &Q) -> bool
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         let now = Instant::now();
         let mut buckets = lock(&self.buckets);
         if buckets.len() >= MAX_TRACKED && !buckets.contains_key(key) {
@@ -58,10 +62,18 @@ impl<K: Hash + Eq + Clone> TokenBuckets<K> {
                 b.tokens + now.duration_since(b.refilled).as_secs_f64() * rate < burst
             });
         }
-        let bucket = buckets.entry(key.clone()).or_insert(Bucket {
-            tokens: self.burst,
-            refilled: now,
-        });
+        if !buckets.contains_key(key) {
+            buckets.insert(
+                key.to_owned(),
+                Bucket {
+                    tokens: self.burst,
+                    refilled: now,
+                },
+            );
+        }
+        let Some(bucket) = buckets.get_mut(key) else {
+            return false;
+        };
         let elapsed = now.duration_since(bucket.refilled).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * self.rate).min(self.burst);
         bucket.refilled = now;

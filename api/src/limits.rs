@@ -5,24 +5,14 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
+use crate::admission::TokenBuckets;
 use crate::lock;
-
-/// Principals tracked before idle, full buckets are forgotten.
-const MAX_TRACKED: usize = 100_000;
-
-struct Bucket {
-    tokens: f64,
-    refilled: Instant,
-}
 
 /// Request-rate and export-concurrency limits.
 pub struct Limits {
-    rate_per_second: f64,
-    burst: f64,
+    requests: TokenBuckets<String>,
     max_exports: u32,
-    buckets: Mutex<HashMap<String, Bucket>>,
     exports: Arc<Mutex<HashMap<String, u32>>>,
 }
 
@@ -50,37 +40,15 @@ impl Limits {
     /// at once per principal.
     pub fn new(rate_per_second: f64, burst: u32, max_exports: u32) -> Self {
         Self {
-            rate_per_second,
-            burst: f64::from(burst.max(1)),
+            requests: TokenBuckets::new(rate_per_second, burst),
             max_exports,
-            buckets: Mutex::new(HashMap::new()),
             exports: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
     /// Takes one request token for `principal`; false when none is left.
     pub fn try_request(&self, principal: &str) -> bool {
-        let now = Instant::now();
-        let mut buckets = lock(&self.buckets);
-        if buckets.len() >= MAX_TRACKED && !buckets.contains_key(principal) {
-            let (rate, burst) = (self.rate_per_second, self.burst);
-            buckets.retain(|_, b| {
-                b.tokens + now.duration_since(b.refilled).as_secs_f64() * rate < burst
-            });
-        }
-        let bucket = buckets.entry(principal.to_string()).or_insert(Bucket {
-            tokens: self.burst,
-            refilled: now,
-        });
-        let elapsed = now.duration_since(bucket.refilled).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * self.rate_per_second).min(self.burst);
-        bucket.refilled = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        self.requests.try_take(principal)
     }
 
     /// A slot for one more export by `principal`, counting `elsewhere`
@@ -106,7 +74,7 @@ impl Limits {
 
     /// How long a principal over its rate should wait for a token.
     pub fn wait_hint(&self) -> std::time::Duration {
-        std::time::Duration::from_secs_f64((1.0 / self.rate_per_second).clamp(0.001, 60.0))
+        self.requests.wait_hint()
     }
 
     /// The export cap per principal.

@@ -246,7 +246,6 @@ pub struct BatchOutcome {
 /// when written (no copy of the texts).
 #[derive(Default)]
 struct HotColumns {
-    ids: Vec<Uuid>,
     times: Vec<DateTime<Utc>>,
     /// The outbox row of each event, to write it and to dead-letter it if
     /// it conflicts.
@@ -255,9 +254,20 @@ struct HotColumns {
 
 impl HotColumns {
     fn push(&mut self, row: ClaimedRow, occurred_at: DateTime<Utc>) {
-        self.ids.push(row.event_id);
         self.times.push(occurred_at);
         self.rows.push(row);
+    }
+
+    fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    fn ids(&self) -> Vec<Uuid> {
+        self.rows.iter().map(|r| r.event_id).collect()
     }
 
     fn users(&self) -> Vec<&str> {
@@ -284,8 +294,7 @@ impl HotColumns {
         sorted.sort_unstable_by(|a, b| b.cmp(a));
         sorted.dedup();
         for position in sorted {
-            if position < self.ids.len() {
-                self.ids.remove(position);
+            if position < self.rows.len() {
                 self.times.remove(position);
                 taken.push(self.rows.remove(position));
             }
@@ -411,7 +420,7 @@ impl Shipper {
             failpoint::hit("before_hot_commit");
             failpoint::hit("before_source_release");
             db("commit batch", timeout, source_tx.commit()).await?;
-            self.observe(&good.ids);
+            self.observe(&good);
         } else {
             let mut hot_tx = db("begin hot batch", timeout, hot.client.transaction()).await?;
             self.write_hot(
@@ -424,7 +433,7 @@ impl Shipper {
             .await?;
             failpoint::hit("before_hot_commit");
             db("commit hot batch", timeout, hot_tx.commit()).await?;
-            self.observe(&good.ids);
+            self.observe(&good);
             failpoint::hit("after_hot_commit");
             failpoint::hit("before_source_release");
             db("commit release", timeout, source_tx.commit()).await?;
@@ -432,7 +441,7 @@ impl Shipper {
 
         let outcome = BatchOutcome {
             claimed,
-            shipped: good.ids.len(),
+            shipped: good.len(),
             dead_lettered: dead.outbox_ids.len(),
             full: claimed >= limit || claimed_bytes >= self.batch_bytes as i64,
         };
@@ -519,8 +528,8 @@ impl Shipper {
         isolating: bool,
     ) -> Result<(), RelayError> {
         let timeout = self.timeout;
-        if !good.ids.is_empty() {
-            let inserted = if isolating && good.ids.len() == 1 {
+        if !good.is_empty() {
+            let inserted = if isolating && good.len() == 1 {
                 // A batch of one after failures: if the hot store refuses
                 // the row itself, it becomes a dead letter instead of
                 // failing every retry.
@@ -537,7 +546,7 @@ impl Shipper {
                 }
                 Err(err) => return Err(err),
             };
-            if stored < good.ids.len() {
+            if stored < good.len() {
                 self.dead_letter_conflicts(tx, statements, good, dead)
                     .await?;
             }
@@ -595,7 +604,7 @@ impl Shipper {
             savepoint.execute(
                 &statements.insert_hot,
                 &[
-                    &good.ids,
+                    &good.ids(),
                     &good.users(),
                     &good.kinds(),
                     &good.times,
@@ -643,7 +652,7 @@ impl Shipper {
             tx.query(
                 &statements.conflicts,
                 &[
-                    &good.ids,
+                    &good.ids(),
                     &good.users(),
                     &good.kinds(),
                     &good.times,
@@ -680,8 +689,8 @@ impl Shipper {
         statements: &HotStatements,
         good: &HotColumns,
     ) -> Result<usize, RelayError> {
-        if good.ids.len() >= COPY_MIN_ROWS && self.copy_hot(tx, good).await? {
-            return Ok(good.ids.len());
+        if good.len() >= COPY_MIN_ROWS && self.copy_hot(tx, good).await? {
+            return Ok(good.len());
         }
         let inserted = db(
             "insert hot batch",
@@ -689,7 +698,7 @@ impl Shipper {
             tx.execute(
                 &statements.insert_hot,
                 &[
-                    &good.ids,
+                    &good.ids(),
                     &good.users(),
                     &good.kinds(),
                     &good.times,
@@ -719,12 +728,11 @@ impl Shipper {
         let copy = async {
             let sink = savepoint.copy_in(COPY_HOT_SQL).await?;
             let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &COPY_HOT_TYPES));
-            let rows = good.ids.iter().zip(&good.times).zip(&good.rows);
-            for ((id, time), row) in rows {
+            for (time, row) in good.times.iter().zip(&good.rows) {
                 writer
                     .as_mut()
                     .write(&[
-                        id,
+                        &row.event_id,
                         &row.user_id.0,
                         &row.kind.0,
                         time,
@@ -741,7 +749,7 @@ impl Shipper {
                 Ok(true)
             }
             Err(err) if err.sqlstate() == Some("23505") => {
-                tracing::debug!(source = %self.source_name, rows = good.ids.len(), "batch holds events already stored; inserting with ON CONFLICT DO NOTHING");
+                tracing::debug!(source = %self.source_name, rows = good.len(), "batch holds events already stored; inserting with ON CONFLICT DO NOTHING");
                 db("roll back to savepoint", timeout, savepoint.rollback()).await?;
                 Ok(false)
             }
@@ -749,9 +757,9 @@ impl Shipper {
         }
     }
 
-    fn observe(&self, ids: &[Uuid]) {
+    fn observe(&self, good: &HotColumns) {
         if let Some(observer) = &self.observer {
-            observer(&self.source_name, ids);
+            observer(&self.source_name, &good.ids());
         }
     }
 }

@@ -93,14 +93,7 @@ impl ApiServer {
         &self,
         local: std::net::IpAddr,
     ) -> anyhow::Result<HistoryClient<Channel>> {
-        let channel = Channel::from_shared(self.endpoint.clone())?
-            .local_address(Some(local))
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(60))
-            .connect()
-            .await
-            .context("connect to strata api")?;
-        Ok(HistoryClient::new(channel))
+        client_at(&self.endpoint, local).await
     }
 
     /// A tonic client.
@@ -113,6 +106,21 @@ impl ApiServer {
             .context("connect to strata api")?;
         Ok(HistoryClient::new(channel))
     }
+}
+
+/// A client of the API at `endpoint` whose connection comes from `local`.
+pub async fn client_at(
+    endpoint: &str,
+    local: std::net::IpAddr,
+) -> anyhow::Result<HistoryClient<Channel>> {
+    let channel = Channel::from_shared(endpoint.to_string())?
+        .local_address(Some(local))
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(60))
+        .connect()
+        .await
+        .context("connect to strata api")?;
+    Ok(HistoryClient::new(channel))
 }
 
 /// A token for `sub` with `scopes`, valid for `ttl_secs` (negative:

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use strata_proto::v1::{GetEventRequest, ListActivityRequest, Order};
-use strata_tests::api::{authed, token, ApiServer};
+use strata_tests::api::{authed, client_at, token, ApiServer};
 use strata_tests::archive::{spawn_archiver, S3Target};
 use strata_tests::{http_get, wait_until, TestEnv};
 use tonic::Code;
@@ -71,20 +71,6 @@ async fn bob_pages(
         tokio::time::sleep(Duration::from_millis(110)).await;
     }
     Ok(latencies)
-}
-
-/// A client connected from `local`.
-async fn client_at(
-    endpoint: &str,
-    local: IpAddr,
-) -> anyhow::Result<strata_proto::v1::history_client::HistoryClient<tonic::transport::Channel>> {
-    let channel = tonic::transport::Channel::from_shared(endpoint.to_string())?
-        .local_address(Some(local))
-        .connect()
-        .await?;
-    Ok(strata_proto::v1::history_client::HistoryClient::new(
-        channel,
-    ))
 }
 
 /// Alice keeps 100 GetEvent calls for random ids in flight (waiting 50 ms
