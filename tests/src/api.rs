@@ -98,13 +98,7 @@ impl ApiServer {
 
     /// A tonic client.
     pub async fn client(&self) -> anyhow::Result<HistoryClient<Channel>> {
-        let channel = Channel::from_shared(self.endpoint.clone())?
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(60))
-            .connect()
-            .await
-            .context("connect to strata api")?;
-        Ok(HistoryClient::new(channel))
+        connect(&self.endpoint, None).await
     }
 }
 
@@ -113,8 +107,15 @@ pub async fn client_at(
     endpoint: &str,
     local: std::net::IpAddr,
 ) -> anyhow::Result<HistoryClient<Channel>> {
+    connect(endpoint, Some(local)).await
+}
+
+async fn connect(
+    endpoint: &str,
+    local: Option<std::net::IpAddr>,
+) -> anyhow::Result<HistoryClient<Channel>> {
     let channel = Channel::from_shared(endpoint.to_string())?
-        .local_address(Some(local))
+        .local_address(local)
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(60))
         .connect()
