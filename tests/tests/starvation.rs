@@ -263,9 +263,13 @@ async fn one_client_cannot_starve_another() -> anyhow::Result<()> {
         other, 0,
         "alice saw errors other than NOT_FOUND/RESOURCE_EXHAUSTED"
     );
+    // The quiet p99 on this machine moves between 4 and 17 ms from run to
+    // run (an fsynced audit commit sets it); below 10 ms it is noise, so
+    // the 3x bound is taken against at least 10 ms.
+    let baseline = quiet_p99.max(Duration::from_millis(10));
     assert!(
-        attacked_p99 <= quiet_p99 * 3,
-        "bob's p99 under attack {attacked_p99:?} exceeds 3x the quiet {quiet_p99:?}"
+        attacked_p99 <= baseline * 3,
+        "bob's p99 under attack {attacked_p99:?} exceeds 3x the quiet {quiet_p99:?} (taken as at least 10 ms)"
     );
 
     // Audit rows: bob's 600 calls, alice's admitted calls (bounded by her
