@@ -64,12 +64,57 @@ pub enum AuthError {
     MissingClaim(&'static str),
 }
 
-/// A configuration problem with the verification keys.
+/// A configuration problem with a verification key (`kid`).
 #[derive(Debug, thiserror::Error)]
-#[error("api.jwt key {kid:?}: {message}")]
-pub struct KeyConfigError {
-    kid: String,
-    message: String,
+pub enum KeyConfigError {
+    /// An HS256 secret too short to resist guessing.
+    #[error("api.jwt key {kid:?}: HS256 secrets must be at least 32 bytes")]
+    ShortSecret {
+        /// The key id.
+        kid: String,
+    },
+    /// A public key not given as `<type>:<path>`.
+    #[error("api.jwt key {kid:?}: expected rsa:<path>, ec:<path> or ed25519:<path>")]
+    BadSpec {
+        /// The key id.
+        kid: String,
+    },
+    /// The PEM file cannot be read.
+    #[error("api.jwt key {kid:?}: read {path}: {source}")]
+    Read {
+        /// The key id.
+        kid: String,
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A key type other than `rsa`, `ec`, `ed25519`.
+    #[error("api.jwt key {kid:?}: unknown key type {kind:?}")]
+    UnknownType {
+        /// The key id.
+        kid: String,
+        /// The type given.
+        kind: String,
+    },
+    /// The PEM file does not hold a key of its type.
+    #[error("api.jwt key {kid:?}: parse {path}: {source}")]
+    Parse {
+        /// The key id.
+        kid: String,
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: jsonwebtoken::errors::Error,
+    },
+    /// A kid named by an HS256 secret and a public key.
+    #[error("api.jwt key {kid:?}: kid configured twice")]
+    Duplicate {
+        /// The key id.
+        kid: String,
+    },
 }
 
 /// The claims Strata reads (others are ignored).
@@ -127,10 +172,7 @@ impl Authenticator {
         let mut keys = BTreeMap::new();
         for (kid, secret) in hs256 {
             if secret.len() < 32 {
-                return Err(KeyConfigError {
-                    kid: kid.clone(),
-                    message: "HS256 secrets must be at least 32 bytes".into(),
-                });
+                return Err(KeyConfigError::ShortSecret { kid: kid.clone() });
             }
             keys.insert(
                 kid.clone(),
@@ -141,23 +183,32 @@ impl Authenticator {
             );
         }
         for (kid, spec) in public {
-            let error = |message: String| KeyConfigError {
-                kid: kid.clone(),
-                message,
-            };
             let (kind, path) = spec
                 .split_once(':')
-                .ok_or_else(|| error("expected rsa:<path>, ec:<path> or ed25519:<path>".into()))?;
-            let pem = std::fs::read(path).map_err(|e| error(format!("read {path}: {e}")))?;
+                .ok_or_else(|| KeyConfigError::BadSpec { kid: kid.clone() })?;
+            let pem = std::fs::read(path).map_err(|source| KeyConfigError::Read {
+                kid: kid.clone(),
+                path: path.to_string(),
+                source,
+            })?;
             let (algorithm, key) = match kind {
                 "rsa" => (Algorithm::RS256, DecodingKey::from_rsa_pem(&pem)),
                 "ec" => (Algorithm::ES256, DecodingKey::from_ec_pem(&pem)),
                 "ed25519" => (Algorithm::EdDSA, DecodingKey::from_ed_pem(&pem)),
-                other => return Err(error(format!("unknown key type {other:?}"))),
+                other => {
+                    return Err(KeyConfigError::UnknownType {
+                        kid: kid.clone(),
+                        kind: other.to_string(),
+                    })
+                }
             };
-            let key = key.map_err(|e| error(format!("parse {path}: {e}")))?;
+            let key = key.map_err(|source| KeyConfigError::Parse {
+                kid: kid.clone(),
+                path: path.to_string(),
+                source,
+            })?;
             if keys.contains_key(kid) {
-                return Err(error("kid configured twice".into()));
+                return Err(KeyConfigError::Duplicate { kid: kid.clone() });
             }
             keys.insert(kid.clone(), VerifyingKey { algorithm, key });
         }

@@ -26,10 +26,11 @@ use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuil
 use parquet::errors::ParquetError;
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::page_index::column_index::ColumnIndexMetaData;
-use strata_archiver::{layout, ObjectStore};
+use strata_archive::{extend_rows, layout, ObjectStore, StoreError};
 
-use crate::history::{Event, ReadError};
+use crate::event::Event;
 use crate::lock;
+use crate::read_error::ReadError;
 
 /// First guess at the footer + page index size (one GET when it fits).
 const FOOTER_GUESS: u64 = 256 * 1024;
@@ -155,7 +156,7 @@ async fn counted_get(
     stats: &ColdStats,
     key: &str,
     range: Range<u64>,
-) -> Result<Bytes, strata_archiver::StoreError> {
+) -> Result<Bytes, StoreError> {
     stats.gets.fetch_add(1, Ordering::Relaxed);
     crate::metrics::COLD_GETS.inc();
     let bytes = store.get_range(key, range).await?;
@@ -222,11 +223,7 @@ impl ColdReader {
         rows.used_bytes = 0;
     }
 
-    async fn get_range(
-        &self,
-        key: &str,
-        range: Range<u64>,
-    ) -> Result<Bytes, strata_archiver::StoreError> {
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
         counted_get(&self.store, &self.stats, key, range).await
     }
 
@@ -338,20 +335,8 @@ impl ColdReader {
             .map_err(|e| archive_error(key, e))?;
         let mut rows = Vec::new();
         for batch in &batches {
-            layout::for_each_row(batch, |row| {
-                if row.user_id == user {
-                    rows.push(Event {
-                        user_id: row.user_id.to_string(),
-                        occurred_at: row.occurred_at,
-                        event_id: uuid::Uuid::from_bytes(row.event_id),
-                        kind: row.kind.to_string(),
-                        source: row.source.to_string(),
-                        payload: row.payload.to_string(),
-                        ingested_at: row.ingested_at,
-                    });
-                }
-            })
-            .map_err(|e| archive_error(key, e))?;
+            extend_rows(&mut rows, batch, |row| row.user_id == user)
+                .map_err(|e| archive_error(key, e))?;
         }
         Ok(rows)
     }

@@ -7,10 +7,13 @@
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use strata_archive::StoreError;
 use tokio_util::sync::CancellationToken;
 
-use crate::history::{Event, HistoryReader, Query, ReadAhead, ReadError};
+use crate::event::Event;
+use crate::history::{HistoryReader, Query, ReadAhead};
 use crate::pool::{Pool, PoolError};
+use crate::read_error::ReadError;
 
 /// Events read per page while exporting.
 pub const EXPORT_PAGE: usize = 1_000;
@@ -166,9 +169,18 @@ pub enum ExportError {
     /// The consumer went away or the process is shutting down.
     #[error("export cancelled")]
     Cancelled,
-    /// Writing the output.
-    #[error("{0}")]
-    Sink(String),
+    /// Writing a job's spool file.
+    #[error("spool file: {0}")]
+    Spool(#[source] std::io::Error),
+    /// Uploading a job's file.
+    #[error(transparent)]
+    Upload(StoreError),
+    /// Renewing a job's lease.
+    #[error("renew job lease: {0}")]
+    Renew(#[source] tokio_postgres::Error),
+    /// The job's lease lapsed and another worker took it over.
+    #[error("job is no longer running here")]
+    NotRunning,
 }
 
 /// Totals of a finished export.

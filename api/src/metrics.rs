@@ -1,6 +1,7 @@
 //! The API's Prometheus metrics, registered in the process-wide registry.
 
 use std::sync::LazyLock;
+use std::time::Instant;
 
 use prometheus::{
     register_histogram_vec, register_int_counter_vec, register_int_gauge, HistogramVec,
@@ -144,6 +145,17 @@ pub fn register() {
     LazyLock::force(&REFUSED);
     LazyLock::force(&AUDIT_SUMMARIZED);
     LazyLock::force(&DEADLINES);
+}
+
+/// Counts a call of `method` answered with `code`, and its latency from
+/// `started`.
+pub fn call_finished(method: &str, code: tonic::Code, started: Instant) {
+    REQUESTS
+        .with_label_values(&[method, crate::error::code_name(code)])
+        .inc();
+    LATENCY
+        .with_label_values(&[method])
+        .observe(started.elapsed().as_secs_f64());
 }
 
 /// Counts an internal error at `stage`.

@@ -14,9 +14,10 @@ use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use strata_core::config::DatabaseUrl;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::types::Type;
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, Statement};
 
 use crate::lock;
 
@@ -24,6 +25,8 @@ use crate::lock;
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// `application_name` of the API's sessions, for `pg_stat_activity`.
+pub const APPLICATION_NAME: &str = "strata-api";
 
 /// Why no connection could be had.
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +40,7 @@ pub enum PoolError {
 }
 
 struct Inner {
-    url: String,
+    url: DatabaseUrl,
     role: String,
     statement_timeout: Duration,
     size: usize,
@@ -150,7 +153,7 @@ impl Pool {
     pub fn new(url: &str, role: &str, statement_timeout: Duration, size: usize) -> Self {
         Self {
             inner: Arc::new(Inner {
-                url: url.to_string(),
+                url: DatabaseUrl::new(url),
                 role: role.to_string(),
                 statement_timeout,
                 size,
@@ -193,18 +196,9 @@ impl Pool {
     }
 
     async fn connect(&self) -> Result<Client, PoolError> {
-        let (client, connection) = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            tokio_postgres::connect(&self.inner.url, NoTls),
-        )
-        .await
-        .map_err(|_| PoolError::Connect("connect timed out".into()))?
-        .map_err(|e| PoolError::Connect(e.to_string()))?;
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(error = %err, "api database connection ended");
-            }
-        });
+        let client = strata_pg::connect(&self.inner.url, APPLICATION_NAME, CONNECT_TIMEOUT)
+            .await
+            .map_err(|e| PoolError::Connect(e.to_string()))?;
         let mut setup = format!(
             "SET statement_timeout = {}; SET plan_cache_mode = force_generic_plan;",
             self.inner.statement_timeout.as_millis()

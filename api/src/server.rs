@@ -6,20 +6,24 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use strata_archiver::ObjectStore;
+use strata_archive::ObjectStore;
 use strata_core::config::{ApiConfig, DatabaseUrl, ObjectStoreConfig};
 use strata_proto::v1::history_server::HistoryServer;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::{Admission, AdmissionLimits};
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, KeyConfigError};
 use crate::history::HistoryReader;
 use crate::jobs::Worker;
 use crate::limits::Limits;
-use crate::page_token::{PageTokenKey, PageTokenKeys};
-use crate::pool::Pool;
+use crate::page_token::{KeyError, PageTokenKey, PageTokenKeys};
+use crate::pool::{Pool, PoolError};
 use crate::service::{HistoryService, ServiceParts, ServiceSettings};
+
+/// Fails fast, at start-up, on a wrong URL or a role that cannot read the
+/// audit table.
+const PROBE_SQL: &str = "SELECT count(*) FROM strata.api_audit WHERE false";
 
 /// Largest request message accepted; larger ones get RESOURCE_EXHAUSTED
 /// before any handler runs.
@@ -39,15 +43,60 @@ pub struct ApiOptions {
 /// Why the API could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    /// A configuration problem.
+    /// `api.listen` is not an address.
+    #[error("invalid configuration: api.listen {listen:?}")]
+    Listen {
+        /// The configured value.
+        listen: String,
+        /// Why it does not parse.
+        #[source]
+        source: std::net::AddrParseError,
+    },
+    /// A bearer-token verification key.
     #[error("invalid configuration: {0}")]
-    Config(String),
+    Keys(#[from] KeyConfigError),
+    /// No bearer-token verification key at all.
+    #[error("invalid configuration: api.jwt_hs256_secrets or api.jwt_public_keys must name at least one key (see README: issuing tokens)")]
+    NoKeys,
+    /// An `api.page_token_keys` entry that is not `id=secret`.
+    #[error("invalid configuration: api.page_token_keys entries are id=secret")]
+    PageTokenKeyEntry,
+    /// Page-token keys that cannot sign.
+    #[error("invalid configuration: api.page_token_keys: {0}")]
+    PageTokenKeys(#[source] KeyError),
+    /// The reflection service.
+    #[error("invalid configuration: reflection: {0}")]
+    Reflection(#[source] tonic_reflection::server::Error),
+    /// The listener cannot be bound.
+    #[error("invalid configuration: api.listen {listen}: {source}")]
+    Bind {
+        /// The address.
+        listen: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The object store.
     #[error(transparent)]
-    Store(#[from] strata_archiver::StoreError),
-    /// The database at start-up.
-    #[error("api database: {0}")]
-    Database(String),
+    Store(#[from] strata_archive::StoreError),
+    /// No connection to the API's database at start-up.
+    #[error("api database: {source} ({url})")]
+    Connect {
+        /// The database, without its password.
+        url: String,
+        /// Why.
+        #[source]
+        source: PoolError,
+    },
+    /// The API's role cannot read the audit table (not migrated?).
+    #[error("api database: cannot read strata.api_audit as {role:?}: {source} (run `strata migrate` first)")]
+    NotMigrated {
+        /// `api.db_role`.
+        role: String,
+        /// Why.
+        #[source]
+        source: tokio_postgres::Error,
+    },
     /// The listener.
     #[error("grpc server: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -71,13 +120,11 @@ pub fn page_token_keys(entries: &[String]) -> Result<PageTokenKeys, ServeError> 
                 entry
                     .split_once('=')
                     .map(|(id, secret)| PageTokenKey::new(id, secret.as_bytes().to_vec()))
-                    .ok_or_else(|| {
-                        ServeError::Config("api.page_token_keys entries are id=secret".into())
-                    })
+                    .ok_or(ServeError::PageTokenKeyEntry)
             })
             .collect::<Result<Vec<_>, _>>()?
     };
-    PageTokenKeys::new(keys).map_err(|e| ServeError::Config(format!("api.page_token_keys: {e}")))
+    PageTokenKeys::new(keys).map_err(ServeError::PageTokenKeys)
 }
 
 /// HTTP/2 streams one client connection may have open at once.
@@ -102,10 +149,10 @@ pub async fn serve_with_reader(
 ) -> Result<(), ServeError> {
     crate::metrics::register();
     let api = &options.api;
-    let listen: SocketAddr = api
-        .listen
-        .parse()
-        .map_err(|_| ServeError::Config(format!("api.listen {:?}", api.listen)))?;
+    let listen: SocketAddr = api.listen.parse().map_err(|source| ServeError::Listen {
+        listen: api.listen.clone(),
+        source,
+    })?;
     let hs256: BTreeMap<String, String> = api
         .jwt_hs256_secrets
         .iter()
@@ -117,12 +164,9 @@ pub async fn serve_with_reader(
         &api.jwt_issuer,
         &api.jwt_audience,
         api.jwt_leeway,
-    )
-    .map_err(|e| ServeError::Config(e.to_string()))?;
+    )?;
     if !auth.has_keys() {
-        return Err(ServeError::Config(
-            "api.jwt_hs256_secrets or api.jwt_public_keys must name at least one key (see README: issuing tokens)".into(),
-        ));
+        return Err(ServeError::NoKeys);
     }
     let tokens = page_token_keys(
         &api.page_token_keys
@@ -149,18 +193,16 @@ pub async fn serve_with_reader(
         api.pool_size,
     );
     // Fail fast on a wrong URL or a missing role rather than on the first call.
-    let probe = pool
-        .get()
-        .await
-        .map_err(|e| ServeError::Database(format!("{e} ({url})")))?;
+    let probe = pool.get().await.map_err(|source| ServeError::Connect {
+        url: url.to_string(),
+        source,
+    })?;
     probe
-        .query_one("SELECT count(*) FROM strata.api_audit WHERE false", &[])
+        .query_one(PROBE_SQL, &[])
         .await
-        .map_err(|e| {
-            ServeError::Database(format!(
-                "cannot read strata.api_audit as {:?}: {e} (run `strata migrate` first)",
-                api.db_role
-            ))
+        .map_err(|source| ServeError::NotMigrated {
+            role: api.db_role.clone(),
+            source,
         })?;
     drop(probe);
 
@@ -224,34 +266,32 @@ pub async fn serve_with_reader(
         .register_encoded_file_descriptor_set(strata_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
-        .map_err(|e| ServeError::Config(format!("reflection: {e}")))?;
+        .map_err(ServeError::Reflection)?;
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(strata_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
-        .map_err(|e| ServeError::Config(format!("reflection: {e}")))?;
+        .map_err(ServeError::Reflection)?;
 
     // Streams one connection may have open at once: held refusals and slow
     // calls of one client occupy its own connection's streams, not the
     // server's (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS).
     let mut builder = tonic::transport::Server::builder()
         .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION));
-    if !api.tls_cert_file.is_empty() {
-        let cert = std::fs::read(&api.tls_cert_file)
-            .map_err(|e| ServeError::Tls(format!("read {}: {e}", api.tls_cert_file)))?;
-        let key = std::fs::read(&api.tls_key_file)
-            .map_err(|e| ServeError::Tls(format!("read {}: {e}", api.tls_key_file)))?;
+    if let Some(cert_file) = &api.tls_cert_file {
+        let key_file = api.tls_key_file.clone().unwrap_or_default();
+        let cert = std::fs::read(cert_file)
+            .map_err(|e| ServeError::Tls(format!("read {}: {e}", cert_file.display())))?;
+        let key = std::fs::read(&key_file)
+            .map_err(|e| ServeError::Tls(format!("read {}: {e}", key_file.display())))?;
         let identity = tonic::transport::Identity::from_pem(cert, key);
         builder =
             builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
     }
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| ServeError::Config(format!("api.listen {listen}: {e}")))?;
-    let bound = listener
-        .local_addr()
-        .map_err(|e| ServeError::Config(format!("api.listen {listen}: {e}")))?;
-    tracing::info!(address = %bound, tls = !api.tls_cert_file.is_empty(), "history API listening");
+    let bind = |source| ServeError::Bind { listen, source };
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(bind)?;
+    let bound = listener.local_addr().map_err(bind)?;
+    tracing::info!(address = %bound, tls = api.tls_cert_file.is_some(), "history API listening");
     if let Some(ready) = ready {
         let _ = ready.send(bound);
     }
@@ -298,11 +338,11 @@ async fn audit_summaries(
     loop {
         tokio::select! {
             _ = cancel.cancelled() => {
-                crate::service::write_audit_summaries(&pool, &admission).await;
+                crate::audit::write_summaries(&pool, &admission).await;
                 return;
             }
             _ = tokio::time::sleep(interval) => {
-                crate::service::write_audit_summaries(&pool, &admission).await;
+                crate::audit::write_summaries(&pool, &admission).await;
             }
         }
     }

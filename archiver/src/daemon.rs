@@ -4,18 +4,19 @@
 use strata_core::backoff::Backoff;
 use tokio_util::sync::CancellationToken;
 
-use crate::archive::{holder_id, Archiver, ArchiverOptions};
+use crate::archive::ArchiverOptions;
 use crate::error::ArchiveError;
+use crate::lease::LeasedArchiver;
 use crate::metrics;
 
 /// Runs the continuous archiver until `cancel`.
 pub async fn run(options: ArchiverOptions, cancel: CancellationToken) {
     metrics::register();
-    let holder = holder_id();
+    let holder = strata_pg::holder_id();
     let config = options.archiver.clone();
     let mut backoff = Backoff::new(config.backoff_initial, config.backoff_max);
     while !cancel.is_cancelled() {
-        let mut archiver = match Archiver::start(options.clone(), &holder).await {
+        let mut archiver = match LeasedArchiver::start(options.clone(), &holder, &cancel).await {
             Ok(archiver) => archiver,
             Err(ArchiveError::LeaseHeld { holder, until }) => {
                 tracing::debug!(%holder, %until, "another archiver leads; standing by");
@@ -30,22 +31,8 @@ pub async fn run(options: ArchiverOptions, cancel: CancellationToken) {
                 continue;
             }
         };
-        let keeper = archiver.keep_lease();
-        let lost = keeper.lost.clone();
         // Work stops on shutdown or when the lease is lost.
-        let work = CancellationToken::new();
-        let linked = {
-            let work = work.clone();
-            let cancel = cancel.clone();
-            let lost = lost.clone();
-            tokio::spawn(async move {
-                tokio::select! {
-                    _ = cancel.cancelled() => {}
-                    _ = lost.cancelled() => {}
-                }
-                work.cancel();
-            })
-        };
+        let work = archiver.work().clone();
         loop {
             match archiver.pass(&work).await {
                 Ok(()) => backoff.reset(),
@@ -78,12 +65,8 @@ pub async fn run(options: ArchiverOptions, cancel: CancellationToken) {
                 break;
             }
         }
-        keeper.stop().await;
-        linked.abort();
-        if lost.is_cancelled() {
-            metrics::IS_LEADER.set(0);
-            continue;
-        }
+        // A lost lease is not released: it is another archiver's now (or
+        // expired).
         archiver.release().await;
     }
     tracing::info!("archiver stopped");

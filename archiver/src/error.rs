@@ -1,9 +1,15 @@
 //! The archiver's errors. Every one leaves the catalog unchanged: files of a
 //! failed attempt are uncommitted garbage, and the day is retried.
+//!
+//! Each error keeps its cause as its `source`. Messages and metric labels
+//! ([`ArchiveError::label`]) are those of the variants before they were
+//! split (so a `parquet`-labelled error may be a manifest or a thread).
 
 use chrono::NaiveDate;
-use strata_migrations::describe_pg_error;
+use strata_pg::{describe_pg_error, PgError};
 
+use crate::catalog::UnknownValue;
+use crate::closure::NotYet;
 use crate::store::StoreError;
 
 /// Why an archiver step failed.
@@ -18,6 +24,15 @@ pub enum ArchiveError {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// A database URL does not parse (configuration).
+    #[error("parse {url}: {}", describe_pg_error(source))]
+    BadUrl {
+        /// The URL, without its password.
+        url: String,
+        /// The parse error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
     /// A value read from the database could not be decoded into the
     /// expected type (a NULL where none is allowed, a `timestamptz` of
     /// `infinity`, ...). Not a transient fault: retrying reads it again.
@@ -28,6 +43,15 @@ pub enum ArchiveError {
         /// The driver's error.
         #[source]
         source: tokio_postgres::Error,
+    },
+    /// A catalog text column holds a value this archiver does not know.
+    #[error("decode {context}: {source}")]
+    UnknownValue {
+        /// What was being read.
+        context: &'static str,
+        /// The value.
+        #[source]
+        source: UnknownValue,
     },
     /// A database call took longer than `archiver.statement_timeout`.
     #[error("{context}: timed out after {seconds:.0} s")]
@@ -40,16 +64,48 @@ pub enum ArchiveError {
     /// The object store refused or failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// Writing or reading Parquet failed.
+    /// Writing Parquet stopped: a stage of the export (the encoder, the
+    /// uploader) went away, so the other cannot go on.
     #[error("parquet: {0}")]
     Parquet(String),
+    /// The Parquet library failed (encoding, or a file that does not read).
+    #[error("parquet: {0}")]
+    ParquetCodec(#[from] parquet::errors::ParquetError),
+    /// Archive data does not decode into rows (the archive crate's
+    /// format).
+    #[error("parquet: {0}")]
+    RowFormat(#[from] strata_archive::FormatError),
+    /// Arrow failed (building or reading a batch).
+    #[error("parquet: {0}")]
+    Arrow(#[from] arrow_schema::ArrowError),
+    /// A blocking thread (the export's encoder, reading a file back)
+    /// panicked or was cancelled.
+    #[error("parquet: {context}: {source}")]
+    Thread {
+        /// Which thread.
+        context: &'static str,
+        /// The join error.
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    /// The manifest could not be encoded.
+    #[error("parquet: manifest: {0}")]
+    Manifest(#[source] serde_json::Error),
+    /// A snapshot read from the database is not what `pg_current_snapshot()`
+    /// prints, so it is not inlined into SQL.
+    #[error("parquet: unexpected snapshot text {text:?}")]
+    BadSnapshot {
+        /// The text.
+        text: String,
+    },
     /// A local spool file could not be written or read.
-    #[error("spool file {path}: {message}")]
+    #[error("spool file {path}: {source}")]
     Spool {
         /// The file.
         path: String,
         /// The I/O error.
-        message: String,
+        #[source]
+        source: std::io::Error,
     },
     /// An uploaded file does not match what was read from the hot store; it
     /// is not committed.
@@ -75,13 +131,25 @@ pub enum ArchiveError {
         /// When the lease expires unless renewed.
         until: String,
     },
-    /// The day cannot be archived yet, or at all.
+    /// The day cannot be archived yet (the closure rule).
     #[error("day {day} cannot be archived: {reason}")]
     NotArchivable {
         /// The day.
         day: NaiveDate,
-        /// Why.
-        reason: String,
+        /// Which part of the closure rule holds it.
+        reason: NotYet,
+    },
+    /// A source's outbox could not be checked for unshipped events of the
+    /// day, so the day cannot be archived now.
+    #[error("day {day} cannot be archived: cannot check source {source_name:?} for unshipped events: {source}")]
+    SourceUnchecked {
+        /// The day.
+        day: NaiveDate,
+        /// The source's name in the configuration.
+        source_name: String,
+        /// Why the check failed.
+        #[source]
+        source: Box<ArchiveError>,
     },
     /// The day has no committed archive (for `--verify`).
     #[error("day {0} has no committed archive")]
@@ -89,6 +157,33 @@ pub enum ArchiveError {
     /// Shutdown was requested.
     #[error("cancelled")]
     Cancelled,
+}
+
+/// A session that could not be opened or a bounded call that failed, in
+/// the archiver's terms (the messages it always had: "connect to URL: ...",
+/// "CONTEXT: timed out after N s").
+impl From<PgError> for ArchiveError {
+    fn from(err: PgError) -> Self {
+        match err {
+            PgError::BadUrl { url, source } => Self::BadUrl { url, source },
+            PgError::Connect { url, source } => Self::Db {
+                context: format!("connect to {url}"),
+                source,
+            },
+            PgError::ConnectTimeout { url, timeout } => Self::Timeout {
+                context: format!("connect to {url}"),
+                seconds: timeout.as_secs_f64(),
+            },
+            PgError::Timeout { context, timeout } => Self::Timeout {
+                context: context.into(),
+                seconds: timeout.as_secs_f64(),
+            },
+            PgError::Database { context, source } => Self::Db {
+                context: context.into(),
+                source,
+            },
+        }
+    }
 }
 
 impl ArchiveError {
@@ -103,39 +198,291 @@ impl ArchiveError {
     }
 
     pub(crate) fn spool(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Self + '_ {
-        move |err| Self::Spool {
+        move |source| Self::Spool {
             path: path.display().to_string(),
-            message: err.to_string(),
+            source,
+        }
+    }
+
+    /// Whether trying the same step again later may succeed: connection
+    /// and I/O faults, timeouts, object-store failures other than a missing
+    /// object, another archiver's lease, a day not closed yet. Corrupt or
+    /// undecodable data, a verification mismatch, a lost lease (fenced), a
+    /// missing commit, configuration and cancellation are permanent.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Db { .. }
+            | Self::Timeout { .. }
+            | Self::Spool { .. }
+            | Self::LeaseHeld { .. }
+            | Self::NotArchivable { .. } => true,
+            // The object store reports no status class: everything but a
+            // missing object is treated as transient (as it always was).
+            Self::Store(err) => !err.not_found,
+            Self::SourceUnchecked { source, .. } => source.is_retryable(),
+            Self::BadUrl { .. }
+            | Self::Decode { .. }
+            | Self::UnknownValue { .. }
+            | Self::Parquet(_)
+            | Self::ParquetCodec(_)
+            | Self::RowFormat(_)
+            | Self::Arrow(_)
+            | Self::Thread { .. }
+            | Self::Manifest(_)
+            | Self::BadSnapshot { .. }
+            | Self::Verification { .. }
+            | Self::Fenced { .. }
+            | Self::NotCommitted(_)
+            | Self::Cancelled => false,
+        }
+    }
+
+    /// When the closure rule holds a day back (or a source could not be
+    /// checked for it): the day, and why as text.
+    pub(crate) fn not_archivable(&self) -> Option<(NaiveDate, String)> {
+        match self {
+            Self::NotArchivable { day, reason } => Some((*day, reason.to_string())),
+            Self::SourceUnchecked {
+                day,
+                source_name,
+                source,
+            } => Some((
+                *day,
+                format!("cannot check source {source_name:?} for unshipped events: {source}"),
+            )),
+            _ => None,
+        }
+    }
+
+    /// Why a file read back is unreadable, when that is the failure (the
+    /// message after "unreadable: " in a verification problem).
+    pub(crate) fn unreadable(&self) -> Option<String> {
+        match self {
+            Self::Parquet(message) => Some(message.clone()),
+            Self::ParquetCodec(err) => Some(err.to_string()),
+            Self::RowFormat(err) => Some(err.to_string()),
+            Self::Arrow(err) => Some(err.to_string()),
+            Self::Thread { context, source } => Some(format!("{context}: {source}")),
+            _ => None,
         }
     }
 
     /// Short label for the errors metric.
     pub fn label(&self) -> &'static str {
         match self {
-            Self::Db { .. } => "db",
-            Self::Decode { .. } => "decode",
+            Self::Db { .. } | Self::BadUrl { .. } => "db",
+            Self::Decode { .. } | Self::UnknownValue { .. } => "decode",
             Self::Timeout { .. } => "timeout",
             Self::Store(_) => "object_store",
-            Self::Parquet(_) => "parquet",
+            Self::Parquet(_)
+            | Self::ParquetCodec(_)
+            | Self::RowFormat(_)
+            | Self::Arrow(_)
+            | Self::Thread { .. }
+            | Self::Manifest(_)
+            | Self::BadSnapshot { .. } => "parquet",
             Self::Spool { .. } => "spool",
             Self::Verification { .. } => "verification",
             Self::Fenced { .. } => "fenced",
             Self::LeaseHeld { .. } => "lease_held",
-            Self::NotArchivable { .. } => "not_archivable",
+            Self::NotArchivable { .. } | Self::SourceUnchecked { .. } => "not_archivable",
             Self::NotCommitted(_) => "not_committed",
             Self::Cancelled => "cancelled",
         }
     }
 }
 
-impl From<parquet::errors::ParquetError> for ArchiveError {
-    fn from(err: parquet::errors::ParquetError) -> Self {
-        Self::Parquet(err.to_string())
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl From<arrow_schema::ArrowError> for ArchiveError {
-    fn from(err: arrow_schema::ArrowError) -> Self {
-        Self::Parquet(err.to_string())
+    fn day() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2025, 3, 4).expect("a date")
+    }
+
+    #[test]
+    fn transient_faults_are_retryable() {
+        let io = std::io::Error::other("disk busy");
+        for err in [
+            ArchiveError::Timeout {
+                context: "seal the day".into(),
+                seconds: 30.0,
+            },
+            ArchiveError::spool(std::path::Path::new("/tmp/x"))(io),
+            ArchiveError::LeaseHeld {
+                holder: "other".into(),
+                until: "later".into(),
+            },
+            ArchiveError::SourceUnchecked {
+                day: day(),
+                source_name: "main".into(),
+                source: Box::new(ArchiveError::Timeout {
+                    context: "read the outbox".into(),
+                    seconds: 30.0,
+                }),
+            },
+        ] {
+            assert!(err.is_retryable(), "{err}");
+        }
+    }
+
+    #[test]
+    fn permanent_faults_are_not_retryable() {
+        for err in [
+            ArchiveError::Parquet("uploader stopped".into()),
+            ArchiveError::BadSnapshot { text: "x".into() },
+            ArchiveError::Verification {
+                key: "k".into(),
+                message: "SHA-256 mismatch".into(),
+            },
+            ArchiveError::Fenced { epoch: 7 },
+            ArchiveError::NotCommitted(day()),
+            ArchiveError::UnknownValue {
+                context: "the archive catalog",
+                source: UnknownValue {
+                    column: "day state",
+                    value: "archived".into(),
+                },
+            },
+            ArchiveError::Cancelled,
+        ] {
+            assert!(!err.is_retryable(), "{err}");
+        }
+    }
+
+    #[test]
+    fn split_variants_keep_their_former_messages_and_labels() {
+        let io = std::io::Error::other("no space left on device");
+        let spool = ArchiveError::spool(std::path::Path::new("/spool/part-00000.parquet"))(io);
+        assert_eq!(
+            spool.to_string(),
+            "spool file /spool/part-00000.parquet: no space left on device"
+        );
+        assert!(std::error::Error::source(&spool).is_some());
+        assert_eq!(spool.label(), "spool");
+
+        let snapshot = ArchiveError::BadSnapshot { text: "1;2".into() };
+        assert_eq!(
+            snapshot.to_string(),
+            r#"parquet: unexpected snapshot text "1;2""#
+        );
+        assert_eq!(snapshot.label(), "parquet");
+
+        let unchecked = ArchiveError::SourceUnchecked {
+            day: day(),
+            source_name: "main".into(),
+            source: Box::new(ArchiveError::Cancelled),
+        };
+        assert_eq!(
+            unchecked.to_string(),
+            r#"day 2025-03-04 cannot be archived: cannot check source "main" for unshipped events: cancelled"#
+        );
+        assert_eq!(unchecked.label(), "not_archivable");
+
+        let unknown = ArchiveError::UnknownValue {
+            context: "the archive catalog",
+            source: UnknownValue {
+                column: "day state",
+                value: "archived".into(),
+            },
+        };
+        assert_eq!(
+            unknown.to_string(),
+            r#"decode the archive catalog: unknown day state "archived""#
+        );
+        assert_eq!(unknown.label(), "decode");
+    }
+
+    /// A driver error to wrap (the only kind a unit test can make: a
+    /// connection string that does not parse).
+    fn driver_error() -> tokio_postgres::Error {
+        <tokio_postgres::Config as std::str::FromStr>::from_str("host=h port=notaport")
+            .expect_err("a bad port")
+    }
+
+    #[test]
+    fn session_errors_keep_the_archivers_messages_labels_and_retry_policy() {
+        let url = "postgres://strata:***@db.example/hot";
+        let described = describe_pg_error(&driver_error());
+
+        let bad_url = ArchiveError::from(PgError::BadUrl {
+            url: url.into(),
+            source: driver_error(),
+        });
+        assert!(
+            matches!(bad_url, ArchiveError::BadUrl { .. }),
+            "{bad_url:?}"
+        );
+        assert_eq!(bad_url.to_string(), format!("parse {url}: {described}"));
+        assert_eq!(bad_url.label(), "db");
+        assert!(!bad_url.is_retryable());
+
+        let connect = ArchiveError::from(PgError::Connect {
+            url: url.into(),
+            source: driver_error(),
+        });
+        assert!(matches!(connect, ArchiveError::Db { .. }), "{connect:?}");
+        assert_eq!(
+            connect.to_string(),
+            format!("connect to {url}: {described}")
+        );
+        assert!(std::error::Error::source(&connect).is_some());
+        assert_eq!(connect.label(), "db");
+        assert!(connect.is_retryable());
+
+        let connect_timeout = ArchiveError::from(PgError::ConnectTimeout {
+            url: url.into(),
+            timeout: std::time::Duration::from_secs(30),
+        });
+        assert!(
+            matches!(connect_timeout, ArchiveError::Timeout { seconds, .. } if seconds == 30.0),
+            "{connect_timeout:?}"
+        );
+        assert_eq!(
+            connect_timeout.to_string(),
+            format!("connect to {url}: timed out after 30 s")
+        );
+        assert_eq!(connect_timeout.label(), "timeout");
+        assert!(connect_timeout.is_retryable());
+
+        let timeout = ArchiveError::from(PgError::Timeout {
+            context: "renew the archiver lease",
+            timeout: std::time::Duration::from_millis(12_000),
+        });
+        assert_eq!(
+            timeout.to_string(),
+            "renew the archiver lease: timed out after 12 s"
+        );
+        assert_eq!(timeout.label(), "timeout");
+        assert!(timeout.is_retryable());
+
+        let database = ArchiveError::from(PgError::Database {
+            context: "seal the day",
+            source: driver_error(),
+        });
+        assert!(
+            matches!(&database, ArchiveError::Db { context, .. } if context == "seal the day"),
+            "{database:?}"
+        );
+        assert_eq!(database.to_string(), format!("seal the day: {described}"));
+        assert_eq!(database.label(), "db");
+        assert!(database.is_retryable());
+    }
+
+    #[test]
+    fn unreadable_files_are_told_from_other_failures() {
+        let parquet = ArchiveError::Parquet("bad row".into());
+        assert_eq!(parquet.unreadable().as_deref(), Some("bad row"));
+        let format = ArchiveError::from(strata_archive::FormatError::Null);
+        assert_eq!(format.unreadable().as_deref(), Some("unexpected null"));
+        assert_eq!(format.to_string(), "parquet: unexpected null");
+        assert_eq!(format.label(), "parquet");
+        assert!(!format.is_retryable());
+        assert_eq!(ArchiveError::Cancelled.unreadable(), None);
+        let timeout = ArchiveError::Timeout {
+            context: "x".into(),
+            seconds: 1.0,
+        };
+        assert_eq!(timeout.unreadable(), None);
     }
 }

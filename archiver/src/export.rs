@@ -6,6 +6,9 @@
 //! batches into Parquet spool files; the caller's task uploads and verifies
 //! each finished file while the next is written. Memory is a few batches
 //! plus one row group per stage, whatever the size of the day.
+//!
+//! Reading a file back into rows is `strata_archive::read_rows`; here only
+//! [`check_file`] reads one, to verify an upload.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -18,13 +21,15 @@ use futures_util::{pin_mut, StreamExt};
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 use sha2::{Digest, Sha256};
+use strata_archive::row::{for_each_row, BatchBuilder, RowRef};
 use tokio::sync::mpsc;
 use tokio_postgres::binary_copy::{BinaryCopyOutRow, BinaryCopyOutStream};
 use tokio_postgres::types::{FromSql, Type};
 use tokio_postgres::Client;
 
+use crate::catalog;
 use crate::error::ArchiveError;
-use crate::layout::{self, BatchBuilder, ContentHasher, RowRef};
+use crate::layout::{self, ContentHasher};
 
 /// Rows per Arrow batch handed to the encoder.
 const BATCH_ROWS: usize = 8192;
@@ -98,9 +103,10 @@ pub async fn export(
     let encoder =
         tokio::task::spawn_blocking(move || encode_files(batches_rx, files, spool_dir, properties));
     let decoded = decode(client, &plan, batches_tx).await;
-    let encoded = encoder
-        .await
-        .map_err(|e| ArchiveError::Parquet(format!("encoder thread: {e}")))?;
+    let encoded = encoder.await.map_err(|source| ArchiveError::Thread {
+        context: "encoder thread",
+        source,
+    })?;
     // A decode error usually closes the channel the encoder reads, so
     // report the first cause.
     let totals = decoded?;
@@ -143,7 +149,7 @@ async fn decode(
     plan: &ExportPlan,
     batches: mpsc::Sender<ToEncoder>,
 ) -> Result<ExportTotals, ArchiveError> {
-    let copy = format!("COPY ({}) TO STDOUT (FORMAT binary)", plan.select);
+    let copy = catalog::copy_out_sql(&plan.select);
     let stream = client
         .copy_out(copy.as_str())
         .await
@@ -383,57 +389,11 @@ pub fn check_file(path: &Path) -> Result<FileCheck, ArchiveError> {
     let mut content = ContentHasher::default();
     for batch in reader {
         let batch = batch?;
-        layout::for_each_row(&batch, |row| content.add(row)).map_err(ArchiveError::Parquet)?;
+        for_each_row(&batch, |row| content.add(row))?;
     }
     Ok(FileCheck {
         rows: content.rows(),
         sha256,
         content_sha256: content.finish(),
     })
-}
-
-/// One archived row, owned: what a reader of the archive gets back.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ArchivedRow {
-    /// The user.
-    pub user_id: String,
-    /// UTC microseconds since the epoch.
-    pub occurred_at: i64,
-    /// The event id.
-    pub event_id: uuid::Uuid,
-    /// Event kind.
-    pub kind: String,
-    /// Producing service.
-    pub source: String,
-    /// JSON text as Postgres prints jsonb.
-    pub payload: String,
-    /// UTC microseconds since the epoch.
-    pub ingested_at: i64,
-}
-
-/// Decodes every row of an archive file, in file order (small files and
-/// tests; the archiver itself never materializes a file).
-pub fn read_rows(path: &Path) -> Result<Vec<ArchivedRow>, ArchiveError> {
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    let file = std::fs::File::open(path).map_err(ArchiveError::spool(path))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)?
-        .with_batch_size(BATCH_ROWS)
-        .build()?;
-    let mut rows = Vec::new();
-    for batch in reader {
-        let batch = batch?;
-        layout::for_each_row(&batch, |row| {
-            rows.push(ArchivedRow {
-                user_id: row.user_id.to_string(),
-                occurred_at: row.occurred_at,
-                event_id: uuid::Uuid::from_bytes(row.event_id),
-                kind: row.kind.to_string(),
-                source: row.source.to_string(),
-                payload: row.payload.to_string(),
-                ingested_at: row.ingested_at,
-            })
-        })
-        .map_err(ArchiveError::Parquet)?;
-    }
-    Ok(rows)
 }

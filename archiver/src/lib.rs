@@ -2,41 +2,72 @@
 //! files on S3 (or a local directory) and records them in a catalog in the
 //! hot store, fenced so that exactly one archiver commits (G5, G6).
 //!
-//! - [`store`]: the object store (S3-compatible or a directory);
-//! - [`layout`]: keys, Parquet schema and settings, content digests;
+//! The archive's format (keys, Parquet schema, rows) and the object store
+//! are `strata-archive`'s; this crate uses them and does not re-export them.
+//!
 //! - [`export`]: hot store -> Parquet spool files, streaming;
-//! - [`catalog`]: the catalog tables and the lease;
-//! - [`archive`]: the steps (archive a day, late files, publish, verify,
-//!   drop partitions, collect garbage) and their commit protocol;
+//! - [`catalog`]: all the archiver's SQL: the catalog tables, the lease,
+//!   the export's statements, retention's, the outboxes' closure query;
+//!   [`DayState`] and [`FileOrigin`];
+//! - [`archive`]: the [`Archiver`], its options and reports, and the
+//!   continuous archiver's pass;
+//! - `closure`: the closure rule and the pending days;
+//! - `commit`: a day's or a late file's seal -> export -> stage -> commit,
+//!   one path for both, and the commit transaction;
+//! - `stage`: export, upload to staging, read back and verify;
+//! - `publish`: final keys and manifest; verifying a committed day;
+//! - `retention`: dropping expired partitions, garbage collection;
+//! - `lease`: keeping and giving up the lease ([`LeasedArchiver`]);
+//! - `retry`: object-store calls retried in place;
+//! - [`day`]: a UTC day's bounds and partition name;
+//! - `pg`: connecting and bounded calls (through `strata-pg`), column
+//!   decoding;
 //! - `daemon`: the continuous archiver.
 
 pub mod archive;
 pub mod catalog;
+mod closure;
+mod commit;
 mod daemon;
+pub mod day;
 mod error;
 pub mod export;
-pub mod layout;
+mod lease;
 pub mod metrics;
-pub mod store;
+mod pg;
+mod publish;
+mod retention;
+mod retry;
+mod stage;
 
-pub use archive::{Archiver, ArchiverOptions, Closure, DayReport, Outcome, Progress, VerifyReport};
+pub use archive::{Archiver, ArchiverOptions, Closure, DayReport, Outcome, Progress};
+pub use catalog::{DayState, FileOrigin};
+pub use closure::NotYet;
 pub use daemon::run;
 pub use error::ArchiveError;
-pub use store::{ObjectStore, StoreError};
+pub use lease::{LeaseKeeper, LeasedArchiver};
+pub use pg::APPLICATION_NAME;
+pub use publish::VerifyReport;
+
+// The archive crate's modules under their old names, for this crate only.
+pub(crate) use strata_archive::{layout, store};
 
 #[cfg(test)]
 mod tests {
     use std::path::{Path, PathBuf};
 
     /// The sources of the workspace's library crates, from its root.
-    const LIBRARY_SOURCES: [&str; 7] = [
+    const LIBRARY_SOURCES: [&str; 10] = [
         "core/src",
+        "pg/src",
         "relay/src",
+        "archive/src",
         "archiver/src",
         "api/src",
         "producer/src",
         "migrations/src",
         "embedded/src",
+        "workbench/src",
     ];
 
     fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {

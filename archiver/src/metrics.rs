@@ -7,6 +7,8 @@ use prometheus::{
     IntGauge,
 };
 
+use crate::catalog::FileOrigin;
+
 fn must<T>(result: prometheus::Result<T>, name: &str) -> T {
     match result {
         Ok(metric) => metric,
@@ -136,8 +138,8 @@ pub fn register() {
     LazyLock::force(&ROWS_ARCHIVED);
     LazyLock::force(&ROWS_EXPORTED);
     LazyLock::force(&BYTES_UPLOADED);
-    for origin in ["day", "late"] {
-        COMMITS.with_label_values(&[origin]);
+    for origin in FileOrigin::ALL {
+        COMMITS.with_label_values(&[origin.as_str()]);
     }
     LazyLock::force(&VERIFICATION_FAILURES);
     LazyLock::force(&ERRORS);

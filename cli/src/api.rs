@@ -13,7 +13,7 @@ use crate::metrics_server;
 
 /// The API's options from the configuration.
 pub fn options(config: &Config) -> anyhow::Result<ApiOptions> {
-    if config.object_store.kind.is_empty() {
+    if config.object_store.kind.is_none() {
         anyhow::bail!(
             "invalid configuration: `object_store.kind` is required: the API reads the archive (\"s3\" or \"local\")"
         );

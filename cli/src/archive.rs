@@ -1,12 +1,16 @@
 //! `strata archiver` (continuous) and `strata archive --day` (one day now,
-//! with progress; `--verify` re-reads a committed day).
+//! with progress; `--verify` re-reads a committed day): wiring only; the
+//! lease's life cycle is `strata_archiver::LeasedArchiver`'s.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use chrono::NaiveDate;
-use strata_archiver::{ArchiveError, Archiver, ArchiverOptions, Closure, Outcome};
+use strata_archiver::{
+    ArchiveError, Archiver, ArchiverOptions, Closure, LeasedArchiver, Outcome, Progress,
+};
 use strata_core::config::DatabaseUrl;
 use strata_core::Config;
 use tokio_util::sync::CancellationToken;
@@ -33,7 +37,7 @@ fn parse_day(text: &str) -> Result<NaiveDate, String> {
 /// Builds the archiver's options from the configuration.
 pub fn options(config: &Config) -> anyhow::Result<ArchiverOptions> {
     let hot_store = config.hot_store_url()?.clone();
-    if config.object_store.kind.is_empty() {
+    if config.object_store.kind.is_none() {
         anyhow::bail!(
             "invalid configuration: `object_store.kind` is required for archiving (\"s3\" or \"local\")"
         );
@@ -63,7 +67,7 @@ pub fn options_for(
 /// `strata archiver`.
 pub async fn run_daemon(config: &Config, cancel: CancellationToken) -> anyhow::Result<()> {
     let options = options(config)?;
-    tracing::info!(hot_store = %options.hot_store, store = %config.object_store.kind, "starting archiver");
+    tracing::info!(hot_store = %options.hot_store, store = %config.object_store.kind.map_or("", |kind| kind.as_str()), "starting archiver");
     let metrics = metrics_server::spawn(&config.metrics, cancel.clone()).await?;
     strata_archiver::run(options, cancel.clone()).await;
     cancel.cancel();
@@ -80,46 +84,22 @@ pub async fn run_once(
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let options = options(config)?;
-    let mut archiver = start_waiting_for_lease(options, &cancel).await?;
-    let keeper = archiver.keep_lease();
+    let holder = strata_pg::holder_id();
+    let told = |holder: &str, until: &str| {
+        eprintln!("waiting for the archiver lease (held by {holder} until {until})");
+    };
+    let mut archiver = match LeasedArchiver::start_waiting(options, &holder, &cancel, told).await {
+        Ok(archiver) => archiver,
+        Err(ArchiveError::Cancelled) => anyhow::bail!("cancelled while waiting for the lease"),
+        Err(err) => return Err(err).context("start the archiver"),
+    };
     let result = if args.verify {
         verify(&archiver, args.day).await
     } else {
-        archive(&mut archiver, args.day, &cancel, &keeper.lost).await
+        archive(&mut archiver, args.day).await
     };
-    keeper.stop().await;
     archiver.release().await;
     result
-}
-
-/// Takes the lease, waiting up to two lease ttls for it: long enough for
-/// the lease of a crashed archiver to expire, not for a live one to stop.
-async fn start_waiting_for_lease(
-    options: ArchiverOptions,
-    cancel: &CancellationToken,
-) -> anyhow::Result<Archiver> {
-    let holder = strata_archiver::archive::holder_id();
-    let ttl = options.archiver.lease_ttl;
-    let deadline = tokio::time::Instant::now() + ttl * 2;
-    let mut told = false;
-    loop {
-        match Archiver::start(options.clone(), &holder).await {
-            Ok(archiver) => return Ok(archiver),
-            Err(ArchiveError::LeaseHeld { holder, until })
-                if tokio::time::Instant::now() < deadline =>
-            {
-                if !told {
-                    eprintln!("waiting for the archiver lease (held by {holder} until {until})");
-                    told = true;
-                }
-                tokio::select! {
-                    _ = cancel.cancelled() => anyhow::bail!("cancelled while waiting for the lease"),
-                    _ = tokio::time::sleep(ttl / 6) => {}
-                }
-            }
-            Err(err) => return Err(err).context("start the archiver"),
-        }
-    }
 }
 
 async fn verify(archiver: &Archiver, day: NaiveDate) -> anyhow::Result<()> {
@@ -141,37 +121,13 @@ async fn verify(archiver: &Archiver, day: NaiveDate) -> anyhow::Result<()> {
     }
 }
 
-async fn archive(
-    archiver: &mut Archiver,
-    day: NaiveDate,
-    cancel: &CancellationToken,
-    lost: &CancellationToken,
-) -> anyhow::Result<()> {
-    let work = CancellationToken::new();
-    let progress = archiver.progress();
-    let watcher = {
-        let work = work.clone();
-        let cancel = cancel.clone();
-        let lost = lost.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(2));
-            tick.tick().await;
-            loop {
-                tokio::select! {
-                    _ = cancel.cancelled() => { work.cancel(); return; }
-                    _ = lost.cancelled() => { work.cancel(); return; }
-                    _ = tick.tick() => eprintln!(
-                        "  ... {} rows read, {} files verified, {:.1} MB uploaded",
-                        progress.rows_read.load(Ordering::Relaxed),
-                        progress.files_verified.load(Ordering::Relaxed),
-                        progress.bytes_uploaded.load(Ordering::Relaxed) as f64 / 1e6
-                    ),
-                }
-            }
-        })
-    };
-    let result = archive_with_late(archiver, day, &work).await;
-    watcher.abort();
+async fn archive(archiver: &mut LeasedArchiver, day: NaiveDate) -> anyhow::Result<()> {
+    let work = archiver.work().clone();
+    let ticker = spawn_progress_ticker(archiver.progress(), work.clone());
+    let result = archiver
+        .archive_day_with_late(day, Closure::Now, &work)
+        .await;
+    ticker.abort();
     let (report, late) = result?;
     match report.outcome {
         Outcome::Committed => println!(
@@ -192,22 +148,24 @@ async fn archive(
     Ok(())
 }
 
-async fn archive_with_late(
-    archiver: &mut Archiver,
-    day: NaiveDate,
-    work: &CancellationToken,
-) -> Result<
-    (
-        strata_archiver::DayReport,
-        Option<strata_archiver::DayReport>,
-    ),
-    ArchiveError,
-> {
-    let report = archiver.archive_day(day, Closure::Now, work).await?;
-    let late = if report.outcome == Outcome::AlreadyCommitted {
-        Some(archiver.archive_late(day, work).await?)
-    } else {
-        None
-    };
-    Ok((report, late))
+/// Prints the run's progress every two seconds until `work` stops.
+fn spawn_progress_ticker(
+    progress: Arc<Progress>,
+    work: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = work.cancelled() => return,
+                _ = tick.tick() => eprintln!(
+                    "  ... {} rows read, {} files verified, {:.1} MB uploaded",
+                    progress.rows_read.load(Ordering::Relaxed),
+                    progress.files_verified.load(Ordering::Relaxed),
+                    progress.bytes_uploaded.load(Ordering::Relaxed) as f64 / 1e6
+                ),
+            }
+        }
+    })
 }

@@ -3,13 +3,11 @@
 
 mod api;
 mod archive;
-mod bench;
 mod dead_letters;
-mod demo;
 mod metrics_server;
 mod migrate;
 mod pg;
-mod synth;
+mod pipeline;
 mod telemetry;
 
 use std::path::PathBuf;
@@ -18,6 +16,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use strata_core::Config;
+use strata_workbench::{bench, demo};
 use tokio_util::sync::CancellationToken;
 
 /// Strata: a durable, ordered, cheap-to-keep record of what users do.
@@ -130,59 +129,24 @@ async fn run(command: Command, config: Config, cancel: CancellationToken) -> any
         }
         Command::Archiver => archive::run_daemon(&config, cancel).await,
         Command::Api => api::run(&config, cancel).await,
-        Command::Run => run_all(&config, cancel).await,
+        Command::Run => pipeline::run(&config, None, None, cancel).await,
         Command::Token(args) => api::issue(args, &config),
         Command::Archive(args) => archive::run_once(args, &config, cancel).await,
         Command::DeadLetters(args) => dead_letters::run(args, &config).await,
-        Command::Demo(args) => demo::run(args, config, cancel).await,
-        Command::Bench(args) => bench::run(args, cancel).await,
-    }
-}
-
-/// `strata run`: the three long-running jobs side by side, sharing one
-/// metrics endpoint; the first to fail cancels the others.
-async fn run_all(config: &Config, cancel: CancellationToken) -> anyhow::Result<()> {
-    let hot_store_url = config.hot_store_url()?.clone();
-    if config.sources.is_empty() {
-        anyhow::bail!("invalid configuration: `sources` is empty; add at least one [sources.<name>] with a url");
-    }
-    let api_options = api::options(config)?;
-    let archiver_options = archive::options(config)?;
-    let relay_options = strata_relay::RelayOptions::new(
-        config.relay.clone(),
-        config.hot_store.clone(),
-        config.sources.clone(),
-    );
-    tracing::info!(hot_store = %hot_store_url, "starting relay, archiver and API in one process");
-    let metrics = metrics_server::spawn(&config.metrics, cancel.clone()).await?;
-    let mut tasks = tokio::task::JoinSet::new();
-    let (c1, c2, c3) = (cancel.clone(), cancel.clone(), cancel.clone());
-    tasks.spawn(async move { strata_relay::run(relay_options, c1).await.context("relay") });
-    tasks.spawn(async move {
-        strata_archiver::run(archiver_options, c2).await;
-        Ok(())
-    });
-    tasks.spawn(async move {
-        strata_api::serve(api_options, c3, None)
+        // The demo runs `strata run`'s own wiring on its databases.
+        Command::Demo(args) => {
+            demo::run(args, config, cancel, |config, taps, cancel| async move {
+                pipeline::run(
+                    &config,
+                    Some(taps.ship_observer),
+                    Some(taps.api_ready),
+                    cancel,
+                )
+                .await
+            })
             .await
-            .context("history API")
-    });
-    let mut first_error = None;
-    while let Some(joined) = tasks.join_next().await {
-        let result = joined.context("task panicked").and_then(|r| r);
-        if let Err(err) = result {
-            tracing::error!("{err:#}");
-            first_error.get_or_insert(err);
         }
-        // Whichever ends first (error or shutdown), the others follow.
-        cancel.cancel();
-    }
-    if let Some(handle) = metrics {
-        let _ = handle.await;
-    }
-    match first_error {
-        Some(err) => Err(err),
-        None => Ok(()),
+        Command::Bench(args) => bench::run(args, cancel).await,
     }
 }
 

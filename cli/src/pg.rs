@@ -1,29 +1,18 @@
-//! Small Postgres helpers for the binary's own glue (migrate, demo, bench).
+//! Small Postgres helpers for the binary's own glue (`strata migrate`).
 
-use anyhow::Context;
-use tokio_postgres::{Client, NoTls};
+use std::time::Duration;
 
-/// Connects and drives the connection in the background.
+use strata_core::config::DatabaseUrl;
+use tokio_postgres::Client;
+
+/// `application_name` of the binary's own sessions.
+const APPLICATION_NAME: &str = "strata-cli";
+/// How long connecting may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Connects (through `strata_pg`: keepalives, connect timeout) and drives
+/// the connection in the background. The error names the redacted URL.
 pub async fn connect(url: &str) -> anyhow::Result<Client> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls)
-        .await
-        .with_context(|| format!("connect to {}", strata_core::config::DatabaseUrl::new(url)))?;
-    tokio::spawn(async move {
-        if let Err(err) = connection.await {
-            tracing::debug!(error = %err, "connection closed");
-        }
-    });
-    Ok(client)
-}
-
-/// Drops (if present) and creates database `name` through `admin`.
-pub async fn recreate_database(admin: &Client, name: &str) -> anyhow::Result<()> {
-    admin
-        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-        .await
-        .with_context(|| format!("drop database {name}"))?;
-    admin
-        .batch_execute(&format!("CREATE DATABASE \"{name}\""))
-        .await
-        .with_context(|| format!("create database {name}"))
+    let url = DatabaseUrl::new(url);
+    Ok(strata_pg::connect(&url, APPLICATION_NAME, CONNECT_TIMEOUT).await?)
 }

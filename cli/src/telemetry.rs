@@ -1,6 +1,6 @@
 //! Installs the process's tracing subscriber (only the binary does this).
 
-use strata_core::config::LogConfig;
+use strata_core::config::{LogConfig, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 /// Text or JSON logs to stderr; `RUST_LOG` overrides `log.filter`.
@@ -11,7 +11,7 @@ pub fn init(config: &LogConfig) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    if config.format == "json" {
+    if config.format == LogFormat::Json {
         builder.json().init();
     } else {
         builder.init();

@@ -7,6 +7,7 @@
 //! migration runs in one transaction together with its bookkeeping row, and
 //! an edited, already-applied migration is refused (checksum mismatch).
 
+use strata_pg::describe_pg_error;
 use tokio_postgres::Client;
 
 /// One SQL file.
@@ -265,18 +266,6 @@ impl MigrationSet {
             });
         }
         Ok(())
-    }
-}
-
-/// A tokio-postgres error with the server's SQLSTATE and message, which its
-/// `Display` hides ("db error"). Shared by every crate that reports them.
-pub fn describe_pg_error(err: &tokio_postgres::Error) -> String {
-    match err.as_db_error() {
-        Some(db) => format!("{err} ({}): {}", db.code().code(), db.message()),
-        None => match std::error::Error::source(err) {
-            Some(inner) => format!("{err}: {inner}"),
-            None => err.to_string(),
-        },
     }
 }
 

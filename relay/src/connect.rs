@@ -1,11 +1,12 @@
-//! Opening Postgres connections with the relay's session settings.
+//! The relay's sessions: their names in `pg_stat_activity` and the
+//! session settings of source and hot-store connections. Connecting itself
+//! (URL, keepalives, connect timeout, transport) is `strata_pg`'s.
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use strata_core::config::DatabaseUrl;
-use tokio_postgres::tls::NoTlsStream;
-use tokio_postgres::{Client, Config, Connection, NoTls, Socket};
+use strata_pg::PgConnection;
+use tokio_postgres::Client;
 
 use crate::error::RelayError;
 
@@ -13,41 +14,13 @@ use crate::error::RelayError;
 /// (listeners and the reconciler have their own).
 pub const WORKER_APPLICATION_NAME: &str = "strata-relay";
 
-/// Parses a URL and applies what every relay session needs: a name in
-/// `pg_stat_activity`, and TCP keepalives so a half-open peer is noticed.
-pub(crate) fn config(
-    url: &DatabaseUrl,
-    application_name: &str,
-    timeout: Duration,
-) -> Result<Config, RelayError> {
-    let mut config = Config::from_str(url.expose()).map_err(|source| RelayError::BadUrl {
-        what: url.redacted(),
-        source,
-    })?;
-    config
-        .application_name(application_name)
-        .connect_timeout(timeout)
-        .keepalives(true)
-        .keepalives_idle(Duration::from_secs(10))
-        .keepalives_interval(Duration::from_secs(5))
-        .keepalives_retries(3);
-    Ok(config)
-}
-
 /// Connects and drives the connection in a background task.
 pub(crate) async fn connect(
     url: &DatabaseUrl,
     application_name: &str,
     timeout: Duration,
 ) -> Result<Client, RelayError> {
-    let (client, connection) = connect_raw(url, application_name, timeout).await?;
-    let name = application_name.to_string();
-    tokio::spawn(async move {
-        if let Err(err) = connection.await {
-            tracing::debug!(application_name = %name, error = %err, "connection closed");
-        }
-    });
-    Ok(client)
+    Ok(strata_pg::connect(url, application_name, timeout).await?)
 }
 
 /// Connects, leaving the connection for the caller to drive (LISTEN).
@@ -55,16 +28,8 @@ pub(crate) async fn connect_raw(
     url: &DatabaseUrl,
     application_name: &str,
     timeout: Duration,
-) -> Result<(Client, Connection<Socket, NoTlsStream>), RelayError> {
-    let config = config(url, application_name, timeout)?;
-    match tokio::time::timeout(timeout, config.connect(NoTls)).await {
-        Ok(Ok(pair)) => Ok(pair),
-        Ok(Err(source)) => Err(RelayError::Database {
-            context: "connect",
-            source,
-        }),
-        Err(_) => Err(RelayError::Timeout { context: "connect" }),
-    }
+) -> Result<(Client, PgConnection), RelayError> {
+    Ok(strata_pg::connect_raw(url, application_name, timeout).await?)
 }
 
 /// Session settings for a connection that claims outbox rows: a stuck

@@ -4,7 +4,7 @@
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
     /// A database call failed.
-    #[error("{context}: {}", strata_migrations::describe_pg_error(source))]
+    #[error("{context}: {}", strata_pg::describe_pg_error(source))]
     Database {
         /// What was being done ("claim batch", "commit hot batch", ...).
         context: &'static str,
@@ -131,15 +131,104 @@ impl RelayError {
     }
 }
 
-/// Runs a database future under a timeout, mapping both failure kinds.
+/// The relay's reading of a session or call failure: a connect failure is
+/// a [`RelayError::Database`] in context "connect", a connect timeout a
+/// [`RelayError::Timeout`] there, and a malformed URL a
+/// [`RelayError::BadUrl`], the one that is not retried.
+impl From<strata_pg::PgError> for RelayError {
+    fn from(err: strata_pg::PgError) -> Self {
+        use strata_pg::PgError;
+        match err {
+            PgError::BadUrl { url, source } => RelayError::BadUrl { what: url, source },
+            PgError::Connect { source, .. } => RelayError::Database {
+                context: "connect",
+                source,
+            },
+            PgError::ConnectTimeout { .. } => RelayError::Timeout { context: "connect" },
+            PgError::Timeout { context, .. } => RelayError::Timeout { context },
+            PgError::Database { context, source } => RelayError::Database { context, source },
+        }
+    }
+}
+
+/// Runs a database future under a timeout ([`strata_pg::bounded`]), mapping
+/// both failure kinds.
 pub(crate) async fn db<T>(
     context: &'static str,
     timeout: std::time::Duration,
     fut: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
 ) -> Result<T, RelayError> {
-    match tokio::time::timeout(timeout, fut).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(source)) => Err(RelayError::Database { context, source }),
-        Err(_) => Err(RelayError::Timeout { context }),
+    Ok(strata_pg::bounded(context, timeout, fut).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use strata_pg::PgError;
+
+    use super::*;
+
+    fn driver_error() -> tokio_postgres::Error {
+        "port=notaport"
+            .parse::<tokio_postgres::Config>()
+            .expect_err("not a port")
+    }
+
+    #[test]
+    fn session_failures_keep_their_relay_meaning() {
+        let url = || "postgres://strata:***@db/hot".to_string();
+        let bad_url = RelayError::from(PgError::BadUrl {
+            url: url(),
+            source: driver_error(),
+        });
+        assert!(matches!(bad_url, RelayError::BadUrl { .. }));
+        assert!(!bad_url.is_retryable());
+
+        let refused = RelayError::from(PgError::Connect {
+            url: url(),
+            source: driver_error(),
+        });
+        assert!(matches!(
+            refused,
+            RelayError::Database {
+                context: "connect",
+                ..
+            }
+        ));
+        assert!(refused.is_retryable());
+
+        let slow = RelayError::from(PgError::ConnectTimeout {
+            url: url(),
+            timeout: Duration::from_secs(5),
+        });
+        assert!(matches!(slow, RelayError::Timeout { context: "connect" }));
+        assert!(slow.is_retryable());
+
+        let stalled = RelayError::from(PgError::Timeout {
+            context: "claim batch",
+            timeout: Duration::from_secs(5),
+        });
+        assert!(matches!(
+            stalled,
+            RelayError::Timeout {
+                context: "claim batch"
+            }
+        ));
+        assert_eq!(stalled.to_string(), "claim batch: timed out");
+        assert!(stalled.is_retryable());
+
+        let failed = RelayError::from(PgError::Database {
+            context: "commit hot batch",
+            source: driver_error(),
+        });
+        assert!(matches!(
+            failed,
+            RelayError::Database {
+                context: "commit hot batch",
+                ..
+            }
+        ));
+        assert!(failed.is_retryable() && failed.needs_reconnect());
     }
 }

@@ -4,7 +4,8 @@
 //! - a **listener** (`LISTEN strata_outbox`) that wakes the workers, and
 //!   doubles as the safety-net poll clock and the lag sampler;
 //! - `workers_per_source` **workers**, each looping claim -> ship -> release
-//!   ([`ship`]);
+//!   ([`ship`]; the hot-store write in `hot_write`, its binary COPY in
+//!   [`hot_copy`]);
 //! - a **reconciler candidate** that becomes the source's single elected
 //!   reconciler while it holds a Postgres advisory lock on a dedicated
 //!   hot-store connection ([`reconcile`]).
@@ -24,6 +25,8 @@ pub mod dead_letters;
 mod durability;
 mod error;
 pub use strata_core::failpoint;
+pub mod hot_copy;
+mod hot_write;
 pub mod listener;
 pub mod metrics;
 mod partition;

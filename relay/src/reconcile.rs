@@ -19,10 +19,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::connect::{connect, prepare_hot_session, prepare_source_session};
 use crate::error::{db, RelayError};
+use crate::hot_write::HotConn;
 use crate::listener::sleep_or_cancel;
 use crate::metrics;
 use crate::partition::ensure_day;
-use crate::ship::{AdaptiveLimit, ClaimFilter, HotConn, Shipper, SourceConn};
+use crate::ship::{AdaptiveLimit, ClaimFilter, Shipper, SourceConn};
 use strata_core::backoff::Backoff;
 
 /// `application_name` of the election sessions.

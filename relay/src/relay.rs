@@ -15,12 +15,13 @@ use crate::connect::{
 };
 use crate::durability::check_hot_store;
 use crate::error::RelayError;
+use crate::hot_write::HotConn;
 use crate::listener::{self, sleep_or_cancel};
 use crate::metrics;
 use crate::partition::PartitionCache;
 use crate::reconcile::Candidate;
 pub use crate::ship::ShipObserver;
-use crate::ship::{AdaptiveLimit, ClaimFilter, HotConn, Shipper, SourceConn};
+use crate::ship::{AdaptiveLimit, ClaimFilter, Shipper, SourceConn};
 use strata_core::backoff::Backoff;
 
 /// Everything a relay process needs.
@@ -32,7 +33,8 @@ pub struct RelayOptions {
     pub hot_store: HotStoreConfig,
     /// Sources by name.
     pub sources: BTreeMap<String, SourceConfig>,
-    /// Name of this process in the reconciler status (host:pid by default).
+    /// Name of this process in the reconciler status
+    /// ([`strata_pg::holder_id`], `host:suffix:pid`, by default).
     pub holder: String,
     /// Whether this process stands for reconciler elections.
     pub reconcile: bool,
@@ -58,12 +60,10 @@ impl RelayOptions {
     }
 }
 
-/// `hostname:pid`.
+/// This process's name in the reconciler's election rows:
+/// [`strata_pg::holder_id`] (`host:suffix:pid`).
 pub fn default_holder() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into());
-    format!("{host}:{}", std::process::id())
+    strata_pg::holder_id()
 }
 
 /// Runs the relay until `cancel` fires. Returns early only on a fatal

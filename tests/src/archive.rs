@@ -10,9 +10,8 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::NaiveDate;
 use rand::Rng;
-use strata_archiver::export::{read_rows, ArchivedRow};
-use strata_archiver::ObjectStore;
-use strata_core::config::{ObjectStoreConfig, Secret};
+use strata_archive::{read_rows, ArchivedRow, ObjectStore};
+use strata_core::config::{ObjectStoreConfig, ObjectStoreKind, Secret};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_postgres::Client;
 
@@ -102,13 +101,13 @@ impl S3Target {
     /// The same as a config value, for in-process readers.
     pub fn config(&self) -> ObjectStoreConfig {
         ObjectStoreConfig {
-            kind: "s3".into(),
+            kind: Some(ObjectStoreKind::S3),
             bucket: self.bucket.clone(),
             prefix: self.prefix.clone(),
-            endpoint: self.endpoint.clone(),
-            region: "us-east-1".into(),
+            endpoint: Some(self.endpoint.clone()),
+            region: Some("us-east-1".into()),
             path_style: true,
-            access_key_id: "test".into(),
+            access_key_id: Some("test".into()),
             secret_access_key: Secret::new("test"),
             ..ObjectStoreConfig::default()
         }

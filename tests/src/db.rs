@@ -1,8 +1,16 @@
 //! Fresh, migrated databases on the test cluster.
 
+use std::time::Duration;
+
 use anyhow::Context;
 use rand::Rng;
-use tokio_postgres::{Client, NoTls};
+use strata_core::config::DatabaseUrl;
+use tokio_postgres::Client;
+
+/// `application_name` of the harness's own sessions.
+const APPLICATION_NAME: &str = "strata-tests";
+/// How long connecting may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Superuser URL (no database) of the test cluster.
 pub fn base_url() -> anyhow::Result<String> {
@@ -11,15 +19,10 @@ pub fn base_url() -> anyhow::Result<String> {
         .context("STRATA_TEST_PG_URL is not set: run the suite through scripts/test, which starts Postgres")
 }
 
-/// Connects and drives the connection in the background.
+/// Connects (through `strata_pg`: keepalives, connect timeout) and drives
+/// the connection in the background. The error names the redacted URL.
 pub async fn connect(url: &str) -> anyhow::Result<Client> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls)
-        .await
-        .with_context(|| format!("connect to {url}"))?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok(client)
+    Ok(strata_pg::connect(&DatabaseUrl::new(url), APPLICATION_NAME, CONNECT_TIMEOUT).await?)
 }
 
 /// Creates a database with a random name under `base`; returns its URL.

@@ -11,7 +11,7 @@ use chrono::{NaiveDate, TimeDelta, Utc};
 use serde_json::json;
 use strata_api::export::Format;
 use strata_api::{Binding, Cursor, PageTokenKey, PageTokenKeys};
-use strata_archiver::export::ArchivedRow;
+use strata_archive::ArchivedRow;
 use strata_producer::NewEvent;
 use strata_proto::v1::history_client::HistoryClient;
 use strata_proto::v1::{

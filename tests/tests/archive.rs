@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use rand::Rng;
 use serde_json::json;
-use strata_archiver::export::ArchivedRow;
+use strata_archive::ArchivedRow;
 use strata_producer::{NewEvent, Outbox};
 use strata_tests::archive::{
     archived_rows, boto3, create_bucket, day_catalog, hot_rows, python_read, run_archive,
@@ -119,7 +119,7 @@ pub(crate) async fn partition_exists(env: &TestEnv, day: NaiveDate) -> anyhow::R
 
 /// Keys under the day's data directory (files and manifest).
 async fn day_objects(target: &S3Target, day: NaiveDate) -> anyhow::Result<HashSet<String>> {
-    let dir = strata_archiver::layout::day_dir(&target.prefix, day);
+    let dir = strata_archive::layout::day_dir(&target.prefix, day);
     Ok(target
         .store()
         .await?
@@ -149,7 +149,7 @@ async fn assert_one_clean_commit(
     let archived = archived_rows(&hot, target, day).await?;
     assert_rows_equal(&archived, expected, "own reader");
     let mut keys: HashSet<String> = entry.files.iter().map(|f| f.0.clone()).collect();
-    keys.insert(strata_archiver::layout::manifest_key(&target.prefix, day));
+    keys.insert(strata_archive::layout::manifest_key(&target.prefix, day));
     assert_eq!(
         day_objects(target, day).await?,
         keys,
@@ -336,7 +336,7 @@ async fn crash_then_restart(point: &str) -> anyhow::Result<()> {
     let mut archiver = spawn_archiver(&env, &target, "archiver-restart", &settings, None)?;
     // Dropped after the commit, and the crashed attempt's staged objects
     // collected as garbage (grace 0 s here).
-    let staging = strata_archiver::layout::staging_dir(&target.prefix);
+    let staging = strata_archive::layout::staging_dir(&target.prefix);
     let store = target.store().await?;
     let done = wait_until(Duration::from_secs(60), || async {
         matches!(catalog(&env, day).await, Ok(Some(c)) if c.partition_dropped)
@@ -725,7 +725,7 @@ async fn multipart_upload_and_abandoned_upload_cleanup() -> anyhow::Result<()> {
     assert_rows_equal(&independent.rows, &expected, "pyarrow + DuckDB");
 
     // An upload left open in staging, as a crash mid-upload leaves it.
-    let staging = strata_archiver::layout::staging_dir(&target.prefix);
+    let staging = strata_archive::layout::staging_dir(&target.prefix);
     boto3(
         &target,
         &format!(

@@ -1,0 +1,499 @@
+//! What a call can fail with ([`ApiError`]), and the one table from it to
+//! a gRPC status ([`status`]).
+//!
+//! **Invariant:** every `tonic::Status` the service answers with is built
+//! here (the tonic trait boundary only passes them on). A variant's
+//! `Display` is the exact text the client reads; a cause (a database, an
+//! object store or a task error) is kept as the variant's `source`, logged
+//! once when the status is built, and never echoed to the client.
+
+use std::time::Duration;
+
+use tonic::metadata::MetadataMap;
+use tonic::{Code, Status};
+use uuid::Uuid;
+
+use crate::admission::{Cap, InFlight, RateLimit, BUSY_WAIT};
+use crate::auth::AuthError;
+use crate::convert::retention_text;
+use crate::export::ExportError;
+use crate::jobs::JobError;
+use crate::page_token::PageTokenError;
+use crate::pool::PoolError;
+use crate::read_error::ReadError;
+
+/// Why a call failed; answered by [`status`].
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A request field is not acceptable (INVALID_ARGUMENT).
+    #[error(transparent)]
+    InvalidArgument(#[from] InvalidArgument),
+    /// No valid bearer token (UNAUTHENTICATED; the text says which check
+    /// failed, all of them safe to return).
+    #[error(transparent)]
+    Unauthenticated(#[from] AuthError),
+    /// The token may not make this call (PERMISSION_DENIED).
+    #[error(transparent)]
+    PermissionDenied(#[from] PermissionDenied),
+    /// Nothing by that id for this caller (NOT_FOUND).
+    #[error(transparent)]
+    NotFound(#[from] NotFound),
+    /// An export job whose file is gone, or about to go
+    /// (FAILED_PRECONDITION).
+    #[error("export {export_id} expired after {}; start a new one", retention_text(*.retention))]
+    ExportExpired {
+        /// The job.
+        export_id: Uuid,
+        /// How long job files are kept.
+        retention: Duration,
+    },
+    /// Over a rate (RESOURCE_EXHAUSTED with a retry hint).
+    #[error("{} (retry after {} ms)", rate_message(*.limit), hint_millis(*.retry_after))]
+    RateLimited {
+        /// Whose rate.
+        limit: RateLimit,
+        /// When to try again.
+        retry_after: Duration,
+    },
+    /// A cap on things in flight was reached (RESOURCE_EXHAUSTED with a
+    /// retry hint of [`BUSY_WAIT`]).
+    #[error("{} (retry after {} ms)", busy_message(*.cap, *.what), hint_millis(BUSY_WAIT))]
+    Busy {
+        /// Which cap.
+        cap: Cap,
+        /// Of what.
+        what: InFlight,
+    },
+    /// The principal runs as many exports as it may (RESOURCE_EXHAUSTED,
+    /// no hint: an export takes long).
+    #[error(
+        "this principal already runs {max} exports (streams and jobs); wait for one to finish"
+    )]
+    ExportLimit {
+        /// Exports per principal.
+        max: u32,
+    },
+    /// The call's deadline passed (DEADLINE_EXCEEDED).
+    #[error("the call did not finish within its deadline ({} ms)", .deadline.as_millis())]
+    DeadlineExceeded {
+        /// The deadline the call had.
+        deadline: Duration,
+    },
+    /// No database connection (UNAVAILABLE).
+    #[error("the history store is busy or unreachable; retry")]
+    Pool(#[from] PoolError),
+    /// Reading the history failed (UNAVAILABLE when the stores are
+    /// unreachable, INTERNAL otherwise).
+    #[error("{}", read_message(.0))]
+    Read(#[from] ReadError),
+    /// The call's audit record could not be written, so its result is
+    /// withheld (UNAVAILABLE).
+    #[error("the audit log is unavailable; nothing was returned")]
+    AuditUnavailable,
+    /// Anything else (INTERNAL).
+    #[error("{what} failed; the error is logged")]
+    Internal {
+        /// What was being done ("create export job", ...).
+        what: &'static str,
+        /// The cause, for the log.
+        #[source]
+        source: Fault,
+    },
+}
+
+impl ApiError {
+    /// An internal failure while doing `what`.
+    pub fn internal(what: &'static str, source: impl Into<Fault>) -> Self {
+        ApiError::Internal {
+            what,
+            source: source.into(),
+        }
+    }
+
+    /// The gRPC code of this error: the table.
+    pub fn code(&self) -> Code {
+        match self {
+            ApiError::InvalidArgument(_) => Code::InvalidArgument,
+            ApiError::Unauthenticated(_) => Code::Unauthenticated,
+            ApiError::PermissionDenied(_) => Code::PermissionDenied,
+            ApiError::NotFound(_) => Code::NotFound,
+            ApiError::ExportExpired { .. } => Code::FailedPrecondition,
+            ApiError::RateLimited { .. } | ApiError::Busy { .. } | ApiError::ExportLimit { .. } => {
+                Code::ResourceExhausted
+            }
+            ApiError::DeadlineExceeded { .. } => Code::DeadlineExceeded,
+            ApiError::Pool(_) | ApiError::AuditUnavailable => Code::Unavailable,
+            ApiError::Read(ReadError::Db { .. } | ReadError::Store(_)) => Code::Unavailable,
+            ApiError::Read(
+                ReadError::Decode { .. } | ReadError::Archive { .. } | ReadError::Scratch(_),
+            ) => Code::Internal,
+            ApiError::Internal { .. } => Code::Internal,
+        }
+    }
+
+    /// How long the client should wait before retrying, when the answer
+    /// carries a retry hint.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ApiError::RateLimited { retry_after, .. } => Some(*retry_after),
+            ApiError::Busy { .. } => Some(BUSY_WAIT),
+            _ => None,
+        }
+    }
+}
+
+/// A request field that is not acceptable; the text names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidArgument {
+    /// `from` after `to`.
+    #[error("`from` is after `to`")]
+    RangeReversed,
+    /// A timestamp outside years 0001 to 9999, or with bad nanos.
+    #[error("`{field}` is not a valid timestamp (years 0001 to 9999, nanos 0..1e9)")]
+    Timestamp {
+        /// `from` or `to`.
+        field: &'static str,
+    },
+    /// More kinds than one request may filter on.
+    #[error("at most {max} kinds per request")]
+    TooManyKinds {
+        /// The most allowed.
+        max: usize,
+    },
+    /// A kind that breaks the naming rules.
+    #[error("kinds: {kind:?} is not a valid kind")]
+    Kind {
+        /// The kind, cut to 64 bytes.
+        kind: String,
+    },
+    /// `page_size` below zero.
+    #[error("page_size must not be negative")]
+    NegativePageSize,
+    /// An `order` this server does not know.
+    #[error("unknown order")]
+    UnknownOrder,
+    /// A page token past its expiry.
+    #[error("page_token has expired; start again without it")]
+    PageTokenExpired,
+    /// A page token that does not verify for this request (every reason
+    /// reads the same to the caller; the variant is for the log).
+    #[error("page_token is not valid for this request (it must come from the previous page of the same query)")]
+    PageTokenInvalid(#[source] PageTokenError),
+    /// `event_id` is not a UUID.
+    #[error("event_id must be a UUID")]
+    EventId,
+    /// `export_id` is not a UUID.
+    #[error("export_id must be a UUID")]
+    ExportId,
+    /// A `format` this server does not know.
+    #[error("unknown export format")]
+    ExportFormat,
+    /// A token that may read any history must say whose.
+    #[error("user_id is required with an activity:read:any token")]
+    UserIdRequired,
+    /// `user_id` longer than a stored user id can be.
+    #[error("user_id is longer than 256 bytes")]
+    UserIdTooLong,
+}
+
+/// What a valid token may not do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PermissionDenied {
+    /// Exports (and export jobs) need the export scope.
+    #[error("this token lacks the activity:export scope")]
+    ExportScope,
+    /// A customer token naming another user.
+    #[error("a customer token reads only its own history")]
+    OtherUser,
+}
+
+/// Nothing by that id for this caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NotFound {
+    /// GetEvent found no such event (within the days it searches).
+    #[error("no such event in this user's history (archived days are searched at most {max_days} days back from a UUIDv7 id's time, or the {max_days} most recent for other ids; use ListActivity with a range for older events)")]
+    Event {
+        /// `api.get_event_max_days`.
+        max_days: usize,
+    },
+    /// No such export job, or one of another principal.
+    #[error("no such export job")]
+    ExportJob,
+}
+
+/// The cause of an internal failure.
+#[derive(Debug, thiserror::Error)]
+pub enum Fault {
+    /// A task of the call's panicked or was aborted.
+    #[error(transparent)]
+    Task(#[from] tokio::task::JoinError),
+    /// The export jobs' table.
+    #[error(transparent)]
+    Job(#[from] JobError),
+    /// The object store.
+    #[error(transparent)]
+    Store(#[from] strata_archive::StoreError),
+    /// A streamed export.
+    #[error(transparent)]
+    Export(#[from] ExportError),
+}
+
+fn rate_message(limit: RateLimit) -> &'static str {
+    match limit {
+        RateLimit::Peer => "too many calls from this network address; retry later",
+        RateLimit::Principal => "request rate limit reached for this principal; retry later",
+    }
+}
+
+fn busy_message(cap: Cap, what: InFlight) -> String {
+    let whose = match cap {
+        Cap::PerPrincipal => "this principal has the most",
+        Cap::Total => "the server has the most",
+    };
+    let what = match what {
+        InFlight::Calls => "calls",
+        InFlight::ArchiveReads => "archive reads",
+    };
+    format!("{whose} {what} in flight it may have; retry when one has finished")
+}
+
+fn read_message(err: &ReadError) -> &'static str {
+    match err {
+        ReadError::Db { .. } | ReadError::Store(_) => "the history store is unreachable; retry",
+        ReadError::Decode { .. } | ReadError::Archive { .. } | ReadError::Scratch(_) => {
+            "the history could not be read; the error is logged under this request id"
+        }
+    }
+}
+
+/// A retry hint in milliseconds, as the answer states it.
+fn hint_millis(wait: Duration) -> u64 {
+    wait.as_millis().clamp(1, 60_000) as u64
+}
+
+/// The gRPC status answering `err`, for the call `request_id`. A cause is
+/// logged (and counted) here, once; the client reads only the variant's
+/// text. A retry hint travels as `retry-after` (seconds) and
+/// `grpc-retry-pushback-ms`, which gRPC clients with a retry policy obey.
+pub fn status(err: ApiError, request_id: &str) -> Status {
+    match &err {
+        ApiError::Pool(source) => {
+            tracing::warn!(error = %source, "api database pool");
+            crate::metrics::errors("pool");
+        }
+        ApiError::Read(source) => {
+            tracing::error!(%request_id, error = %source, "history read failed");
+            crate::metrics::errors("read");
+        }
+        ApiError::Internal { what, source } => {
+            tracing::error!(error = %source, "{what}");
+            crate::metrics::errors("internal");
+        }
+        _ => {}
+    }
+    let code = err.code();
+    let retry_after = err.retry_after();
+    let message = err.to_string();
+    match retry_after {
+        Some(wait) => Status::with_metadata(code, message, retry_metadata(wait)),
+        None => Status::new(code, message),
+    }
+}
+
+fn retry_metadata(wait: Duration) -> MetadataMap {
+    let millis = hint_millis(wait);
+    let mut metadata = MetadataMap::new();
+    if let Ok(value) = millis.to_string().parse() {
+        metadata.insert("grpc-retry-pushback-ms", value);
+    }
+    if let Ok(value) = millis.div_ceil(1000).to_string().parse() {
+        metadata.insert("retry-after", value);
+    }
+    metadata
+}
+
+/// `status` carrying the call's `x-request-id`.
+pub fn with_request_id(mut status: Status, request_id: &str) -> Status {
+    if let Ok(value) = request_id.parse() {
+        status.metadata_mut().insert("x-request-id", value);
+    }
+    status
+}
+
+/// The canonical gRPC code name (`OK`, `INVALID_ARGUMENT`, ...).
+pub fn code_name(code: Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(err: ApiError) -> (Code, String, Option<String>, Option<String>) {
+        let status = status(err, "r1");
+        let header = |name: &str| {
+            status
+                .metadata()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        (
+            status.code(),
+            status.message().to_string(),
+            header("retry-after"),
+            header("grpc-retry-pushback-ms"),
+        )
+    }
+
+    #[test]
+    fn refusals_carry_their_retry_hints() {
+        let millis = Duration::from_millis;
+        // (error, text, (retry-after, grpc-retry-pushback-ms)).
+        type Case = (ApiError, &'static str, Option<(&'static str, &'static str)>);
+        let cases: Vec<Case> = vec![
+            (
+                ApiError::RateLimited { limit: RateLimit::Peer, retry_after: millis(250) },
+                "too many calls from this network address; retry later (retry after 250 ms)",
+                Some(("1", "250")),
+            ),
+            (
+                ApiError::RateLimited { limit: RateLimit::Principal, retry_after: millis(2_500) },
+                "request rate limit reached for this principal; retry later (retry after 2500 ms)",
+                Some(("3", "2500")),
+            ),
+            (
+                ApiError::Busy { cap: Cap::Total, what: InFlight::ArchiveReads },
+                "the server has the most archive reads in flight it may have; retry when one has finished (retry after 200 ms)",
+                Some(("1", "200")),
+            ),
+            (
+                ApiError::Busy { cap: Cap::PerPrincipal, what: InFlight::Calls },
+                "this principal has the most calls in flight it may have; retry when one has finished (retry after 200 ms)",
+                Some(("1", "200")),
+            ),
+            (
+                ApiError::ExportLimit { max: 2 },
+                "this principal already runs 2 exports (streams and jobs); wait for one to finish",
+                None,
+            ),
+        ];
+        for (err, text, hint) in cases {
+            let (code, message, retry_after, pushback) = answer(err);
+            assert_eq!((code, message.as_str()), (Code::ResourceExhausted, text));
+            let expected = hint.map(|(s, ms)| (s.to_string(), ms.to_string()));
+            assert_eq!(retry_after.zip(pushback), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn texts_and_codes_are_the_table() {
+        let cases: Vec<(ApiError, Code, &str)> = vec![
+            (
+                InvalidArgument::Timestamp { field: "from" }.into(),
+                Code::InvalidArgument,
+                "`from` is not a valid timestamp (years 0001 to 9999, nanos 0..1e9)",
+            ),
+            (
+                InvalidArgument::Kind { kind: "a b".into() }.into(),
+                Code::InvalidArgument,
+                "kinds: \"a b\" is not a valid kind",
+            ),
+            (
+                InvalidArgument::PageTokenInvalid(PageTokenError::BadSignature).into(),
+                Code::InvalidArgument,
+                "page_token is not valid for this request (it must come from the previous page of the same query)",
+            ),
+            (
+                AuthError::Expired.into(),
+                Code::Unauthenticated,
+                "token has expired",
+            ),
+            (
+                PermissionDenied::OtherUser.into(),
+                Code::PermissionDenied,
+                "a customer token reads only its own history",
+            ),
+            (
+                NotFound::Event { max_days: 7 }.into(),
+                Code::NotFound,
+                "no such event in this user's history (archived days are searched at most 7 days back from a UUIDv7 id's time, or the 7 most recent for other ids; use ListActivity with a range for older events)",
+            ),
+            (
+                ApiError::ExportExpired {
+                    export_id: Uuid::nil(),
+                    retention: Duration::from_secs(24 * 3600),
+                },
+                Code::FailedPrecondition,
+                "export 00000000-0000-0000-0000-000000000000 expired after 24h; start a new one",
+            ),
+            (
+                ApiError::DeadlineExceeded {
+                    deadline: Duration::from_millis(1500),
+                },
+                Code::DeadlineExceeded,
+                "the call did not finish within its deadline (1500 ms)",
+            ),
+            (
+                PoolError::Busy(4).into(),
+                Code::Unavailable,
+                "the history store is busy or unreachable; retry",
+            ),
+            (
+                ReadError::Archive {
+                    key: "k".into(),
+                    message: "secret detail".into(),
+                }
+                .into(),
+                Code::Internal,
+                "the history could not be read; the error is logged under this request id",
+            ),
+            (
+                ApiError::AuditUnavailable,
+                Code::Unavailable,
+                "the audit log is unavailable; nothing was returned",
+            ),
+            (
+                ApiError::internal(
+                    "create export job",
+                    JobError::UnknownState("weird".into()),
+                ),
+                Code::Internal,
+                "create export job failed; the error is logged",
+            ),
+        ];
+        for (err, code, text) in cases {
+            let (got_code, got_text, retry_after, _) = answer(err);
+            assert_eq!((got_code, got_text.as_str()), (code, text));
+            assert_eq!(retry_after, None, "{text}");
+        }
+    }
+
+    #[test]
+    fn request_ids_travel_as_metadata() {
+        let status = with_request_id(status(ApiError::AuditUnavailable, "r-1"), "r-1");
+        assert_eq!(
+            status.metadata().get("x-request-id").map(|v| v.as_bytes()),
+            Some(&b"r-1"[..])
+        );
+    }
+}

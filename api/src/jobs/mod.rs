@@ -1,0 +1,346 @@
+//! Export jobs (`StartExport`/`GetExport`): rows in `strata.export_jobs`,
+//! run by a worker in every API process ([`Worker`], `worker.rs`). A job is
+//! claimed with a lease that the runner renews; when a process dies its
+//! jobs are taken over once the lease lapses and written again from the
+//! start (the file's key is the job's, so the rerun replaces a partial
+//! upload: uploads are atomic anyway). Job state therefore survives API
+//! restarts.
+//!
+//! The same worker deletes job files once `api.export_retention` has passed
+//! since their job finished, and marks those jobs `expired`. Spool files are
+//! created with mode 0600, and anew for each attempt.
+//!
+//! **Invariant:** a principal never has more open (pending or running)
+//! jobs than its limit: the count and the insert run under one
+//! per-principal transaction lock. The `state` column is text; it is read
+//! only through [`JobState::parse`], so a value this code does not know is
+//! an error, never a guess.
+
+mod worker;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::export::Format;
+use crate::pool::{Pool, PoolError};
+
+pub use worker::Worker;
+
+/// The columns of [`Job`], in `job_from_row`'s order.
+macro_rules! job_columns {
+    () => {
+        "export_id, principal, user_id, state, object_key, events, bytes, error, finished_at"
+    };
+}
+
+/// Serialises the job creations of one principal, in every API process.
+const LOCK_PRINCIPAL_SQL: &str =
+    "SELECT pg_advisory_xact_lock(hashtextextended('strata.export_jobs.' || $1, 0))";
+/// A principal's open jobs.
+const COUNT_OPEN_SQL: &str = "SELECT count(*) FROM strata.export_jobs
+              WHERE principal = $1 AND state IN ('pending', 'running')";
+/// A new pending job.
+const INSERT_SQL: &str = concat!(
+    "INSERT INTO strata.export_jobs
+                   (export_id, principal, user_id, range_from, range_to, kinds, format,
+                    state, object_key)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8)
+                 RETURNING ",
+    job_columns!()
+);
+/// One job by id.
+const GET_SQL: &str = concat!(
+    "SELECT ",
+    job_columns!(),
+    " FROM strata.export_jobs WHERE export_id = $1"
+);
+/// Done jobs past their retention (`$1` seconds), oldest first, at most `$2`.
+pub(crate) const DUE_SQL: &str = "SELECT export_id, object_key FROM strata.export_jobs
+                      WHERE state = 'done'
+                        AND finished_at < now() - make_interval(secs => $1)
+                      ORDER BY finished_at
+                      LIMIT $2";
+/// Marks jobs whose files were deleted expired (only if still done).
+pub(crate) const MARK_EXPIRED_SQL: &str = "UPDATE strata.export_jobs SET state = 'expired'
+                  WHERE export_id = ANY($1) AND state = 'done'";
+/// Claims the oldest open job whose lease lapsed, for `$1` seconds.
+pub(crate) const CLAIM_SQL: &str = "UPDATE strata.export_jobs
+                    SET state = 'running', attempts = attempts + 1,
+                        lease_until = now() + make_interval(secs => $1)
+                  WHERE export_id = (
+                        SELECT export_id FROM strata.export_jobs
+                         WHERE state IN ('pending', 'running')
+                           AND (lease_until IS NULL OR lease_until < now())
+                         ORDER BY created_at
+                         FOR UPDATE SKIP LOCKED
+                         LIMIT 1)
+              RETURNING export_id, user_id, range_from, range_to, kinds, format,
+                        object_key, attempts";
+/// Extends a running job's lease (`$2` seconds) and records its progress.
+pub(crate) const RENEW_SQL: &str = "UPDATE strata.export_jobs
+                    SET lease_until = now() + make_interval(secs => $2), events = $3, bytes = $4
+                  WHERE export_id = $1 AND state = 'running'";
+/// Records a job's end: state `$2`, totals, error text.
+pub(crate) const FINISH_SQL: &str = "UPDATE strata.export_jobs
+                        SET state = $2, events = $3, bytes = $4, error = $5,
+                            lease_until = NULL, finished_at = now()
+                      WHERE export_id = $1";
+
+/// How often each API process looks for expired export files, at most
+/// (a retention shorter than twice this is swept every half retention).
+pub const EXPIRE_INTERVAL: Duration = Duration::from_secs(60);
+/// Most jobs one sweep expires (the rest wait for the next).
+pub const EXPIRE_BATCH: i64 = 100;
+
+/// Where a job is (the `state` column, text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    /// Waiting for a worker.
+    Pending,
+    /// Claimed by a worker (its lease may have lapsed).
+    Running,
+    /// Its file is in the object store.
+    Done,
+    /// Given up.
+    Failed,
+    /// Done, and its file deleted after the retention.
+    Expired,
+}
+
+impl JobState {
+    /// Every state.
+    pub const ALL: [JobState; 5] = [
+        JobState::Pending,
+        JobState::Running,
+        JobState::Done,
+        JobState::Failed,
+        JobState::Expired,
+    ];
+
+    /// The column's text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Running => "running",
+            JobState::Done => "done",
+            JobState::Failed => "failed",
+            JobState::Expired => "expired",
+        }
+    }
+
+    /// The state the column's `text` names.
+    pub fn parse(text: &str) -> Result<Self, JobError> {
+        Self::ALL
+            .into_iter()
+            .find(|state| state.as_str() == text)
+            .ok_or_else(|| JobError::UnknownState(text.to_string()))
+    }
+}
+
+/// Why the export jobs' table could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// No database connection.
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    /// A statement failed, or a value did not decode.
+    #[error(transparent)]
+    Db(#[from] tokio_postgres::Error),
+    /// A `state` this code does not know (a newer schema?).
+    #[error("export job state {0:?} is not known")]
+    UnknownState(String),
+}
+
+/// A job as stored.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// Its id.
+    pub export_id: Uuid,
+    /// Who started it.
+    pub principal: String,
+    /// Whose history.
+    pub user_id: String,
+    /// Where it is.
+    pub state: JobState,
+    /// Where the file goes.
+    pub object_key: String,
+    /// Events written (so far).
+    pub events: i64,
+    /// Bytes written (so far).
+    pub bytes: i64,
+    /// Why it failed.
+    pub error: String,
+    /// When it finished (done or failed).
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl Job {
+    /// Whether its file is gone or about to go: marked expired, or done
+    /// longer ago than `retention` (the sweep may not have run yet).
+    pub fn is_expired(&self, retention: Duration, now: DateTime<Utc>) -> bool {
+        match self.state {
+            JobState::Expired => true,
+            JobState::Done => match (self.finished_at, chrono::Duration::from_std(retention)) {
+                (Some(finished), Ok(retention)) => now - finished >= retention,
+                _ => false,
+            },
+            JobState::Pending | JobState::Running | JobState::Failed => false,
+        }
+    }
+}
+
+/// What a new job exports.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    /// Who starts it.
+    pub principal: String,
+    /// Whose history.
+    pub user_id: String,
+    /// Range start (inclusive).
+    pub from: DateTime<Utc>,
+    /// Range end (exclusive).
+    pub to: DateTime<Utc>,
+    /// Kinds filter (empty: all).
+    pub kinds: Vec<String>,
+    /// File format.
+    pub format: Format,
+}
+
+/// A job row; a value that does not decode is an error, not the panic of
+/// `Row::get`.
+fn job_from_row(row: &tokio_postgres::Row) -> Result<Job, JobError> {
+    Ok(Job {
+        export_id: row.try_get(0)?,
+        principal: row.try_get(1)?,
+        user_id: row.try_get(2)?,
+        state: JobState::parse(row.try_get(3)?)?,
+        object_key: row.try_get(4)?,
+        events: row.try_get(5)?,
+        bytes: row.try_get(6)?,
+        error: row.try_get(7)?,
+        finished_at: row.try_get(8)?,
+    })
+}
+
+/// Records a new pending job, its file under `prefix`, unless its principal
+/// already has `max_open` unfinished jobs (`None`). Count and insert run
+/// under a per-principal transaction lock, so concurrent StartExport calls,
+/// in any API process, cannot both pass the check.
+pub async fn create(
+    pool: &Pool,
+    spec: &JobSpec,
+    prefix: &str,
+    max_open: u32,
+) -> Result<Option<Job>, JobError> {
+    let id = Uuid::now_v7();
+    let key = format!(
+        "{}/{id}.{}",
+        prefix.trim_end_matches('/'),
+        spec.format.name()
+    );
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    tx.execute(LOCK_PRINCIPAL_SQL, &[&spec.principal]).await?;
+    let open: i64 = tx
+        .query_one(COUNT_OPEN_SQL, &[&spec.principal])
+        .await?
+        .try_get(0)?;
+    if open >= i64::from(max_open) {
+        return Ok(None);
+    }
+    let row = tx
+        .query_one(
+            INSERT_SQL,
+            &[
+                &id,
+                &spec.principal,
+                &spec.user_id,
+                &spec.from,
+                &spec.to,
+                &spec.kinds,
+                &spec.format.name(),
+                &key,
+            ],
+        )
+        .await?;
+    let job = job_from_row(&row)?;
+    tx.commit().await?;
+    Ok(Some(job))
+}
+
+/// One job by id.
+pub async fn get(pool: &Pool, id: Uuid) -> Result<Option<Job>, JobError> {
+    let client = pool.get().await?;
+    let row = client.query_opt(GET_SQL, &[&id]).await?;
+    row.as_ref().map(job_from_row).transpose()
+}
+
+/// Jobs of `principal` not finished yet (they count against its export
+/// concurrency limit, in every API process).
+pub async fn open_count(pool: &Pool, principal: &str) -> Result<u32, JobError> {
+    let client = pool.get().await?;
+    let row = client.query_one(COUNT_OPEN_SQL, &[&principal]).await?;
+    Ok(u32::try_from(row.try_get::<_, i64>(0)?).unwrap_or(u32::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(state: JobState, finished_ago: Option<chrono::Duration>, now: DateTime<Utc>) -> Job {
+        Job {
+            export_id: Uuid::nil(),
+            principal: "p".into(),
+            user_id: "u".into(),
+            state,
+            object_key: "exports/x.csv".into(),
+            events: 0,
+            bytes: 0,
+            error: String::new(),
+            finished_at: finished_ago.map(|ago| now - ago),
+        }
+    }
+
+    #[test]
+    fn done_jobs_expire_after_the_retention() {
+        let now = Utc::now();
+        let day = Duration::from_secs(24 * 3600);
+        let hours = chrono::Duration::hours;
+        assert!(!job(JobState::Done, Some(hours(23)), now).is_expired(day, now));
+        assert!(job(JobState::Done, Some(hours(24)), now).is_expired(day, now));
+        assert!(job(JobState::Done, Some(hours(25)), now).is_expired(day, now));
+        assert!(job(JobState::Expired, Some(hours(1)), now).is_expired(day, now));
+        assert!(!job(JobState::Done, None, now).is_expired(day, now));
+        assert!(!job(JobState::Failed, Some(hours(48)), now).is_expired(day, now));
+        assert!(!job(JobState::Running, None, now).is_expired(day, now));
+    }
+
+    #[test]
+    fn states_read_back_as_written_and_unknown_ones_are_errors() {
+        for state in JobState::ALL {
+            assert_eq!(JobState::parse(state.as_str()).ok(), Some(state));
+        }
+        assert!(matches!(
+            JobState::parse("archived"),
+            Err(JobError::UnknownState(text)) if text == "archived"
+        ));
+    }
+
+    #[test]
+    fn states_quoted_in_the_sql_are_known() {
+        for sql in [
+            COUNT_OPEN_SQL,
+            INSERT_SQL,
+            DUE_SQL,
+            MARK_EXPIRED_SQL,
+            CLAIM_SQL,
+            RENEW_SQL,
+        ] {
+            for quoted in sql.split('\'').skip(1).step_by(2) {
+                assert!(JobState::parse(quoted).is_ok(), "{quoted:?} in {sql}");
+            }
+        }
+    }
+}

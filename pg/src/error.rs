@@ -1,0 +1,114 @@
+//! Why opening a session or a database call failed. URLs appear only
+//! redacted ([`DatabaseUrl::redacted`](strata_core::config::DatabaseUrl::redacted)):
+//! no variant can carry a password.
+
+use std::time::Duration;
+
+/// Why a Postgres operation failed. A failed TLS handshake is a
+/// [`PgError::Connect`] (the driver reports it), an unusable `sslmode` a
+/// [`PgError::BadUrl`]; the enum is exhaustive so that each caller decides
+/// how a new kind maps onto its own retry policy.
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    /// The connection string does not parse.
+    #[error("{url} connection string is invalid: {source}")]
+    BadUrl {
+        /// The connection string, its password replaced by `***`.
+        url: String,
+        /// The parse error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// The server could not be reached, refused the session, or failed
+    /// authentication.
+    #[error("connect to {url}: {}", describe_pg_error(source))]
+    Connect {
+        /// The connection string, its password replaced by `***`.
+        url: String,
+        /// The driver error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// Connecting (TCP, authentication, start-up) took longer than allowed.
+    #[error("connect to {url}: timed out after {timeout:?}")]
+    ConnectTimeout {
+        /// The connection string, its password replaced by `***`.
+        url: String,
+        /// The bound that was hit.
+        timeout: Duration,
+    },
+    /// A database call took longer than allowed (see [`crate::bounded`]).
+    #[error("{context}: timed out after {timeout:?}")]
+    Timeout {
+        /// What was being done ("claim batch", "renew the lease", ...).
+        context: &'static str,
+        /// The bound that was hit.
+        timeout: Duration,
+    },
+    /// A database call failed.
+    #[error("{context}: {}", describe_pg_error(source))]
+    Database {
+        /// What was being done.
+        context: &'static str,
+        /// The driver error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+}
+
+impl PgError {
+    /// Whether retrying (on a new session) may succeed: everything but a
+    /// connection string that does not parse, which fails the same way every
+    /// time. A server that refuses or rejects a statement is retried like
+    /// the relay always has; callers that know a SQLSTATE is permanent ask
+    /// [`PgError::sqlstate`].
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            PgError::Connect { .. }
+            | PgError::ConnectTimeout { .. }
+            | PgError::Timeout { .. }
+            | PgError::Database { .. } => true,
+            PgError::BadUrl { .. } => false,
+        }
+    }
+
+    /// SQLSTATE, when the server sent one.
+    pub fn sqlstate(&self) -> Option<&str> {
+        match self {
+            PgError::Connect { source, .. } | PgError::Database { source, .. } => {
+                source.code().map(|code| code.code())
+            }
+            PgError::BadUrl { .. } | PgError::ConnectTimeout { .. } | PgError::Timeout { .. } => {
+                None
+            }
+        }
+    }
+}
+
+/// A tokio-postgres error with the server's SQLSTATE and message, which its
+/// `Display` hides ("db error"). Shared by every crate that reports them.
+pub fn describe_pg_error(err: &tokio_postgres::Error) -> String {
+    match err.as_db_error() {
+        Some(db) => format!("{err} ({}): {}", db.code().code(), db.message()),
+        None => match std::error::Error::source(err) {
+            Some(inner) => format!("{err}: {inner}"),
+            None => err.to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_name_what_was_being_done_and_the_bound() {
+        let err = PgError::Timeout {
+            context: "renew the lease",
+            timeout: Duration::from_millis(1500),
+        };
+        assert_eq!(err.to_string(), "renew the lease: timed out after 1.5s");
+        assert!(err.is_retryable());
+        assert_eq!(err.sqlstate(), None);
+    }
+}

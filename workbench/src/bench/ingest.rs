@@ -1,0 +1,191 @@
+//! `strata bench ingest`: producers at a fixed rate (one event per
+//! business transaction, 32 connections), relays shipping live;
+//! commit-to-hot-visible latency.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use serde_json::json;
+use strata_core::config::{DatabaseUrl, HotStoreConfig, RelayConfig, SourceConfig};
+use strata_producer::{Doorbell, Outbox};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::env::BenchEnv;
+use super::CommonArgs;
+use crate::latency::{percentile, LatencyTracker};
+use crate::pg;
+use crate::synth::Synth;
+
+/// `strata bench ingest` flags.
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// Target events per second (all producers together).
+    #[arg(long, default_value_t = 4000)]
+    rate: u64,
+    /// How long to produce.
+    #[arg(long, default_value = "30s", value_parser = strata_core::duration::parse)]
+    duration: Duration,
+    /// Producer connections.
+    #[arg(long, default_value_t = 32)]
+    connections: u64,
+    /// Relay processes (in-process instances) shipping concurrently.
+    #[arg(long, default_value_t = 2)]
+    relays: usize,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+/// Runs the scenario.
+pub async fn run(args: IngestArgs, cancel: CancellationToken) -> anyhow::Result<()> {
+    let env = BenchEnv::new(args.common.pg_url.as_deref(), &[]).await?;
+    let src_url = env.fresh_database("bench_ingest_src").await?;
+    let hot_url = env.fresh_database("bench_ingest_hot").await?;
+    strata_migrations::OUTBOX
+        .apply(&mut pg::connect(&src_url).await?)
+        .await?;
+    strata_migrations::STORE
+        .apply(&mut pg::connect(&hot_url).await?)
+        .await?;
+
+    let tracker = LatencyTracker::shared();
+    let mut sources = BTreeMap::new();
+    sources.insert(
+        "bench".to_string(),
+        SourceConfig {
+            url: DatabaseUrl::new(src_url.clone()),
+        },
+    );
+    let mut options = strata_relay::RelayOptions::new(
+        RelayConfig::default(),
+        HotStoreConfig {
+            url: Some(DatabaseUrl::new(hot_url.clone())),
+            allow_unsafe_durability: false,
+        },
+        sources,
+    );
+    let observer = tracker.clone();
+    options.observer = Some(Arc::new(move |_: &str, ids: &[Uuid]| observer.visible(ids)));
+    let relay_cancel = cancel.child_token();
+    let relays: Vec<_> = (0..args.relays)
+        .map(|_| tokio::spawn(strata_relay::run(options.clone(), relay_cancel.clone())))
+        .collect();
+    // Let the relays connect and the reconciler create partitions.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let producer_cancel = cancel.child_token();
+    let doorbell = Doorbell::spawn_tokio_postgres(
+        src_url.parse()?,
+        Duration::from_millis(5),
+        producer_cancel.clone(),
+    );
+    let outbox = Outbox::new("bench")?;
+    let committed = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let per_connection = args.rate as f64 / args.connections as f64;
+    let mut producers = Vec::new();
+    let started = Instant::now();
+    for index in 0..args.connections {
+        let mut client = pg::connect(&src_url).await?;
+        let (outbox, doorbell, tracker) = (outbox.clone(), doorbell.clone(), tracker.clone());
+        let (committed, failed) = (committed.clone(), failed.clone());
+        let cancel = producer_cancel.clone();
+        let duration = args.duration;
+        producers.push(tokio::spawn(async move {
+            let mut synth = Synth::new(100_000, 7000 + index);
+            let interval = Duration::from_secs_f64(1.0 / per_connection);
+            // Stagger connections across one interval.
+            let first = started + interval.mul_f64(index as f64 / 32.0);
+            let mut tick = tokio::time::interval_at(first.into(), interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            while !cancel.is_cancelled() && started.elapsed() < duration {
+                tick.tick().await;
+                let result = async {
+                    let tx = client.transaction().await?;
+                    let id = outbox.enqueue_pg(&tx, &synth.event()).await?;
+                    tracker.before_commit(id);
+                    if let Err(err) = tx.commit().await {
+                        tracker.abandoned(id);
+                        return Err(anyhow::Error::from(err));
+                    }
+                    tracker.committed(id);
+                    Ok(())
+                }
+                .await;
+                match result {
+                    Ok(()) => {
+                        doorbell.ring();
+                        committed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    for producer in producers {
+        producer.await?;
+    }
+    let produce_secs = started.elapsed().as_secs_f64();
+    let total = committed.load(Ordering::Relaxed);
+    let drain_deadline = Instant::now() + Duration::from_secs(30);
+    while tracker.visible_count() < total && Instant::now() < drain_deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    producer_cancel.cancel();
+    relay_cancel.cancel();
+    for relay in relays {
+        relay.await??;
+    }
+    let mut samples = tracker.take_samples();
+    let (p50, p99, max) = (
+        percentile(&mut samples, 50.0),
+        percentile(&mut samples, 99.0),
+        percentile(&mut samples, 100.0),
+    );
+    let achieved = total as f64 / produce_secs;
+    println!(
+        "\nstrata bench ingest: target {} ev/s for {:.0}s, {} connections, {} relays ({})",
+        args.rate,
+        args.duration.as_secs_f64(),
+        args.connections,
+        args.relays,
+        env.fsync_note
+    );
+    println!(
+        "  achieved rate       {:>10.0} ev/s ({} committed, {} failed)",
+        achieved,
+        total,
+        failed.load(Ordering::Relaxed)
+    );
+    println!(
+        "  visible in hot      {:>10} events ({} latency samples)",
+        tracker.visible_count(),
+        samples.len()
+    );
+    println!("  commit->visible p50 {:>10.1} ms", p50);
+    println!("  commit->visible p99 {:>10.1} ms", p99);
+    println!("  commit->visible max {:>10.1} ms", max);
+    if args.common.json {
+        println!(
+            "{}",
+            json!({
+                "scenario": "ingest",
+                "target_rate": args.rate,
+                "achieved_rate": achieved.round(),
+                "events": total,
+                "latency_ms": {"p50": round1(p50), "p99": round1(p99), "max": round1(max)},
+                "server": env.fsync_note,
+            })
+        );
+    }
+    Ok(())
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
