@@ -64,7 +64,10 @@ pub enum AuthError {
     MissingClaim(&'static str),
 }
 
-/// A configuration problem with a verification key (`kid`).
+/// A configuration problem with a verification key (`kid`). A cause (an
+/// I/O or key error) is the `source()` and is not repeated in the message:
+/// the binary prints the chain (`{err:#}`), "api.jwt key "k1": read
+/// /etc/k1.pem: No such file or directory (os error 2)".
 #[derive(Debug, thiserror::Error)]
 pub enum KeyConfigError {
     /// An HS256 secret too short to resist guessing.
@@ -80,7 +83,7 @@ pub enum KeyConfigError {
         kid: String,
     },
     /// The PEM file cannot be read.
-    #[error("api.jwt key {kid:?}: read {path}: {source}")]
+    #[error("api.jwt key {kid:?}: read {path}")]
     Read {
         /// The key id.
         kid: String,
@@ -99,7 +102,7 @@ pub enum KeyConfigError {
         kind: String,
     },
     /// The PEM file does not hold a key of its type.
-    #[error("api.jwt key {kid:?}: parse {path}: {source}")]
+    #[error("api.jwt key {kid:?}: parse {path}")]
     Parse {
         /// The key id.
         kid: String,

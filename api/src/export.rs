@@ -169,15 +169,17 @@ pub enum ExportError {
     /// The consumer went away or the process is shutting down.
     #[error("export cancelled")]
     Cancelled,
-    /// Writing a job's spool file.
+    /// Writing a job's spool file (the cause is shown in the message, which
+    /// is what is logged and recorded, so it is not also the `source()`).
     #[error("spool file: {0}")]
-    Spool(#[source] std::io::Error),
+    Spool(std::io::Error),
     /// Uploading a job's file.
     #[error(transparent)]
     Upload(StoreError),
-    /// Renewing a job's lease.
+    /// Renewing a job's lease (the cause is shown in the message, as it
+    /// always was, so it is not also the `source()`).
     #[error("renew job lease: {0}")]
-    Renew(#[source] tokio_postgres::Error),
+    Renew(tokio_postgres::Error),
     /// The job's lease lapsed and another worker took it over.
     #[error("job is no longer running here")]
     NotRunning,
@@ -334,5 +336,38 @@ mod tests {
              2023-11-14T22:13:20.123456Z,\"'+src\",\"{\"\"amount\"\": -12.5}\",\
              2023-11-14T22:13:21.000000Z\r\n"
         );
+    }
+
+    /// `err` and its sources joined with ": " (anyhow's `{err:#}`).
+    fn chain(err: &dyn std::error::Error) -> String {
+        let mut text = err.to_string();
+        let mut source = err.source();
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        text
+    }
+
+    /// The text logged and recorded for a failed attempt is what it was
+    /// when these were strings, and the chain repeats no cause.
+    #[test]
+    fn export_failures_show_their_cause_once() {
+        let spool = ExportError::Spool(std::io::Error::other("no space left on device"));
+        assert_eq!(spool.to_string(), "spool file: no space left on device");
+        assert_eq!(chain(&spool), spool.to_string());
+
+        let driver = "port=notaport"
+            .parse::<tokio_postgres::Config>()
+            .expect_err("not a port");
+        let driver_text = driver.to_string();
+        let renew = ExportError::Renew(driver);
+        assert_eq!(renew.to_string(), format!("renew job lease: {driver_text}"));
+        assert_eq!(chain(&renew), renew.to_string());
+
+        let scratch = ExportError::from(ReadError::from(std::io::Error::other("disk full")));
+        assert_eq!(scratch.to_string(), "scratch file: disk full");
+        assert_eq!(chain(&scratch), scratch.to_string());
     }
 }

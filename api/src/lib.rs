@@ -23,6 +23,8 @@
 //!   them);
 //! - [`server`]: the listener (health, reflection, TLS) and its workers.
 
+#![warn(unreachable_pub)]
+
 pub mod admission;
 pub mod audit;
 pub mod auth;

@@ -35,9 +35,16 @@ pub enum ReadError {
         /// Why.
         message: String,
     },
-    /// Local scratch space for downloads.
+    /// Local scratch space for downloads (the cause is shown in the
+    /// message, which is what is logged, so it is not also the `source()`).
     #[error("scratch file: {0}")]
-    Scratch(#[from] std::io::Error),
+    Scratch(std::io::Error),
+}
+
+impl From<std::io::Error> for ReadError {
+    fn from(err: std::io::Error) -> Self {
+        Self::Scratch(err)
+    }
 }
 
 /// For a database call: a failure while doing `context`.

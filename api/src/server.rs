@@ -40,20 +40,23 @@ pub struct ApiOptions {
     pub object_store: ObjectStoreConfig,
 }
 
-/// Why the API could not start or stopped.
+/// Why the API could not start or stopped. The binary prints these with
+/// their chain (`{err:#}`), so a cause is either the `source()` or shown in
+/// the message, never both (it would print twice): the `source()` when it
+/// ends the message, in the message when text follows it.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    /// `api.listen` is not an address.
+    /// `api.listen` is not an address. (The message names the value only,
+    /// as it always did; the parse error is kept, not shown.)
     #[error("invalid configuration: api.listen {listen:?}")]
     Listen {
         /// The configured value.
         listen: String,
         /// Why it does not parse.
-        #[source]
-        source: std::net::AddrParseError,
+        error: std::net::AddrParseError,
     },
-    /// A bearer-token verification key.
-    #[error("invalid configuration: {0}")]
+    /// A bearer-token verification key (the `source()`).
+    #[error("invalid configuration")]
     Keys(#[from] KeyConfigError),
     /// No bearer-token verification key at all.
     #[error("invalid configuration: api.jwt_hs256_secrets or api.jwt_public_keys must name at least one key (see README: issuing tokens)")]
@@ -61,14 +64,14 @@ pub enum ServeError {
     /// An `api.page_token_keys` entry that is not `id=secret`.
     #[error("invalid configuration: api.page_token_keys entries are id=secret")]
     PageTokenKeyEntry,
-    /// Page-token keys that cannot sign.
-    #[error("invalid configuration: api.page_token_keys: {0}")]
+    /// Page-token keys that cannot sign (the `source()`).
+    #[error("invalid configuration: api.page_token_keys")]
     PageTokenKeys(#[source] KeyError),
-    /// The reflection service.
-    #[error("invalid configuration: reflection: {0}")]
+    /// The reflection service (the `source()`).
+    #[error("invalid configuration: reflection")]
     Reflection(#[source] tonic_reflection::server::Error),
-    /// The listener cannot be bound.
-    #[error("invalid configuration: api.listen {listen}: {source}")]
+    /// The listener cannot be bound (the `source()`).
+    #[error("invalid configuration: api.listen {listen}")]
     Bind {
         /// The address.
         listen: SocketAddr,
@@ -80,25 +83,23 @@ pub enum ServeError {
     #[error(transparent)]
     Store(#[from] strata_archive::StoreError),
     /// No connection to the API's database at start-up.
-    #[error("api database: {source} ({url})")]
+    #[error("api database: {error} ({url})")]
     Connect {
         /// The database, without its password.
         url: String,
-        /// Why.
-        #[source]
-        source: PoolError,
+        /// Why (shown in the message).
+        error: PoolError,
     },
     /// The API's role cannot read the audit table (not migrated?).
-    #[error("api database: cannot read strata.api_audit as {role:?}: {source} (run `strata migrate` first)")]
+    #[error("api database: cannot read strata.api_audit as {role:?}: {error} (run `strata migrate` first)")]
     NotMigrated {
         /// `api.db_role`.
         role: String,
-        /// Why.
-        #[source]
-        source: tokio_postgres::Error,
+        /// Why (shown in the message).
+        error: tokio_postgres::Error,
     },
-    /// The listener.
-    #[error("grpc server: {0}")]
+    /// The listener (the `source()`).
+    #[error("grpc server")]
     Transport(#[from] tonic::transport::Error),
     /// Reading TLS files.
     #[error("tls: {0}")]
@@ -149,9 +150,9 @@ pub async fn serve_with_reader(
 ) -> Result<(), ServeError> {
     crate::metrics::register();
     let api = &options.api;
-    let listen: SocketAddr = api.listen.parse().map_err(|source| ServeError::Listen {
+    let listen: SocketAddr = api.listen.parse().map_err(|error| ServeError::Listen {
         listen: api.listen.clone(),
-        source,
+        error,
     })?;
     let hs256: BTreeMap<String, String> = api
         .jwt_hs256_secrets
@@ -193,16 +194,16 @@ pub async fn serve_with_reader(
         api.pool_size,
     );
     // Fail fast on a wrong URL or a missing role rather than on the first call.
-    let probe = pool.get().await.map_err(|source| ServeError::Connect {
+    let probe = pool.get().await.map_err(|error| ServeError::Connect {
         url: url.to_string(),
-        source,
+        error,
     })?;
     probe
         .query_one(PROBE_SQL, &[])
         .await
-        .map_err(|source| ServeError::NotMigrated {
+        .map_err(|error| ServeError::NotMigrated {
             role: api.db_role.clone(),
-            source,
+            error,
         })?;
     drop(probe);
 
@@ -345,5 +346,131 @@ async fn audit_summaries(
                 crate::audit::write_summaries(&pool, &admission).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// `err` and its sources joined with ": ", as `strata api` prints a
+    /// start-up failure (anyhow's `{err:#}`).
+    fn chain(err: &dyn std::error::Error) -> String {
+        let mut text = err.to_string();
+        let mut source = err.source();
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        text
+    }
+
+    fn key_error(kid: &str, spec: String) -> KeyConfigError {
+        Authenticator::new(
+            &BTreeMap::new(),
+            &BTreeMap::from([(kid.to_string(), spec)]),
+            "strata",
+            "history",
+            Duration::ZERO,
+        )
+        .expect_err("a key configuration error")
+    }
+
+    /// Each start-up failure prints its cause once, in the words it had
+    /// when it was a string.
+    #[test]
+    fn start_up_errors_print_each_cause_once() {
+        let in_use = std::io::Error::from(std::io::ErrorKind::AddrInUse);
+        let in_use_text = in_use.to_string();
+        let bind = ServeError::Bind {
+            listen: "127.0.0.1:50051".parse().expect("an address"),
+            source: in_use,
+        };
+        assert_eq!(
+            chain(&bind),
+            format!("invalid configuration: api.listen 127.0.0.1:50051: {in_use_text}")
+        );
+
+        let listen = ServeError::Listen {
+            listen: "nowhere".into(),
+            error: "nowhere".parse::<SocketAddr>().expect_err("not an address"),
+        };
+        assert_eq!(
+            chain(&listen),
+            r#"invalid configuration: api.listen "nowhere""#
+        );
+
+        let missing = std::env::temp_dir().join(format!("strata-{}/k1.pem", uuid::Uuid::new_v4()));
+        let missing_text = std::fs::read(&missing)
+            .expect_err("no such file")
+            .to_string();
+        let read = ServeError::from(key_error("k1", format!("rsa:{}", missing.display())));
+        assert_eq!(
+            chain(&read),
+            format!(
+                r#"invalid configuration: api.jwt key "k1": read {}: {missing_text}"#,
+                missing.display()
+            )
+        );
+
+        let junk = std::env::temp_dir().join(format!("strata-{}.pem", uuid::Uuid::new_v4()));
+        std::fs::write(&junk, b"not a key").expect("write a scratch file");
+        let parse_text = jsonwebtoken::DecodingKey::from_ec_pem(b"not a key")
+            .expect_err("not a key")
+            .to_string();
+        let parse = ServeError::from(key_error("k2", format!("ec:{}", junk.display())));
+        let _ = std::fs::remove_file(&junk);
+        assert!(
+            matches!(&parse, ServeError::Keys(KeyConfigError::Parse { .. })),
+            "{parse:?}"
+        );
+        assert_eq!(
+            chain(&parse),
+            format!(
+                r#"invalid configuration: api.jwt key "k2": parse {}: {parse_text}"#,
+                junk.display()
+            )
+        );
+
+        let short = page_token_keys(&["k=short".into()]).expect_err("a short secret");
+        assert_eq!(
+            chain(&short),
+            r#"invalid configuration: api.page_token_keys: page token key "k" needs a secret of at least 32 bytes"#
+        );
+
+        let reflection = ServeError::Reflection(
+            tonic_reflection::server::Error::InvalidFileDescriptorSet("no file".into()),
+        );
+        assert_eq!(
+            chain(&reflection),
+            "invalid configuration: reflection: invalid FileDescriptorSet - no file"
+        );
+
+        let connect = ServeError::Connect {
+            url: "postgres://strata:***@db.example/hot".into(),
+            error: PoolError::Connect("connect to db.example: timed out after 10s".into()),
+        };
+        assert_eq!(
+            chain(&connect),
+            "api database: database: connect to db.example: timed out after 10s (postgres://strata:***@db.example/hot)"
+        );
+
+        let driver = "port=notaport"
+            .parse::<tokio_postgres::Config>()
+            .expect_err("not a port");
+        let driver_text = driver.to_string();
+        let not_migrated = ServeError::NotMigrated {
+            role: "strata_api".into(),
+            error: driver,
+        };
+        assert_eq!(
+            chain(&not_migrated),
+            format!(
+                r#"api database: cannot read strata.api_audit as "strata_api": {driver_text} (run `strata migrate` first)"#
+            )
+        );
     }
 }

@@ -10,6 +10,8 @@
 //!
 //! No Postgres and no gRPC here: only the format and the store.
 
+#![warn(unreachable_pub)]
+
 pub mod layout;
 pub mod row;
 pub mod store;

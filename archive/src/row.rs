@@ -18,7 +18,9 @@ use crate::layout::COLUMNS;
 /// Rows per batch when [`read_rows`] decodes a whole file.
 const READ_BATCH_ROWS: usize = 8192;
 
-/// Archive data that does not decode into rows.
+/// Archive data that does not decode into rows. Messages show their cause
+/// (callers keep only the text, `to_string()`), so no cause is also the
+/// `source()`: `{err:#}` would print it twice.
 #[derive(Debug, thiserror::Error)]
 pub enum FormatError {
     /// A batch whose column count is not that of the schema.
@@ -53,19 +55,30 @@ pub enum FormatError {
     EventIdWidth,
     /// The Parquet file cannot be read.
     #[error("parquet: {0}")]
-    Parquet(#[from] parquet::errors::ParquetError),
+    Parquet(parquet::errors::ParquetError),
     /// A batch of the Parquet file cannot be decoded.
     #[error("parquet: {0}")]
-    Arrow(#[from] arrow_schema::ArrowError),
+    Arrow(arrow_schema::ArrowError),
     /// The local file cannot be opened.
-    #[error("read {path}: {source}")]
+    #[error("read {path}: {error}")]
     Io {
         /// The file.
         path: String,
         /// The I/O error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
+}
+
+impl From<parquet::errors::ParquetError> for FormatError {
+    fn from(err: parquet::errors::ParquetError) -> Self {
+        Self::Parquet(err)
+    }
+}
+
+impl From<arrow_schema::ArrowError> for FormatError {
+    fn from(err: arrow_schema::ArrowError) -> Self {
+        Self::Arrow(err)
+    }
 }
 
 /// One archived row, borrowed from wherever it was decoded.
@@ -284,9 +297,9 @@ pub fn rows_from_batch(batch: &RecordBatch) -> Result<Vec<ArchivedRow>, FormatEr
 /// Blocking.
 pub fn read_rows(path: &Path) -> Result<Vec<ArchivedRow>, FormatError> {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    let file = std::fs::File::open(path).map_err(|source| FormatError::Io {
+    let file = std::fs::File::open(path).map_err(|error| FormatError::Io {
         path: path.display().to_string(),
-        source,
+        error,
     })?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)?
         .with_batch_size(READ_BATCH_ROWS)
@@ -357,5 +370,46 @@ mod tests {
         .unwrap();
         let err = rows_from_batch(&batch).unwrap_err();
         assert_eq!(err.to_string(), "expected 7 columns, found 1");
+    }
+
+    /// `err` and its sources joined with ": " (anyhow's `{err:#}`).
+    fn chain(err: &dyn std::error::Error) -> String {
+        let mut text = err.to_string();
+        let mut source = err.source();
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        text
+    }
+
+    /// A file that cannot be read says why once, in its message (callers
+    /// keep only the text), and the chain does not repeat it.
+    #[test]
+    fn unreadable_files_print_their_cause_once() {
+        let scratch = std::env::temp_dir().join(format!("strata-{}", uuid::Uuid::new_v4()));
+        let missing = scratch.join("part-00000.parquet");
+        let io_text = std::fs::File::open(&missing)
+            .expect_err("no such file")
+            .to_string();
+        let err = read_rows(&missing).unwrap_err();
+        assert!(matches!(err, FormatError::Io { .. }), "{err:?}");
+        assert_eq!(
+            chain(&err),
+            format!("read {}: {io_text}", missing.display())
+        );
+
+        std::fs::create_dir_all(&scratch).unwrap();
+        let junk = scratch.join("junk.parquet");
+        std::fs::write(&junk, b"not parquet").unwrap();
+        let err = read_rows(&junk).unwrap_err();
+        let _ = std::fs::remove_dir_all(&scratch);
+        assert!(matches!(err, FormatError::Parquet(_)), "{err:?}");
+        assert!(err.to_string().starts_with("parquet: "), "{err}");
+        assert_eq!(chain(&err), err.to_string());
+
+        let arrow = FormatError::from(arrow_schema::ArrowError::ComputeError("overflow".into()));
+        assert_eq!(chain(&arrow), "parquet: Compute error: overflow");
     }
 }

@@ -72,7 +72,7 @@ fn settled(day: NaiveDate, now: DateTime<Utc>, settle: TimeDelta) -> bool {
 
 /// The time part of the closure rule at `now`: the day has ended, and, for
 /// [`Closure::Settled`], settled.
-pub fn ended_and_settled(
+pub(crate) fn ended_and_settled(
     day: NaiveDate,
     now: DateTime<Utc>,
     settle: TimeDelta,
@@ -93,7 +93,7 @@ pub fn ended_and_settled(
 
 /// The outbox part of the closure rule for one source, given the oldest
 /// unshipped event of the day it holds.
-pub fn unshipped(source_name: &str, oldest: Option<DateTime<Utc>>) -> Result<(), NotYet> {
+pub(crate) fn unshipped(source_name: &str, oldest: Option<DateTime<Utc>>) -> Result<(), NotYet> {
     match oldest {
         None => Ok(()),
         Some(oldest) => Err(NotYet::Unshipped {
@@ -105,7 +105,7 @@ pub fn unshipped(source_name: &str, oldest: Option<DateTime<Utc>>) -> Result<(),
 
 /// Days a continuous archiver should archive at `now`, oldest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pending {
+pub(crate) struct Pending {
     /// Ended and settled days not committed yet.
     pub days: Vec<NaiveDate>,
     /// The end of the oldest ended day not committed yet, settled or not
@@ -116,7 +116,7 @@ pub struct Pending {
 /// The pending days: days with a hot partition or a sealed catalog entry,
 /// not committed, that have ended; `days` keeps those also settled. Late
 /// rows of committed days are not pending days: the late pass takes them.
-pub fn pending(
+pub(crate) fn pending(
     catalog_days: &[(NaiveDate, DayState)],
     partition_days: &[NaiveDate],
     now: DateTime<Utc>,
@@ -164,7 +164,7 @@ impl Archiver {
                 .map_err(|err| ArchiveError::SourceUnchecked {
                     day,
                     source_name: name.clone(),
-                    source: Box::new(err),
+                    error: Box::new(err),
                 })?;
             unshipped(name, oldest)
                 .map_err(|reason| ArchiveError::NotArchivable { day, reason })?;
@@ -204,16 +204,7 @@ async fn oldest_unshipped(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn date(text: &str) -> NaiveDate {
-        NaiveDate::parse_from_str(text, "%Y-%m-%d").expect("a date")
-    }
-
-    fn at(text: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(text)
-            .expect("an instant")
-            .with_timezone(&Utc)
-    }
+    use crate::test_support::{at, date};
 
     const TEN_MINUTES: TimeDelta = TimeDelta::minutes(10);
 

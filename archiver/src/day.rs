@@ -29,10 +29,7 @@ pub fn day_end(day: NaiveDate) -> DateTime<Utc> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn date(text: &str) -> NaiveDate {
-        NaiveDate::parse_from_str(text, "%Y-%m-%d").expect("a date")
-    }
+    use crate::test_support::date;
 
     #[test]
     fn a_day_spans_midnight_to_midnight_utc() {

@@ -1,9 +1,13 @@
 //! The archiver's errors. Every one leaves the catalog unchanged: files of a
 //! failed attempt are uncommitted garbage, and the day is retried.
 //!
-//! Each error keeps its cause as its `source`. Messages and metric labels
-//! ([`ArchiveError::label`]) are those of the variants before they were
-//! split (so a `parquet`-labelled error may be a manifest or a thread).
+//! Each error keeps its cause as a typed field, and its message shows the
+//! cause: the daemon logs errors with their `Display` alone (`error =
+//! %err`), the binary with the whole chain (`{err:#}`). So a cause shown in
+//! the message is not also the error's `source()`, or `{err:#}` would
+//! print it twice. Messages and metric labels ([`ArchiveError::label`]) are
+//! those of the variants before they were split (so a `parquet`-labelled
+//! error may be a manifest or a thread).
 
 use chrono::NaiveDate;
 use strata_pg::{describe_pg_error, PgError};
@@ -16,22 +20,21 @@ use crate::store::StoreError;
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
     /// A database call failed.
-    #[error("{context}: {}", describe_pg_error(source))]
+    #[error("{context}: {}", describe_pg_error(error))]
     Db {
         /// What was being done.
         context: String,
-        /// The driver's error.
-        #[source]
-        source: tokio_postgres::Error,
+        /// The driver's error (shown in the message, with the server's
+        /// SQLSTATE and text).
+        error: tokio_postgres::Error,
     },
     /// A database URL does not parse (configuration).
-    #[error("parse {url}: {}", describe_pg_error(source))]
+    #[error("parse {url}: {}", describe_pg_error(error))]
     BadUrl {
         /// The URL, without its password.
         url: String,
-        /// The parse error.
-        #[source]
-        source: tokio_postgres::Error,
+        /// The parse error (shown in the message).
+        error: tokio_postgres::Error,
     },
     /// A value read from the database could not be decoded into the
     /// expected type (a NULL where none is allowed, a `timestamptz` of
@@ -45,13 +48,12 @@ pub enum ArchiveError {
         source: tokio_postgres::Error,
     },
     /// A catalog text column holds a value this archiver does not know.
-    #[error("decode {context}: {source}")]
+    #[error("decode {context}: {error}")]
     UnknownValue {
         /// What was being read.
         context: &'static str,
-        /// The value.
-        #[source]
-        source: UnknownValue,
+        /// The value (shown in the message).
+        error: UnknownValue,
     },
     /// A database call took longer than `archiver.statement_timeout`.
     #[error("{context}: timed out after {seconds:.0} s")]
@@ -69,28 +71,29 @@ pub enum ArchiveError {
     #[error("parquet: {0}")]
     Parquet(String),
     /// The Parquet library failed (encoding, or a file that does not read).
+    /// (The cause is shown in the message, so it is not the `source`; the
+    /// `From` conversions are below.)
     #[error("parquet: {0}")]
-    ParquetCodec(#[from] parquet::errors::ParquetError),
+    ParquetCodec(parquet::errors::ParquetError),
     /// Archive data does not decode into rows (the archive crate's
     /// format).
     #[error("parquet: {0}")]
-    RowFormat(#[from] strata_archive::FormatError),
+    RowFormat(strata_archive::FormatError),
     /// Arrow failed (building or reading a batch).
     #[error("parquet: {0}")]
-    Arrow(#[from] arrow_schema::ArrowError),
+    Arrow(arrow_schema::ArrowError),
     /// A blocking thread (the export's encoder, reading a file back)
     /// panicked or was cancelled.
-    #[error("parquet: {context}: {source}")]
+    #[error("parquet: {context}: {error}")]
     Thread {
         /// Which thread.
         context: &'static str,
-        /// The join error.
-        #[source]
-        source: tokio::task::JoinError,
+        /// The join error (shown in the message).
+        error: tokio::task::JoinError,
     },
     /// The manifest could not be encoded.
     #[error("parquet: manifest: {0}")]
-    Manifest(#[source] serde_json::Error),
+    Manifest(serde_json::Error),
     /// A snapshot read from the database is not what `pg_current_snapshot()`
     /// prints, so it is not inlined into SQL.
     #[error("parquet: unexpected snapshot text {text:?}")]
@@ -99,13 +102,12 @@ pub enum ArchiveError {
         text: String,
     },
     /// A local spool file could not be written or read.
-    #[error("spool file {path}: {source}")]
+    #[error("spool file {path}: {error}")]
     Spool {
         /// The file.
         path: String,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
+        /// The I/O error (shown in the message).
+        error: std::io::Error,
     },
     /// An uploaded file does not match what was read from the hot store; it
     /// is not committed.
@@ -141,15 +143,14 @@ pub enum ArchiveError {
     },
     /// A source's outbox could not be checked for unshipped events of the
     /// day, so the day cannot be archived now.
-    #[error("day {day} cannot be archived: cannot check source {source_name:?} for unshipped events: {source}")]
+    #[error("day {day} cannot be archived: cannot check source {source_name:?} for unshipped events: {error}")]
     SourceUnchecked {
         /// The day.
         day: NaiveDate,
         /// The source's name in the configuration.
         source_name: String,
-        /// Why the check failed.
-        #[source]
-        source: Box<ArchiveError>,
+        /// Why the check failed (shown in the message).
+        error: Box<ArchiveError>,
     },
     /// The day has no committed archive (for `--verify`).
     #[error("day {0} has no committed archive")]
@@ -165,10 +166,10 @@ pub enum ArchiveError {
 impl From<PgError> for ArchiveError {
     fn from(err: PgError) -> Self {
         match err {
-            PgError::BadUrl { url, source } => Self::BadUrl { url, source },
-            PgError::Connect { url, source } => Self::Db {
+            PgError::BadUrl { url, error } => Self::BadUrl { url, error },
+            PgError::Connect { url, error } => Self::Db {
                 context: format!("connect to {url}"),
-                source,
+                error,
             },
             PgError::ConnectTimeout { url, timeout } => Self::Timeout {
                 context: format!("connect to {url}"),
@@ -178,18 +179,36 @@ impl From<PgError> for ArchiveError {
                 context: context.into(),
                 seconds: timeout.as_secs_f64(),
             },
-            PgError::Database { context, source } => Self::Db {
+            PgError::Database { context, error } => Self::Db {
                 context: context.into(),
-                source,
+                error,
             },
         }
+    }
+}
+
+impl From<parquet::errors::ParquetError> for ArchiveError {
+    fn from(err: parquet::errors::ParquetError) -> Self {
+        Self::ParquetCodec(err)
+    }
+}
+
+impl From<strata_archive::FormatError> for ArchiveError {
+    fn from(err: strata_archive::FormatError) -> Self {
+        Self::RowFormat(err)
+    }
+}
+
+impl From<arrow_schema::ArrowError> for ArchiveError {
+    fn from(err: arrow_schema::ArrowError) -> Self {
+        Self::Arrow(err)
     }
 }
 
 impl ArchiveError {
     pub(crate) fn db(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> Self {
         let context = context.into();
-        move |source| Self::Db { context, source }
+        move |error| Self::Db { context, error }
     }
 
     /// For `Row::try_get`: a value that does not decode into its type.
@@ -198,9 +217,9 @@ impl ArchiveError {
     }
 
     pub(crate) fn spool(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Self + '_ {
-        move |source| Self::Spool {
+        move |error| Self::Spool {
             path: path.display().to_string(),
-            source,
+            error,
         }
     }
 
@@ -219,7 +238,7 @@ impl ArchiveError {
             // The object store reports no status class: everything but a
             // missing object is treated as transient (as it always was).
             Self::Store(err) => !err.not_found,
-            Self::SourceUnchecked { source, .. } => source.is_retryable(),
+            Self::SourceUnchecked { error, .. } => error.is_retryable(),
             Self::BadUrl { .. }
             | Self::Decode { .. }
             | Self::UnknownValue { .. }
@@ -245,10 +264,10 @@ impl ArchiveError {
             Self::SourceUnchecked {
                 day,
                 source_name,
-                source,
+                error,
             } => Some((
                 *day,
-                format!("cannot check source {source_name:?} for unshipped events: {source}"),
+                format!("cannot check source {source_name:?} for unshipped events: {error}"),
             )),
             _ => None,
         }
@@ -262,7 +281,7 @@ impl ArchiveError {
             Self::ParquetCodec(err) => Some(err.to_string()),
             Self::RowFormat(err) => Some(err.to_string()),
             Self::Arrow(err) => Some(err.to_string()),
-            Self::Thread { context, source } => Some(format!("{context}: {source}")),
+            Self::Thread { context, error } => Some(format!("{context}: {error}")),
             _ => None,
         }
     }
@@ -300,6 +319,19 @@ mod tests {
         NaiveDate::from_ymd_opt(2025, 3, 4).expect("a date")
     }
 
+    /// `err` and its sources joined with ": ", as the binary prints errors
+    /// (anyhow's `{err:#}`).
+    fn chain(err: &dyn std::error::Error) -> String {
+        let mut text = err.to_string();
+        let mut source = err.source();
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        text
+    }
+
     #[test]
     fn transient_faults_are_retryable() {
         let io = std::io::Error::other("disk busy");
@@ -316,7 +348,7 @@ mod tests {
             ArchiveError::SourceUnchecked {
                 day: day(),
                 source_name: "main".into(),
-                source: Box::new(ArchiveError::Timeout {
+                error: Box::new(ArchiveError::Timeout {
                     context: "read the outbox".into(),
                     seconds: 30.0,
                 }),
@@ -339,7 +371,7 @@ mod tests {
             ArchiveError::NotCommitted(day()),
             ArchiveError::UnknownValue {
                 context: "the archive catalog",
-                source: UnknownValue {
+                error: UnknownValue {
                     column: "day state",
                     value: "archived".into(),
                 },
@@ -358,7 +390,7 @@ mod tests {
             spool.to_string(),
             "spool file /spool/part-00000.parquet: no space left on device"
         );
-        assert!(std::error::Error::source(&spool).is_some());
+        assert_eq!(chain(&spool), spool.to_string());
         assert_eq!(spool.label(), "spool");
 
         let snapshot = ArchiveError::BadSnapshot { text: "1;2".into() };
@@ -371,7 +403,7 @@ mod tests {
         let unchecked = ArchiveError::SourceUnchecked {
             day: day(),
             source_name: "main".into(),
-            source: Box::new(ArchiveError::Cancelled),
+            error: Box::new(ArchiveError::Cancelled),
         };
         assert_eq!(
             unchecked.to_string(),
@@ -381,7 +413,7 @@ mod tests {
 
         let unknown = ArchiveError::UnknownValue {
             context: "the archive catalog",
-            source: UnknownValue {
+            error: UnknownValue {
                 column: "day state",
                 value: "archived".into(),
             },
@@ -407,7 +439,7 @@ mod tests {
 
         let bad_url = ArchiveError::from(PgError::BadUrl {
             url: url.into(),
-            source: driver_error(),
+            error: driver_error(),
         });
         assert!(
             matches!(bad_url, ArchiveError::BadUrl { .. }),
@@ -419,14 +451,14 @@ mod tests {
 
         let connect = ArchiveError::from(PgError::Connect {
             url: url.into(),
-            source: driver_error(),
+            error: driver_error(),
         });
         assert!(matches!(connect, ArchiveError::Db { .. }), "{connect:?}");
         assert_eq!(
             connect.to_string(),
             format!("connect to {url}: {described}")
         );
-        assert!(std::error::Error::source(&connect).is_some());
+        assert_eq!(chain(&connect), connect.to_string());
         assert_eq!(connect.label(), "db");
         assert!(connect.is_retryable());
 
@@ -458,7 +490,7 @@ mod tests {
 
         let database = ArchiveError::from(PgError::Database {
             context: "seal the day",
-            source: driver_error(),
+            error: driver_error(),
         });
         assert!(
             matches!(&database, ArchiveError::Db { context, .. } if context == "seal the day"),
@@ -484,5 +516,96 @@ mod tests {
             seconds: 1.0,
         };
         assert_eq!(timeout.unreadable(), None);
+    }
+
+    /// What the binary prints (`{err:#}`) is each message once, as it was
+    /// when these variants held their cause as text: the cause is in the
+    /// message (which the daemon logs alone), never also the `source()`.
+    #[test]
+    fn causes_print_once_in_the_chain() {
+        let io = || std::io::Error::other("no space left on device");
+        let spool = ArchiveError::spool(std::path::Path::new("/spool/part-00000.parquet"))(io());
+        assert_eq!(
+            chain(&spool),
+            "spool file /spool/part-00000.parquet: no space left on device"
+        );
+
+        let unchecked = ArchiveError::SourceUnchecked {
+            day: day(),
+            source_name: "main".into(),
+            error: Box::new(ArchiveError::spool(std::path::Path::new("/tmp/x"))(io())),
+        };
+        assert_eq!(
+            chain(&unchecked),
+            r#"day 2025-03-04 cannot be archived: cannot check source "main" for unshipped events: spool file /tmp/x: no space left on device"#
+        );
+        assert!(unchecked.is_retryable());
+
+        let json = serde_json::from_str::<serde_json::Value>("{").expect_err("not JSON");
+        let json_text = json.to_string();
+        let manifest = ArchiveError::Manifest(json);
+        assert_eq!(chain(&manifest), format!("parquet: manifest: {json_text}"));
+
+        let codec = ArchiveError::from(parquet::errors::ParquetError::General("bad page".into()));
+        assert!(matches!(codec, ArchiveError::ParquetCodec(_)), "{codec:?}");
+        assert_eq!(chain(&codec), "parquet: Parquet error: bad page");
+        assert_eq!(
+            codec.unreadable().as_deref(),
+            Some("Parquet error: bad page")
+        );
+
+        let arrow = ArchiveError::from(arrow_schema::ArrowError::ComputeError("overflow".into()));
+        assert!(matches!(arrow, ArchiveError::Arrow(_)), "{arrow:?}");
+        assert_eq!(chain(&arrow), "parquet: Compute error: overflow");
+
+        let format = ArchiveError::from(strata_archive::FormatError::Null);
+        assert_eq!(chain(&format), "parquet: unexpected null");
+
+        let unknown = ArchiveError::UnknownValue {
+            context: "the archive catalog",
+            error: UnknownValue {
+                column: "day state",
+                value: "archived".into(),
+            },
+        };
+        assert_eq!(
+            chain(&unknown),
+            r#"decode the archive catalog: unknown day state "archived""#
+        );
+
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        let join = runtime.block_on(async {
+            let task = tokio::spawn(std::future::pending::<()>());
+            task.abort();
+            task.await.expect_err("aborted")
+        });
+        let join_text = join.to_string();
+        let thread = ArchiveError::Thread {
+            context: "encoder thread",
+            error: join,
+        };
+        assert_eq!(
+            chain(&thread),
+            format!("parquet: encoder thread: {join_text}")
+        );
+        assert_eq!(
+            thread.unreadable(),
+            Some(format!("encoder thread: {join_text}"))
+        );
+
+        let url = "postgres://strata:***@db.example/hot";
+        let described = describe_pg_error(&driver_error());
+        let bad_url = ArchiveError::from(PgError::BadUrl {
+            url: url.into(),
+            error: driver_error(),
+        });
+        assert_eq!(chain(&bad_url), format!("parse {url}: {described}"));
+        let database = ArchiveError::from(PgError::Database {
+            context: "seal the day",
+            error: driver_error(),
+        });
+        assert_eq!(chain(&database), format!("seal the day: {described}"));
     }
 }

@@ -103,9 +103,9 @@ pub async fn export(
     let encoder =
         tokio::task::spawn_blocking(move || encode_files(batches_rx, files, spool_dir, properties));
     let decoded = decode(client, &plan, batches_tx).await;
-    let encoded = encoder.await.map_err(|source| ArchiveError::Thread {
+    let encoded = encoder.await.map_err(|error| ArchiveError::Thread {
         context: "encoder thread",
-        source,
+        error,
     })?;
     // A decode error usually closes the channel the encoder reads, so
     // report the first cause.
@@ -219,7 +219,7 @@ async fn decode(
 fn row_ref(row: &BinaryCopyOutRow) -> Result<RowRef<'_>, ArchiveError> {
     let bad = |e: tokio_postgres::Error| ArchiveError::Db {
         context: "decode a row of the day".into(),
-        source: e,
+        error: e,
     };
     Ok(RowRef {
         user_id: row.try_get::<&str>(0).map_err(bad)?,

@@ -24,6 +24,8 @@
 //!   decoding;
 //! - `daemon`: the continuous archiver.
 
+#![warn(unreachable_pub)]
+
 pub mod archive;
 pub mod catalog;
 mod closure;
@@ -39,6 +41,8 @@ mod publish;
 mod retention;
 mod retry;
 mod stage;
+#[cfg(test)]
+mod test_support;
 
 pub use archive::{Archiver, ArchiverOptions, Closure, DayReport, Outcome, Progress};
 pub use catalog::{DayState, FileOrigin};

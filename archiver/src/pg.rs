@@ -17,7 +17,7 @@ pub const APPLICATION_NAME: &str = "strata-archiver";
 
 /// Connects to a database (the hot store or a source) with the archiver's
 /// session settings, and drives the connection in a background task.
-pub async fn connect(url: &DatabaseUrl, timeout: Duration) -> Result<Client, ArchiveError> {
+pub(crate) async fn connect(url: &DatabaseUrl, timeout: Duration) -> Result<Client, ArchiveError> {
     Ok(strata_pg::connect(url, APPLICATION_NAME, timeout).await?)
 }
 

@@ -19,7 +19,7 @@ use crate::metrics;
 
 /// Whether `day` is older than `retention` at `now` (measured from its
 /// end).
-pub fn past_retention(day: NaiveDate, now: DateTime<Utc>, retention: TimeDelta) -> bool {
+pub(crate) fn past_retention(day: NaiveDate, now: DateTime<Utc>, retention: TimeDelta) -> bool {
     day_end(day)
         .checked_add_signed(retention)
         .is_some_and(|kept_until| kept_until <= now)
@@ -28,7 +28,7 @@ pub fn past_retention(day: NaiveDate, now: DateTime<Utc>, retention: TimeDelta) 
 /// Whether the hot partition of `day` may be dropped at `now`: the day is
 /// older than `retention`, committed, every commit published, and none of
 /// its late rows wait for a late file.
-pub fn may_drop(
+pub(crate) fn may_drop(
     day: NaiveDate,
     status: &DayStatus,
     late_rows_wait: bool,
@@ -123,29 +123,10 @@ mod tests {
 
     use super::*;
     use crate::catalog::DayState;
-
-    fn date(text: &str) -> NaiveDate {
-        NaiveDate::parse_from_str(text, "%Y-%m-%d").expect("a date")
-    }
-
-    fn at(text: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(text)
-            .expect("an instant")
-            .with_timezone(&Utc)
-    }
+    use crate::test_support::{at, date};
 
     fn status(state: DayState, version: i32, manifest_version: i32) -> DayStatus {
-        DayStatus {
-            day: date("2025-03-01"),
-            state,
-            export_snapshot: None,
-            rows: 0,
-            bytes: 0,
-            files: 0,
-            version,
-            manifest_version,
-            partition_dropped_at: None,
-        }
+        crate::test_support::status(date("2025-03-01"), state, version, manifest_version)
     }
 
     const SEVEN_DAYS: TimeDelta = TimeDelta::days(7);

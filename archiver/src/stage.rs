@@ -143,9 +143,9 @@ impl Archiver {
         let path = download.clone();
         let check = tokio::task::spawn_blocking(move || export::check_file(&path))
             .await
-            .map_err(|source| ArchiveError::Thread {
+            .map_err(|error| ArchiveError::Thread {
                 context: "reader thread",
-                source,
+                error,
             })?;
         let _ = std::fs::remove_file(&download);
         check

@@ -2,6 +2,8 @@
 //! configuration loading, durations, and the Prometheus text endpoint's
 //! renderer. No I/O lives here: every crate can depend on it.
 
+#![warn(unreachable_pub)]
+
 pub mod backoff;
 pub mod config;
 pub mod duration;

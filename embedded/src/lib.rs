@@ -5,6 +5,8 @@
 //! `initdb` refuses to run as root, so when we are root the cluster is
 //! owned by, and run as, the `postgres` system user (via `runuser`).
 
+#![warn(unreachable_pub)]
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,13 +21,13 @@ pub enum EmbeddedError {
     #[error("running as root, and initdb refuses root: create the `postgres` system user (installing the postgresql package does) or run as an ordinary user")]
     NoUnprivilegedUser,
     /// A filesystem operation failed.
-    #[error("{context}: {source}")]
+    #[error("{context}: {error}")]
     Io {
         /// What was being done.
         context: String,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
+        /// The OS error (shown in the message, so not also the `source()`:
+        /// `{err:#}` would print it twice).
+        error: std::io::Error,
     },
     /// `initdb` or `pg_ctl` failed.
     #[error("{command} failed ({status}): {output}")]
@@ -117,16 +119,16 @@ impl Cluster {
             Some(port) => port,
             None => free_port()?,
         };
-        std::fs::create_dir_all(&options.root).map_err(|source| EmbeddedError::Io {
+        std::fs::create_dir_all(&options.root).map_err(|error| EmbeddedError::Io {
             context: format!("create {}", options.root.display()),
-            source,
+            error,
         })?;
         let root = options
             .root
             .canonicalize()
-            .map_err(|source| EmbeddedError::Io {
+            .map_err(|error| EmbeddedError::Io {
                 context: format!("resolve {}", options.root.display()),
-                source,
+                error,
             })?;
         if let Some(user) = &run_as {
             chown_to(&root, user)?;
@@ -299,9 +301,9 @@ impl Cluster {
         };
         command.args(args).current_dir(&self.root);
         let shown = format!("{} {}", program_path.display(), args.join(" "));
-        let output = command.output().map_err(|source| EmbeddedError::Io {
+        let output = command.output().map_err(|error| EmbeddedError::Io {
             context: format!("run {shown}"),
-            source,
+            error,
         })?;
         let text = format!(
             "{}{}",
@@ -365,16 +367,16 @@ pub fn find_bin_dir() -> Result<PathBuf, EmbeddedError> {
 
 /// A port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> Result<u16, EmbeddedError> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(|source| EmbeddedError::Io {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|error| EmbeddedError::Io {
         context: "find a free port".into(),
-        source,
+        error,
     })?;
     listener
         .local_addr()
         .map(|a| a.port())
-        .map_err(|source| EmbeddedError::Io {
+        .map_err(|error| EmbeddedError::Io {
             context: "find a free port".into(),
-            source,
+            error,
         })
 }
 
@@ -390,9 +392,9 @@ fn chown_to(path: &Path, user: &str) -> Result<(), EmbeddedError> {
         .args(["-R", &format!("{user}:")])
         .arg(path)
         .status()
-        .map_err(|source| EmbeddedError::Io {
+        .map_err(|error| EmbeddedError::Io {
             context: format!("chown {}", path.display()),
-            source,
+            error,
         })?;
     if !status.success() {
         return Err(EmbeddedError::Command {
@@ -407,4 +409,36 @@ fn chown_to(path: &Path, user: &str) -> Result<(), EmbeddedError> {
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `err` and its sources joined with ": " (anyhow's `{err:#}`, as
+    /// `strata demo` prints a failure).
+    fn chain(err: &dyn std::error::Error) -> String {
+        let mut text = err.to_string();
+        let mut source = err.source();
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        text
+    }
+
+    #[test]
+    fn an_io_failure_prints_its_cause_once() {
+        let err = EmbeddedError::Io {
+            context: "create /var/lib/strata-demo".into(),
+            error: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        };
+        let expected = format!(
+            "create /var/lib/strata-demo: {}",
+            std::io::Error::from(std::io::ErrorKind::PermissionDenied)
+        );
+        assert_eq!(err.to_string(), expected);
+        assert_eq!(chain(&err), expected);
+    }
 }

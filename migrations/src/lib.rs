@@ -7,6 +7,8 @@
 //! migration runs in one transaction together with its bookkeeping row, and
 //! an edited, already-applied migration is refused (checksum mismatch).
 
+#![warn(unreachable_pub)]
+
 use strata_pg::describe_pg_error;
 use tokio_postgres::Client;
 
@@ -92,15 +94,16 @@ pub const STORE: MigrationSet = MigrationSet {
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
     /// A database call failed.
-    #[error("{set} migrations: {context}: {}", describe_pg_error(source))]
+    #[error("{set} migrations: {context}: {}", describe_pg_error(error))]
     Database {
         /// Which set.
         set: &'static str,
         /// What was being done.
         context: &'static str,
-        /// The driver error.
-        #[source]
-        source: tokio_postgres::Error,
+        /// The driver error, shown in the message with the server's
+        /// SQLSTATE and text (so not also the `source()`: `{err:#}` would
+        /// print it twice).
+        error: tokio_postgres::Error,
     },
     /// An applied migration's text differs from the one shipped.
     #[error("{set} migration {version} was edited after being applied (checksum {applied} in the database, {shipped} shipped)")]
@@ -139,10 +142,10 @@ impl MigrationSet {
 
     fn db_err(&self, context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> MigrateError {
         let set = self.label;
-        move |source| MigrateError::Database {
+        move |error| MigrateError::Database {
             set,
             context,
-            source,
+            error,
         }
     }
 
@@ -302,5 +305,36 @@ mod tests {
     fn keys_are_stable() {
         assert_eq!(stable_key("a"), stable_key("a"));
         assert_ne!(stable_key("a"), stable_key("b"));
+    }
+
+    /// `err` and its sources joined with ": ", as anyhow's `{:#}` prints
+    /// them.
+    fn chain(err: &dyn std::error::Error) -> String {
+        let mut text = err.to_string();
+        let mut source = err.source();
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        text
+    }
+
+    #[test]
+    fn a_database_error_prints_its_cause_once() {
+        let driver = "port=notaport"
+            .parse::<tokio_postgres::Config>()
+            .expect_err("not a port");
+        let described = describe_pg_error(&driver);
+        let err = MigrateError::Database {
+            set: "store",
+            context: "lock",
+            error: driver,
+        };
+        assert_eq!(
+            err.to_string(),
+            format!("store migrations: lock: {described}")
+        );
+        assert_eq!(chain(&err), err.to_string());
     }
 }

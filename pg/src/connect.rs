@@ -61,9 +61,9 @@ impl std::fmt::Debug for PgConnection {
 /// `application_name` (it replaces one given in the URL), TCP keepalives and
 /// `timeout` as the connect timeout of each host tried.
 fn config(url: &DatabaseUrl, application_name: &str, timeout: Duration) -> Result<Config, PgError> {
-    let mut config = Config::from_str(url.expose()).map_err(|source| PgError::BadUrl {
+    let mut config = Config::from_str(url.expose()).map_err(|error| PgError::BadUrl {
         url: url.redacted(),
-        source,
+        error,
     })?;
     config
         .application_name(application_name)
@@ -103,9 +103,9 @@ pub async fn connect_raw(
     let config = config(url, application_name, timeout)?;
     match tokio::time::timeout(timeout, config.connect(NoTls)).await {
         Ok(Ok((client, inner))) => Ok((client, PgConnection { inner })),
-        Ok(Err(source)) => Err(PgError::Connect {
+        Ok(Err(error)) => Err(PgError::Connect {
             url: url.redacted(),
-            source,
+            error,
         }),
         Err(_) => Err(PgError::ConnectTimeout {
             url: url.redacted(),
@@ -141,5 +141,6 @@ mod tests {
         assert!(!err.is_retryable());
         let shown = format!("{err} {err:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(std::error::Error::source(&err).is_none(), "{err:?}");
     }
 }

@@ -8,26 +8,29 @@ use std::time::Duration;
 /// [`PgError::Connect`] (the driver reports it), an unusable `sslmode` a
 /// [`PgError::BadUrl`]; the enum is exhaustive so that each caller decides
 /// how a new kind maps onto its own retry policy.
+///
+/// Each message shows the driver's error in full ([`describe_pg_error`]),
+/// so that a log line (`error = %err`) says what failed; for the same
+/// reason the driver's error is not the `source()`, or the binary's
+/// `{err:#}` would print it twice.
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
     /// The connection string does not parse.
-    #[error("{url} connection string is invalid: {source}")]
+    #[error("{url} connection string is invalid: {}", describe_pg_error(error))]
     BadUrl {
         /// The connection string, its password replaced by `***`.
         url: String,
         /// The parse error.
-        #[source]
-        source: tokio_postgres::Error,
+        error: tokio_postgres::Error,
     },
     /// The server could not be reached, refused the session, or failed
     /// authentication.
-    #[error("connect to {url}: {}", describe_pg_error(source))]
+    #[error("connect to {url}: {}", describe_pg_error(error))]
     Connect {
         /// The connection string, its password replaced by `***`.
         url: String,
         /// The driver error.
-        #[source]
-        source: tokio_postgres::Error,
+        error: tokio_postgres::Error,
     },
     /// Connecting (TCP, authentication, start-up) took longer than allowed.
     #[error("connect to {url}: timed out after {timeout:?}")]
@@ -46,13 +49,12 @@ pub enum PgError {
         timeout: Duration,
     },
     /// A database call failed.
-    #[error("{context}: {}", describe_pg_error(source))]
+    #[error("{context}: {}", describe_pg_error(error))]
     Database {
         /// What was being done.
         context: &'static str,
         /// The driver error.
-        #[source]
-        source: tokio_postgres::Error,
+        error: tokio_postgres::Error,
     },
 }
 
@@ -75,8 +77,8 @@ impl PgError {
     /// SQLSTATE, when the server sent one.
     pub fn sqlstate(&self) -> Option<&str> {
         match self {
-            PgError::Connect { source, .. } | PgError::Database { source, .. } => {
-                source.code().map(|code| code.code())
+            PgError::Connect { error, .. } | PgError::Database { error, .. } => {
+                error.code().map(|code| code.code())
             }
             PgError::BadUrl { .. } | PgError::ConnectTimeout { .. } | PgError::Timeout { .. } => {
                 None
@@ -110,5 +112,61 @@ mod tests {
         assert_eq!(err.to_string(), "renew the lease: timed out after 1.5s");
         assert!(err.is_retryable());
         assert_eq!(err.sqlstate(), None);
+    }
+
+    /// `err` and its sources joined with ": ", as the binary prints errors
+    /// (anyhow's `{err:#}`).
+    fn chain(err: &dyn std::error::Error) -> String {
+        let mut text = err.to_string();
+        let mut source = err.source();
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        text
+    }
+
+    /// A driver error to wrap (a connection string that does not parse).
+    fn driver_error() -> tokio_postgres::Error {
+        "port=notaport"
+            .parse::<tokio_postgres::Config>()
+            .expect_err("not a port")
+    }
+
+    /// The message shows the driver's error in full; `{err:#}` prints it
+    /// once.
+    #[test]
+    fn driver_errors_print_once_in_the_chain() {
+        let url = "postgres://strata:***@db.example/hot";
+        let described = describe_pg_error(&driver_error());
+        assert!(
+            described.starts_with("invalid connection string: "),
+            "{described}"
+        );
+
+        let bad_url = PgError::BadUrl {
+            url: url.into(),
+            error: driver_error(),
+        };
+        assert_eq!(
+            chain(&bad_url),
+            format!("{url} connection string is invalid: {described}")
+        );
+        assert!(!bad_url.is_retryable());
+
+        let connect = PgError::Connect {
+            url: url.into(),
+            error: driver_error(),
+        };
+        assert_eq!(chain(&connect), format!("connect to {url}: {described}"));
+        assert!(connect.is_retryable());
+
+        let database = PgError::Database {
+            context: "claim batch",
+            error: driver_error(),
+        };
+        assert_eq!(chain(&database), format!("claim batch: {described}"));
+        assert_eq!(database.sqlstate(), None);
     }
 }

@@ -17,6 +17,8 @@
 //! touching a caller. Nothing here knows Strata's tables: session settings
 //! that are a caller's policy (statement timeouts, roles) stay with it.
 
+#![warn(unreachable_pub)]
+
 mod connect;
 mod error;
 mod holder;

@@ -17,7 +17,7 @@ pub async fn bounded<T>(
 ) -> Result<T, PgError> {
     match tokio::time::timeout(timeout, future).await {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(source)) => Err(PgError::Database { context, source }),
+        Ok(Err(error)) => Err(PgError::Database { context, error }),
         Err(_) => Err(PgError::Timeout { context, timeout }),
     }
 }

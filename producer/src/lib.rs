@@ -21,6 +21,8 @@
 //! instead; it sends at most one NOTIFY per debounce interval from its own
 //! connection. Relays also poll, so a forgotten ring only delays delivery.
 
+#![warn(unreachable_pub)]
+
 mod doorbell;
 mod outbox;
 

@@ -4,13 +4,14 @@
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
     /// A database call failed.
-    #[error("{context}: {}", strata_pg::describe_pg_error(source))]
+    #[error("{context}: {}", strata_pg::describe_pg_error(error))]
     Database {
         /// What was being done ("claim batch", "commit hot batch", ...).
         context: &'static str,
-        /// The driver error.
-        #[source]
-        source: tokio_postgres::Error,
+        /// The driver error, shown in the message with the server's
+        /// SQLSTATE and text (so not also the `source()`: `{err:#}` would
+        /// print it twice).
+        error: tokio_postgres::Error,
     },
     /// A database call took longer than `relay.statement_timeout`.
     #[error("{context}: timed out")]
@@ -94,9 +95,9 @@ impl RelayError {
     /// the same code and names its constraint).
     pub fn is_missing_partition(&self) -> bool {
         match self {
-            RelayError::Database { source, .. } => {
-                source.code().map(|c| c.code()) == Some("23514")
-                    && source
+            RelayError::Database { error, .. } => {
+                error.code().map(|c| c.code()) == Some("23514")
+                    && error
                         .as_db_error()
                         .is_some_and(|e| e.constraint().is_none())
             }
@@ -125,7 +126,7 @@ impl RelayError {
     /// SQLSTATE, when the database sent one.
     pub fn sqlstate(&self) -> Option<&str> {
         match self {
-            RelayError::Database { source, .. } => source.code().map(|c| c.code()),
+            RelayError::Database { error, .. } => error.code().map(|c| c.code()),
             _ => None,
         }
     }
@@ -139,14 +140,17 @@ impl From<strata_pg::PgError> for RelayError {
     fn from(err: strata_pg::PgError) -> Self {
         use strata_pg::PgError;
         match err {
-            PgError::BadUrl { url, source } => RelayError::BadUrl { what: url, source },
-            PgError::Connect { source, .. } => RelayError::Database {
+            PgError::BadUrl { url, error } => RelayError::BadUrl {
+                what: url,
+                source: error,
+            },
+            PgError::Connect { error, .. } => RelayError::Database {
                 context: "connect",
-                source,
+                error,
             },
             PgError::ConnectTimeout { .. } => RelayError::Timeout { context: "connect" },
             PgError::Timeout { context, .. } => RelayError::Timeout { context },
-            PgError::Database { context, source } => RelayError::Database { context, source },
+            PgError::Database { context, error } => RelayError::Database { context, error },
         }
     }
 }
@@ -175,19 +179,57 @@ mod tests {
             .expect_err("not a port")
     }
 
+    /// `err` and its sources joined with ": ", as the binary prints errors
+    /// (anyhow's `{err:#}`).
+    fn chain(err: &dyn std::error::Error) -> String {
+        let mut text = err.to_string();
+        let mut source = err.source();
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        text
+    }
+
+    /// A database error's message shows the driver's error in full (it is
+    /// what the relay logs); `{err:#}` prints it once.
+    #[test]
+    fn database_errors_print_their_cause_once() {
+        let described = strata_pg::describe_pg_error(&driver_error());
+        let failed = RelayError::from(PgError::Database {
+            context: "commit hot batch",
+            error: driver_error(),
+        });
+        assert_eq!(failed.to_string(), format!("commit hot batch: {described}"));
+        assert_eq!(chain(&failed), failed.to_string());
+        assert_eq!(failed.sqlstate(), None);
+
+        let refused = RelayError::from(PgError::Connect {
+            url: "postgres://strata:***@db/hot".into(),
+            error: driver_error(),
+        });
+        assert_eq!(chain(&refused), format!("connect: {described}"));
+
+        let stalled = RelayError::Timeout {
+            context: "claim batch",
+        };
+        assert_eq!(chain(&stalled), "claim batch: timed out");
+    }
+
     #[test]
     fn session_failures_keep_their_relay_meaning() {
         let url = || "postgres://strata:***@db/hot".to_string();
         let bad_url = RelayError::from(PgError::BadUrl {
             url: url(),
-            source: driver_error(),
+            error: driver_error(),
         });
         assert!(matches!(bad_url, RelayError::BadUrl { .. }));
         assert!(!bad_url.is_retryable());
 
         let refused = RelayError::from(PgError::Connect {
             url: url(),
-            source: driver_error(),
+            error: driver_error(),
         });
         assert!(matches!(
             refused,
@@ -220,7 +262,7 @@ mod tests {
 
         let failed = RelayError::from(PgError::Database {
             context: "commit hot batch",
-            source: driver_error(),
+            error: driver_error(),
         });
         assert!(matches!(
             failed,

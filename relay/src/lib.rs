@@ -16,6 +16,7 @@
 //! a row at once and a relay killed at any instruction leaves its rows to be
 //! claimed again (the hot store drops the duplicates).
 
+#![warn(unreachable_pub)]
 // Outbox rows are untrusted input: no slice index here can panic on them.
 #![deny(clippy::indexing_slicing)]
 

@@ -62,7 +62,7 @@ impl RelayOptions {
 
 /// This process's name in the reconciler's election rows:
 /// [`strata_pg::holder_id`] (`host:suffix:pid`).
-pub fn default_holder() -> String {
+pub(crate) fn default_holder() -> String {
     strata_pg::holder_id()
 }
 

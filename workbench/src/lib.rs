@@ -10,6 +10,8 @@
 //! `hot_copy`, the archiver's catalog); what is left stands as named
 //! constants at the top of the module that runs it.
 
+#![warn(unreachable_pub)]
+
 pub mod bench;
 pub mod demo;
 pub mod latency;

@@ -129,7 +129,7 @@ fn parsed<T: FromStr<Err = UnknownValue>>(
 ) -> Result<T, ArchiveError> {
     let text: &str = column(row, index, context)?;
     text.parse()
-        .map_err(|source| ArchiveError::UnknownValue { context, source })
+        .map_err(|error| ArchiveError::UnknownValue { context, error })
 }
 
 fn status_from_row(row: &Row) -> Result<DayStatus, ArchiveError> {
@@ -284,17 +284,12 @@ mod tests {
     use super::*;
 
     fn status(state: DayState, version: i32, manifest_version: i32) -> DayStatus {
-        DayStatus {
-            day: NaiveDate::from_ymd_opt(2025, 3, 4).expect("a date"),
+        crate::test_support::status(
+            crate::test_support::date("2025-03-04"),
             state,
-            export_snapshot: None,
-            rows: 0,
-            bytes: 0,
-            files: 0,
             version,
             manifest_version,
-            partition_dropped_at: None,
-        }
+        )
     }
 
     #[test]

@@ -6,7 +6,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize};
 
 use super::{empty_as_none, ConfigError, Secret};
 use crate::duration::serde_text;
@@ -203,8 +204,10 @@ impl ObjectStoreConfig {
     }
 }
 
-/// The kind of object store: the value of `object_store.kind`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// The kind of object store: the value of `object_store.kind`. Any other
+/// value is refused while parsing with the message it always had (`must be
+/// "s3" or "local"`, naming the key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ObjectStoreKind {
     /// Any S3-compatible endpoint (`s3`).
@@ -219,6 +222,16 @@ impl ObjectStoreKind {
         match self {
             Self::S3 => "s3",
             Self::Local => "local",
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ObjectStoreKind {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match String::deserialize(deserializer)?.as_str() {
+            "s3" => Ok(Self::S3),
+            "local" => Ok(Self::Local),
+            _ => Err(D::Error::custom(r#"must be "s3" or "local""#)),
         }
     }
 }
@@ -270,7 +283,8 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("object_store.kind"), "{err}");
-            assert!(err.contains("s3") && err.contains("local"), "{err}");
+            assert!(err.contains(r#"must be "s3" or "local""#), "{err}");
+            assert!(!err.contains("unknown variant"), "{err}");
         }
     }
 

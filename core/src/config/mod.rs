@@ -218,7 +218,7 @@ fn override_toml(key: &str, value: &str) -> String {
 mod toml_value {
     /// Stand-in "table" type: parse succeeds when figment's TOML parser
     /// accepts the document.
-    pub struct Table;
+    pub(super) struct Table;
 
     impl std::str::FromStr for Table {
         type Err = ();
@@ -232,7 +232,7 @@ mod toml_value {
     }
 
     /// A TOML basic string.
-    pub fn quote(value: &str) -> String {
+    pub(super) fn quote(value: &str) -> String {
         let mut out = String::from("\"");
         for c in value.chars() {
             match c {

@@ -4,7 +4,8 @@
 use std::fmt;
 use std::net::SocketAddr;
 
-use serde::{Deserialize, Serialize};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize};
 
 use super::ConfigError;
 
@@ -64,8 +65,10 @@ impl Default for LogConfig {
     }
 }
 
-/// The format of log lines: the value of `log.format`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// The format of log lines: the value of `log.format`. Any other value
+/// is refused while parsing with the message it always had (`must be
+/// "text" or "json"`, naming the key).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines (`text`, the default).
@@ -81,6 +84,16 @@ impl LogFormat {
         match self {
             Self::Text => "text",
             Self::Json => "json",
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for LogFormat {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match String::deserialize(deserializer)?.as_str() {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            _ => Err(D::Error::custom(r#"must be "text" or "json""#)),
         }
     }
 }
@@ -107,7 +120,8 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("log.format"), "{err}");
-            assert!(err.contains("text") && err.contains("json"), "{err}");
+            assert!(err.contains(r#"must be "text" or "json""#), "{err}");
+            assert!(!err.contains("unknown variant"), "{err}");
         }
     }
 

@@ -62,7 +62,7 @@ async fn archive_files(hot: &tokio_postgres::Client) -> anyhow::Result<Vec<Commi
 
 /// `strata bench api` flags.
 #[derive(Debug, Args)]
-pub struct ApiArgs {
+pub(super) struct ApiArgs {
     /// Events in the smaller store; the second store has 10x as many.
     #[arg(long, default_value_t = 100_000)]
     events: u64,
@@ -118,7 +118,7 @@ struct Figures {
 const WARM_UP_USERS: usize = 20;
 
 /// Runs the scenario.
-pub async fn run(args: ApiArgs, cancel: CancellationToken) -> anyhow::Result<()> {
+pub(super) async fn run(args: ApiArgs, cancel: CancellationToken) -> anyhow::Result<()> {
     let env = BenchEnv::new(args.common.pg_url.as_deref(), &[]).await?;
     let mut figures = Vec::new();
     for (i, events) in [args.events, args.events * 10].into_iter().enumerate() {

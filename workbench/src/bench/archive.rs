@@ -45,7 +45,7 @@ fn copy_out_sql(select: &str) -> String {
 
 /// `strata bench archive` flags.
 #[derive(Debug, Args)]
-pub struct ArchiveArgs {
+pub(super) struct ArchiveArgs {
     /// Events in the day.
     #[arg(long, default_value_t = 200_000)]
     events: u64,
@@ -67,7 +67,7 @@ pub struct ArchiveArgs {
 }
 
 /// Runs the scenario.
-pub async fn run(args: ArchiveArgs, cancel: CancellationToken) -> anyhow::Result<()> {
+pub(super) async fn run(args: ArchiveArgs, cancel: CancellationToken) -> anyhow::Result<()> {
     let env = BenchEnv::new(args.common.pg_url.as_deref(), &[]).await?;
     let hot_url = env.fresh_database("bench_archive_hot").await?;
     let mut hot = pg::connect(&hot_url).await?;

@@ -62,7 +62,7 @@ fn subscriber_sql(day0: &str, day2: &str, src_url: &str) -> String {
 
 /// `strata bench drain` flags.
 #[derive(Debug, Args)]
-pub struct DrainArgs {
+pub(super) struct DrainArgs {
     /// Events to pre-fill (one per business transaction).
     #[arg(long, default_value_t = 200_000)]
     events: u64,
@@ -77,7 +77,7 @@ pub struct DrainArgs {
 }
 
 /// Runs the scenario.
-pub async fn run(args: DrainArgs, cancel: CancellationToken) -> anyhow::Result<()> {
+pub(super) async fn run(args: DrainArgs, cancel: CancellationToken) -> anyhow::Result<()> {
     let env = BenchEnv::new(
         args.common.pg_url.as_deref(),
         &[

@@ -11,7 +11,7 @@ const SERVER_SETTINGS_SQL: &str =
             current_setting('wal_sync_method'), version()";
 
 /// A server to create benchmark databases in.
-pub struct BenchEnv {
+pub(super) struct BenchEnv {
     base_url: String,
     _cluster: Option<Cluster>,
     _dir: Option<TempDir>,
@@ -30,7 +30,7 @@ impl Drop for TempDir {
 
 impl BenchEnv {
     /// Starts a private cluster (with `extra` settings) unless `pg_url`.
-    pub async fn new(pg_url: Option<&str>, extra: &[(&str, &str)]) -> anyhow::Result<Self> {
+    pub(super) async fn new(pg_url: Option<&str>, extra: &[(&str, &str)]) -> anyhow::Result<Self> {
         let (base_url, cluster, dir) = match pg_url {
             Some(url) => (url.trim_end_matches('/').to_string(), None, None),
             None => {
@@ -69,12 +69,12 @@ impl BenchEnv {
     }
 
     /// URL of database `db`.
-    pub fn url(&self, db: &str) -> String {
+    pub(super) fn url(&self, db: &str) -> String {
         format!("{}/{db}", self.base_url)
     }
 
     /// A fresh database named `db`.
-    pub async fn fresh_database(&self, db: &str) -> anyhow::Result<String> {
+    pub(super) async fn fresh_database(&self, db: &str) -> anyhow::Result<String> {
         let admin = pg::connect(&self.url("postgres")).await?;
         pg::recreate_database(&admin, db).await?;
         Ok(self.url(db))

@@ -22,7 +22,7 @@ use crate::synth::Synth;
 
 /// `strata bench ingest` flags.
 #[derive(Debug, Args)]
-pub struct IngestArgs {
+pub(super) struct IngestArgs {
     /// Target events per second (all producers together).
     #[arg(long, default_value_t = 4000)]
     rate: u64,
@@ -40,7 +40,7 @@ pub struct IngestArgs {
 }
 
 /// Runs the scenario.
-pub async fn run(args: IngestArgs, cancel: CancellationToken) -> anyhow::Result<()> {
+pub(super) async fn run(args: IngestArgs, cancel: CancellationToken) -> anyhow::Result<()> {
     let env = BenchEnv::new(args.common.pg_url.as_deref(), &[]).await?;
     let src_url = env.fresh_database("bench_ingest_src").await?;
     let hot_url = env.fresh_database("bench_ingest_hot").await?;

@@ -35,7 +35,7 @@ fn create_accounts_sql() -> String {
 
 /// `strata bench producer` flags.
 #[derive(Debug, Args)]
-pub struct ProducerArgs {
+pub(super) struct ProducerArgs {
     /// Seconds per variant.
     #[arg(long, default_value = "10s", value_parser = strata_core::duration::parse)]
     duration: Duration,
@@ -73,7 +73,7 @@ impl Variant {
 const ACCOUNTS: i64 = 100_000;
 
 /// Runs the scenario.
-pub async fn run(args: ProducerArgs, cancel: CancellationToken) -> anyhow::Result<()> {
+pub(super) async fn run(args: ProducerArgs, cancel: CancellationToken) -> anyhow::Result<()> {
     let env = BenchEnv::new(args.common.pg_url.as_deref(), &[]).await?;
     let url = env.fresh_database("bench_producer").await?;
     let mut admin = pg::connect(&url).await?;
