@@ -338,17 +338,7 @@ mod tests {
         );
     }
 
-    /// `err` and its sources joined with ": " (anyhow's `{err:#}`).
-    fn chain(err: &dyn std::error::Error) -> String {
-        let mut text = err.to_string();
-        let mut source = err.source();
-        while let Some(cause) = source {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        text
-    }
+    use strata_core::error_chain as chain;
 
     /// The text logged and recorded for a failed attempt is what it was
     /// when these were strings, and the chain repeats no cause.

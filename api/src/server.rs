@@ -355,18 +355,7 @@ mod tests {
 
     use super::*;
 
-    /// `err` and its sources joined with ": ", as `strata api` prints a
-    /// start-up failure (anyhow's `{err:#}`).
-    fn chain(err: &dyn std::error::Error) -> String {
-        let mut text = err.to_string();
-        let mut source = err.source();
-        while let Some(cause) = source {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        text
-    }
+    use strata_core::error_chain as chain;
 
     fn key_error(kid: &str, spec: String) -> KeyConfigError {
         Authenticator::new(

@@ -372,17 +372,7 @@ mod tests {
         assert_eq!(err.to_string(), "expected 7 columns, found 1");
     }
 
-    /// `err` and its sources joined with ": " (anyhow's `{err:#}`).
-    fn chain(err: &dyn std::error::Error) -> String {
-        let mut text = err.to_string();
-        let mut source = err.source();
-        while let Some(cause) = source {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        text
-    }
+    use strata_core::error_chain as chain;
 
     /// A file that cannot be read says why once, in its message (callers
     /// keep only the text), and the chain does not repeat it.

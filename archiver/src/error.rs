@@ -319,18 +319,7 @@ mod tests {
         NaiveDate::from_ymd_opt(2025, 3, 4).expect("a date")
     }
 
-    /// `err` and its sources joined with ": ", as the binary prints errors
-    /// (anyhow's `{err:#}`).
-    fn chain(err: &dyn std::error::Error) -> String {
-        let mut text = err.to_string();
-        let mut source = err.source();
-        while let Some(cause) = source {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        text
-    }
+    use strata_core::error_chain as chain;
 
     #[test]
     fn transient_faults_are_retryable() {

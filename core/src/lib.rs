@@ -7,9 +7,11 @@
 pub mod backoff;
 pub mod config;
 pub mod duration;
+mod error_chain;
 pub mod event;
 pub mod failpoint;
 pub mod telemetry;
 
 pub use config::{Config, ConfigError};
+pub use error_chain::error_chain;
 pub use event::{EventLimits, NewEvent, ValidationError};

@@ -415,18 +415,7 @@ fn tail(text: &str, lines: usize) -> String {
 mod tests {
     use super::*;
 
-    /// `err` and its sources joined with ": " (anyhow's `{err:#}`, as
-    /// `strata demo` prints a failure).
-    fn chain(err: &dyn std::error::Error) -> String {
-        let mut text = err.to_string();
-        let mut source = err.source();
-        while let Some(cause) = source {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        text
-    }
+    use strata_core::error_chain as chain;
 
     #[test]
     fn an_io_failure_prints_its_cause_once() {

@@ -307,18 +307,7 @@ mod tests {
         assert_ne!(stable_key("a"), stable_key("b"));
     }
 
-    /// `err` and its sources joined with ": ", as anyhow's `{:#}` prints
-    /// them.
-    fn chain(err: &dyn std::error::Error) -> String {
-        let mut text = err.to_string();
-        let mut source = err.source();
-        while let Some(cause) = source {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        text
-    }
+    use strata_core::error_chain as chain;
 
     #[test]
     fn a_database_error_prints_its_cause_once() {

@@ -114,18 +114,7 @@ mod tests {
         assert_eq!(err.sqlstate(), None);
     }
 
-    /// `err` and its sources joined with ": ", as the binary prints errors
-    /// (anyhow's `{err:#}`).
-    fn chain(err: &dyn std::error::Error) -> String {
-        let mut text = err.to_string();
-        let mut source = err.source();
-        while let Some(cause) = source {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        text
-    }
+    use strata_core::error_chain as chain;
 
     /// A driver error to wrap (a connection string that does not parse).
     fn driver_error() -> tokio_postgres::Error {

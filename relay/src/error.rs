@@ -179,18 +179,7 @@ mod tests {
             .expect_err("not a port")
     }
 
-    /// `err` and its sources joined with ": ", as the binary prints errors
-    /// (anyhow's `{err:#}`).
-    fn chain(err: &dyn std::error::Error) -> String {
-        let mut text = err.to_string();
-        let mut source = err.source();
-        while let Some(cause) = source {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        text
-    }
+    use strata_core::error_chain as chain;
 
     /// A database error's message shows the driver's error in full (it is
     /// what the relay logs); `{err:#}` prints it once.
