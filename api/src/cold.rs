@@ -26,16 +26,15 @@ use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuil
 use parquet::errors::ParquetError;
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::page_index::column_index::ColumnIndexMetaData;
-use strata_archive::{extend_rows, layout, ObjectStore, StoreError};
+use strata_archive::layout::{self, USER_ID_COLUMN};
+use strata_archive::{extend_rows, ObjectStore, StoreError};
 
 use crate::event::Event;
 use crate::lock;
-use crate::read_error::ReadError;
+use crate::read_error::{ArchiveReadError, ReadError};
 
 /// First guess at the footer + page index size (one GET when it fits).
 const FOOTER_GUESS: u64 = 256 * 1024;
-/// The user_id column (first in the schema).
-const USER_COLUMN: usize = 0;
 
 /// Requests made, for metrics and the benchmark.
 #[derive(Debug, Default)]
@@ -165,10 +164,10 @@ async fn counted_get(
     Ok(bytes)
 }
 
-fn archive_error(key: &str, err: impl std::fmt::Display) -> ReadError {
+fn archive_error(key: &str, err: impl Into<ArchiveReadError>) -> ReadError {
     ReadError::Archive {
         key: key.to_string(),
-        message: err.to_string(),
+        error: err.into(),
     }
 }
 
@@ -245,15 +244,12 @@ impl ColdReader {
                     found = Some((candidate.to_string(), tail));
                     break;
                 }
-                Err(err) if err.not_found => continue,
+                Err(err) if err.not_found() => continue,
                 Err(err) => return Err(err.into()),
             }
         }
         let Some((found_at, mut tail)) = found else {
-            return Err(ReadError::Archive {
-                key: key.to_string(),
-                message: "neither the object nor its staging copy exists".into(),
-            });
+            return Err(archive_error(key, ArchiveReadError::Missing));
         };
         let metadata = loop {
             let mut reader =
@@ -351,7 +347,7 @@ fn select(metadata: &ParquetMetaData, user: &[u8]) -> (Vec<usize>, RowSelection)
     let mut offset = 0usize;
     for (index, group) in metadata.row_groups().iter().enumerate() {
         let rows = group.num_rows().max(0) as usize;
-        let column = group.column(USER_COLUMN);
+        let column = group.column(USER_ID_COLUMN);
         let may_hold = match column.statistics() {
             Some(stats) => match (stats.min_bytes_opt(), stats.max_bytes_opt()) {
                 (Some(min), Some(max)) => min <= user && user <= max,
@@ -402,8 +398,8 @@ fn page_rows(
         return all;
     };
     let (Some(ColumnIndexMetaData::BYTE_ARRAY(index)), Some(offsets)) = (
-        page_index.column_index(group, USER_COLUMN),
-        page_index.offset_index(group, USER_COLUMN),
+        page_index.column_index(group, USER_ID_COLUMN),
+        page_index.offset_index(group, USER_ID_COLUMN),
     ) else {
         return all;
     };

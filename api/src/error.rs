@@ -461,7 +461,7 @@ mod tests {
             (
                 ReadError::Archive {
                     key: "k".into(),
-                    message: "secret detail".into(),
+                    error: parquet::errors::ParquetError::General("secret detail".into()).into(),
                 }
                 .into(),
                 Code::Internal,

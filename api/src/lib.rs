@@ -47,7 +47,7 @@ pub mod service;
 pub use event::Event;
 pub use history::{HistoryReader, Page, Query, ReadAhead};
 pub use page_token::{Binding, Cursor, PageTokenError, PageTokenKey, PageTokenKeys};
-pub use read_error::ReadError;
+pub use read_error::{ArchiveReadError, ReadError};
 pub use server::{serve, serve_with_reader, ApiOptions};
 
 /// Locks `mutex`, recovering from poisoning: every map and cache behind

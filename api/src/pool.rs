@@ -28,20 +28,33 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// `application_name` of the API's sessions, for `pg_stat_activity`.
 pub const APPLICATION_NAME: &str = "strata-api";
 
-/// Why no connection could be had.
+/// Why no connection could be had. It is logged with its `Display` alone
+/// (`error = %err`), so the cause is shown in the message and is not also
+/// the `source()` (`{err:#}` would print it twice).
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
     /// Every connection is busy.
     #[error("all {0} database connections are busy")]
     Busy(usize),
-    /// Connecting or preparing the session failed.
-    #[error("database: {0}")]
-    Connect(String),
+    /// Connecting failed.
+    #[error("database: {error}")]
+    Connect {
+        /// Why (shown in the message).
+        error: strata_pg::PgError,
+    },
+    /// The new session could not be set up (role, timeouts).
+    #[error("database: prepare session ({setup}): {error}")]
+    Prepare {
+        /// The setup statements.
+        setup: String,
+        /// The driver's error (shown in the message).
+        error: tokio_postgres::Error,
+    },
 }
 
 struct Inner {
     url: DatabaseUrl,
-    role: String,
+    role: Option<String>,
     statement_timeout: Duration,
     size: usize,
     idle: Mutex<Vec<Connection>>,
@@ -148,13 +161,13 @@ impl Drop for PooledClient {
 }
 
 impl Pool {
-    /// At most `size` connections to `url`, each switched to `role` (empty:
+    /// At most `size` connections to `url`, each switched to `role` (`None`:
     /// the login user) with `statement_timeout`.
-    pub fn new(url: &str, role: &str, statement_timeout: Duration, size: usize) -> Self {
+    pub fn new(url: &str, role: Option<&str>, statement_timeout: Duration, size: usize) -> Self {
         Self {
             inner: Arc::new(Inner {
                 url: DatabaseUrl::new(url),
-                role: role.to_string(),
+                role: role.map(str::to_string),
                 statement_timeout,
                 size,
                 idle: Mutex::new(Vec::new()),
@@ -198,22 +211,18 @@ impl Pool {
     async fn connect(&self) -> Result<Client, PoolError> {
         let client = strata_pg::connect(&self.inner.url, APPLICATION_NAME, CONNECT_TIMEOUT)
             .await
-            .map_err(|e| PoolError::Connect(e.to_string()))?;
+            .map_err(|error| PoolError::Connect { error })?;
         let mut setup = format!(
             "SET statement_timeout = {}; SET plan_cache_mode = force_generic_plan;",
             self.inner.statement_timeout.as_millis()
         );
-        if !self.inner.role.is_empty() {
-            setup.push_str(&format!(
-                " SET ROLE {};",
-                quote_identifier(&self.inner.role)
-            ));
+        if let Some(role) = &self.inner.role {
+            setup.push_str(&format!(" SET ROLE {};", quote_identifier(role)));
         }
-        client
-            .batch_execute(&setup)
-            .await
-            .map_err(|e| PoolError::Connect(format!("prepare session ({setup}): {e}")))?;
-        Ok(client)
+        match client.batch_execute(&setup).await {
+            Ok(()) => Ok(client),
+            Err(error) => Err(PoolError::Prepare { setup, error }),
+        }
     }
 }
 
@@ -221,4 +230,46 @@ impl Pool {
 /// configuration, never from a request, but is quoted all the same.
 fn quote_identifier(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use strata_core::error_chain as chain;
+    use strata_pg::PgError;
+
+    use super::*;
+
+    /// The texts logged are those of the string variants these replaced,
+    /// each cause once in the chain.
+    #[test]
+    fn pool_errors_show_their_cause_once() {
+        let timeout = PoolError::Connect {
+            error: PgError::ConnectTimeout {
+                url: "postgres://strata:***@db.example/hot".into(),
+                timeout: Duration::from_secs(10),
+            },
+        };
+        assert_eq!(
+            timeout.to_string(),
+            "database: connect to postgres://strata:***@db.example/hot: timed out after 10s"
+        );
+        assert_eq!(chain(&timeout), timeout.to_string());
+
+        let driver = "port=notaport"
+            .parse::<tokio_postgres::Config>()
+            .expect_err("not a port");
+        let driver_text = driver.to_string();
+        let setup = "SET statement_timeout = 5000; SET plan_cache_mode = force_generic_plan;";
+        let prepare = PoolError::Prepare {
+            setup: setup.into(),
+            error: driver,
+        };
+        assert_eq!(
+            prepare.to_string(),
+            format!("database: prepare session ({setup}): {driver_text}")
+        );
+        assert_eq!(chain(&prepare), prepare.to_string());
+    }
 }

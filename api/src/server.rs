@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use strata_archive::ObjectStore;
@@ -46,15 +47,6 @@ pub struct ApiOptions {
 /// ends the message, in the message when text follows it.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    /// `api.listen` is not an address. (The message names the value only,
-    /// as it always did; the parse error is kept, not shown.)
-    #[error("invalid configuration: api.listen {listen:?}")]
-    Listen {
-        /// The configured value.
-        listen: String,
-        /// Why it does not parse.
-        error: std::net::AddrParseError,
-    },
     /// A bearer-token verification key (the `source()`).
     #[error("invalid configuration")]
     Keys(#[from] KeyConfigError),
@@ -93,7 +85,7 @@ pub enum ServeError {
     /// The API's role cannot read the audit table (not migrated?).
     #[error("api database: cannot read strata.api_audit as {role:?}: {error} (run `strata migrate` first)")]
     NotMigrated {
-        /// `api.db_role`.
+        /// `api.db_role` (`""` when unset: the login user).
         role: String,
         /// Why (shown in the message).
         error: tokio_postgres::Error,
@@ -101,9 +93,15 @@ pub enum ServeError {
     /// The listener (the `source()`).
     #[error("grpc server")]
     Transport(#[from] tonic::transport::Error),
-    /// Reading TLS files.
-    #[error("tls: {0}")]
-    Tls(String),
+    /// A TLS certificate or key file cannot be read (the `source()`).
+    #[error("tls: read {}", path.display())]
+    Tls {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Page-token keys from `id=secret` entries, or one random key.
@@ -150,10 +148,6 @@ pub async fn serve_with_reader(
 ) -> Result<(), ServeError> {
     crate::metrics::register();
     let api = &options.api;
-    let listen: SocketAddr = api.listen.parse().map_err(|error| ServeError::Listen {
-        listen: api.listen.clone(),
-        error,
-    })?;
     let hs256: BTreeMap<String, String> = api
         .jwt_hs256_secrets
         .iter()
@@ -189,7 +183,7 @@ pub async fn serve_with_reader(
         .unwrap_or_else(|| options.hot_store_url.clone());
     let pool = Pool::new(
         url.expose(),
-        &api.db_role,
+        api.db_role.as_deref(),
         api.statement_timeout,
         api.pool_size,
     );
@@ -202,7 +196,7 @@ pub async fn serve_with_reader(
         .query_one(PROBE_SQL, &[])
         .await
         .map_err(|error| ServeError::NotMigrated {
-            role: api.db_role.clone(),
+            role: api.db_role.clone().unwrap_or_default(),
             error,
         })?;
     drop(probe);
@@ -281,14 +275,19 @@ pub async fn serve_with_reader(
         .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION));
     if let Some(cert_file) = &api.tls_cert_file {
         let key_file = api.tls_key_file.clone().unwrap_or_default();
-        let cert = std::fs::read(cert_file)
-            .map_err(|e| ServeError::Tls(format!("read {}: {e}", cert_file.display())))?;
-        let key = std::fs::read(&key_file)
-            .map_err(|e| ServeError::Tls(format!("read {}: {e}", key_file.display())))?;
+        let read = |path: &Path| {
+            std::fs::read(path).map_err(|source| ServeError::Tls {
+                path: path.to_path_buf(),
+                source,
+            })
+        };
+        let cert = read(cert_file)?;
+        let key = read(&key_file)?;
         let identity = tonic::transport::Identity::from_pem(cert, key);
         builder =
             builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
     }
+    let listen = api.listen;
     let bind = |source| ServeError::Bind { listen, source };
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(bind)?;
     let bound = listener.local_addr().map_err(bind)?;
@@ -383,15 +382,6 @@ mod tests {
             format!("invalid configuration: api.listen 127.0.0.1:50051: {in_use_text}")
         );
 
-        let listen = ServeError::Listen {
-            listen: "nowhere".into(),
-            error: "nowhere".parse::<SocketAddr>().expect_err("not an address"),
-        };
-        assert_eq!(
-            chain(&listen),
-            r#"invalid configuration: api.listen "nowhere""#
-        );
-
         let missing = std::env::temp_dir().join(format!("strata-{}/k1.pem", uuid::Uuid::new_v4()));
         let missing_text = std::fs::read(&missing)
             .expect_err("no such file")
@@ -440,11 +430,27 @@ mod tests {
 
         let connect = ServeError::Connect {
             url: "postgres://strata:***@db.example/hot".into(),
-            error: PoolError::Connect("connect to db.example: timed out after 10s".into()),
+            error: PoolError::Connect {
+                error: strata_pg::PgError::ConnectTimeout {
+                    url: "db.example".into(),
+                    timeout: Duration::from_secs(10),
+                },
+            },
         };
         assert_eq!(
             chain(&connect),
             "api database: database: connect to db.example: timed out after 10s (postgres://strata:***@db.example/hot)"
+        );
+
+        let cert = std::env::temp_dir().join(format!("strata-{}/cert.pem", uuid::Uuid::new_v4()));
+        let cert_text = std::fs::read(&cert).expect_err("no such file").to_string();
+        let tls = ServeError::Tls {
+            path: cert.clone(),
+            source: std::fs::read(&cert).expect_err("no such file"),
+        };
+        assert_eq!(
+            chain(&tls),
+            format!("tls: read {}: {cert_text}", cert.display())
         );
 
         let driver = "port=notaport"

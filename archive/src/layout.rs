@@ -36,6 +36,11 @@ pub const COLUMNS: [&str; 7] = [
     "ingested_at",
 ];
 
+/// Index of the `user_id` column in [`COLUMNS`] and [`schema`]: the first,
+/// the files' leading sort key, whose statistics and page index a reader
+/// uses to find one user's rows.
+pub const USER_ID_COLUMN: usize = 0;
+
 /// The Arrow schema of archive files: names and types of the hot store's
 /// `strata.activity`, timestamps as UTC microseconds, `event_id` as a
 /// 16-byte UUID, `payload` as JSON text.
@@ -171,6 +176,12 @@ pub fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_user_id_column_is_where_readers_look_for_it() {
+        assert_eq!(COLUMNS[USER_ID_COLUMN], "user_id");
+        assert_eq!(schema().field(USER_ID_COLUMN).name(), "user_id");
+    }
 
     #[test]
     fn keys_follow_the_hive_layout() {

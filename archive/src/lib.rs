@@ -17,4 +17,4 @@ pub mod row;
 pub mod store;
 
 pub use row::{extend_rows, read_rows, rows_from_batch, ArchivedRow, FormatError, RowRef};
-pub use store::{ObjectMeta, ObjectStore, StoreError};
+pub use store::{ObjectMeta, ObjectStore, StoreError, StoreErrorKind};

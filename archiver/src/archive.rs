@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::NaiveDate;
+use strata_archive::ObjectStore;
 use strata_core::config::{ArchiverConfig, DatabaseUrl, ObjectStoreConfig};
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
@@ -34,7 +35,6 @@ use crate::catalog::{self, Lease};
 use crate::error::ArchiveError;
 use crate::metrics;
 use crate::pg::connect;
-use crate::store::ObjectStore;
 
 /// Everything an archiver needs.
 #[derive(Debug, Clone)]

@@ -10,11 +10,11 @@
 //! error may be a manifest or a thread).
 
 use chrono::NaiveDate;
+use strata_archive::StoreError;
 use strata_pg::{describe_pg_error, PgError};
 
 use crate::catalog::UnknownValue;
 use crate::closure::NotYet;
-use crate::store::StoreError;
 
 /// Why an archiver step failed.
 #[derive(Debug, thiserror::Error)]
@@ -39,13 +39,12 @@ pub enum ArchiveError {
     /// A value read from the database could not be decoded into the
     /// expected type (a NULL where none is allowed, a `timestamptz` of
     /// `infinity`, ...). Not a transient fault: retrying reads it again.
-    #[error("decode {context}: {source}")]
+    #[error("decode {context}: {error}")]
     Decode {
         /// What was being read.
         context: &'static str,
-        /// The driver's error.
-        #[source]
-        source: tokio_postgres::Error,
+        /// The driver's error (shown in the message).
+        error: tokio_postgres::Error,
     },
     /// A catalog text column holds a value this archiver does not know.
     #[error("decode {context}: {error}")]
@@ -68,8 +67,11 @@ pub enum ArchiveError {
     Store(#[from] StoreError),
     /// Writing Parquet stopped: a stage of the export (the encoder, the
     /// uploader) went away, so the other cannot go on.
-    #[error("parquet: {0}")]
-    Parquet(String),
+    #[error("parquet: {stage} stopped")]
+    StageStopped {
+        /// The stage that went away (`"encoder"`, `"uploader"`).
+        stage: &'static str,
+    },
     /// The Parquet library failed (encoding, or a file that does not read).
     /// (The cause is shown in the message, so it is not the `source`; the
     /// `From` conversions are below.)
@@ -213,7 +215,7 @@ impl ArchiveError {
 
     /// For `Row::try_get`: a value that does not decode into its type.
     pub(crate) fn decode(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Self {
-        move |source| Self::Decode { context, source }
+        move |error| Self::Decode { context, error }
     }
 
     pub(crate) fn spool(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Self + '_ {
@@ -224,10 +226,12 @@ impl ArchiveError {
     }
 
     /// Whether trying the same step again later may succeed: connection
-    /// and I/O faults, timeouts, object-store failures other than a missing
-    /// object, another archiver's lease, a day not closed yet. Corrupt or
-    /// undecodable data, a verification mismatch, a lost lease (fenced), a
-    /// missing commit, configuration and cancellation are permanent.
+    /// and I/O faults, timeouts, transient object-store failures
+    /// ([`StoreError::is_retryable`]), another archiver's lease, a day not
+    /// closed yet. Corrupt or undecodable data, a verification mismatch, a
+    /// lost lease (fenced), a missing commit, a missing object, an object
+    /// store that refuses the credentials or the request, configuration and
+    /// cancellation are permanent.
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Db { .. }
@@ -235,14 +239,12 @@ impl ArchiveError {
             | Self::Spool { .. }
             | Self::LeaseHeld { .. }
             | Self::NotArchivable { .. } => true,
-            // The object store reports no status class: everything but a
-            // missing object is treated as transient (as it always was).
-            Self::Store(err) => !err.not_found,
+            Self::Store(err) => err.is_retryable(),
             Self::SourceUnchecked { error, .. } => error.is_retryable(),
             Self::BadUrl { .. }
             | Self::Decode { .. }
             | Self::UnknownValue { .. }
-            | Self::Parquet(_)
+            | Self::StageStopped { .. }
             | Self::ParquetCodec(_)
             | Self::RowFormat(_)
             | Self::Arrow(_)
@@ -277,7 +279,7 @@ impl ArchiveError {
     /// message after "unreadable: " in a verification problem).
     pub(crate) fn unreadable(&self) -> Option<String> {
         match self {
-            Self::Parquet(message) => Some(message.clone()),
+            Self::StageStopped { stage } => Some(format!("{stage} stopped")),
             Self::ParquetCodec(err) => Some(err.to_string()),
             Self::RowFormat(err) => Some(err.to_string()),
             Self::Arrow(err) => Some(err.to_string()),
@@ -293,7 +295,7 @@ impl ArchiveError {
             Self::Decode { .. } | Self::UnknownValue { .. } => "decode",
             Self::Timeout { .. } => "timeout",
             Self::Store(_) => "object_store",
-            Self::Parquet(_)
+            Self::StageStopped { .. }
             | Self::ParquetCodec(_)
             | Self::RowFormat(_)
             | Self::Arrow(_)
@@ -350,7 +352,7 @@ mod tests {
     #[test]
     fn permanent_faults_are_not_retryable() {
         for err in [
-            ArchiveError::Parquet("uploader stopped".into()),
+            ArchiveError::StageStopped { stage: "uploader" },
             ArchiveError::BadSnapshot { text: "x".into() },
             ArchiveError::Verification {
                 key: "k".into(),
@@ -368,6 +370,47 @@ mod tests {
             ArchiveError::Cancelled,
         ] {
             assert!(!err.is_retryable(), "{err}");
+        }
+    }
+
+    /// Only a transient object-store fault is retried: a missing object,
+    /// a refusal (401/403) and a rejected request (other 4xx) are not.
+    #[test]
+    fn object_store_failures_are_retried_only_when_transient() {
+        use strata_archive::StoreErrorKind;
+        let cases = [
+            (StoreErrorKind::Transient, true),
+            (StoreErrorKind::NotFound, false),
+            (StoreErrorKind::Denied, false),
+            (StoreErrorKind::Invalid, false),
+        ];
+        for (kind, retryable) in cases {
+            let err = ArchiveError::from(StoreError {
+                op: "put",
+                key: "_staging/activity/date=2025-03-04/part-00000-a.parquet".into(),
+                message: "AccessDenied: Access Denied".into(),
+                kind,
+            });
+            assert_eq!(err.is_retryable(), retryable, "{kind:?}");
+            assert_eq!(err.label(), "object_store");
+            assert_eq!(
+                chain(&err),
+                "object store: put _staging/activity/date=2025-03-04/part-00000-a.parquet: AccessDenied: Access Denied"
+            );
+        }
+    }
+
+    #[test]
+    fn stopped_stages_keep_their_message_and_label() {
+        for (stage, text) in [
+            ("encoder", "parquet: encoder stopped"),
+            ("uploader", "parquet: uploader stopped"),
+        ] {
+            let err = ArchiveError::StageStopped { stage };
+            assert_eq!(err.to_string(), text);
+            assert_eq!(chain(&err), text);
+            assert_eq!(err.label(), "parquet");
+            assert!(!err.is_retryable());
         }
     }
 
@@ -492,8 +535,8 @@ mod tests {
 
     #[test]
     fn unreadable_files_are_told_from_other_failures() {
-        let parquet = ArchiveError::Parquet("bad row".into());
-        assert_eq!(parquet.unreadable().as_deref(), Some("bad row"));
+        let stopped = ArchiveError::StageStopped { stage: "encoder" };
+        assert_eq!(stopped.unreadable().as_deref(), Some("encoder stopped"));
         let format = ArchiveError::from(strata_archive::FormatError::Null);
         assert_eq!(format.unreadable().as_deref(), Some("unexpected null"));
         assert_eq!(format.to_string(), "parquet: unexpected null");
@@ -596,5 +639,15 @@ mod tests {
             error: driver_error(),
         });
         assert_eq!(chain(&database), format!("seal the day: {described}"));
+
+        let driver_text = driver_error().to_string();
+        let decode = ArchiveError::decode("the archive catalog")(driver_error());
+        assert_eq!(
+            decode.to_string(),
+            format!("decode the archive catalog: {driver_text}")
+        );
+        assert_eq!(chain(&decode), decode.to_string());
+        assert_eq!(decode.label(), "decode");
+        assert!(!decode.is_retryable());
     }
 }

@@ -21,6 +21,7 @@ use futures_util::{pin_mut, StreamExt};
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 use sha2::{Digest, Sha256};
+use strata_archive::layout::{self, ContentHasher};
 use strata_archive::row::{for_each_row, BatchBuilder, RowRef};
 use tokio::sync::mpsc;
 use tokio_postgres::binary_copy::{BinaryCopyOutRow, BinaryCopyOutStream};
@@ -29,7 +30,6 @@ use tokio_postgres::Client;
 
 use crate::catalog;
 use crate::error::ArchiveError;
-use crate::layout::{self, ContentHasher};
 
 /// Rows per Arrow batch handed to the encoder.
 const BATCH_ROWS: usize = 8192;
@@ -166,7 +166,7 @@ async fn decode(
             batches
                 .send(message)
                 .await
-                .map_err(|_| ArchiveError::Parquet("encoder stopped".into()))
+                .map_err(|_| ArchiveError::StageStopped { stage: "encoder" })
         }
     };
     while let Some(row) = rows.next().await {
@@ -331,7 +331,7 @@ fn encode_files(
                 };
                 index += 1;
                 if files.blocking_send(spool).is_err() {
-                    return Err(ArchiveError::Parquet("uploader stopped".into()));
+                    return Err(ArchiveError::StageStopped { stage: "uploader" });
                 }
             }
         }

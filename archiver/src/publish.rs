@@ -3,13 +3,13 @@
 //! against the catalog (`strata archive --verify`).
 
 use chrono::NaiveDate;
+use strata_archive::layout;
 use tokio_util::sync::CancellationToken;
 
 use crate::archive::Archiver;
 use crate::catalog::{self, CommittedFile, DayState, DayStatus};
 use crate::error::ArchiveError;
 use crate::export::FileCheck;
-use crate::layout;
 use crate::metrics;
 
 /// What `verify_day` found.
@@ -87,7 +87,7 @@ impl Archiver {
                         ),
                     })
                 }
-                Err(err) if err.not_found => {
+                Err(err) if err.not_found() => {
                     self.with_retries("copy", &never, || self.store.copy(&staging, &file.key))
                         .await?;
                     let size = self.store.size(&file.key).await?;

@@ -8,13 +8,13 @@
 use std::time::SystemTime;
 
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use strata_archive::layout;
 use strata_core::failpoint;
 
 use crate::archive::Archiver;
 use crate::catalog::{self, DayStatus};
 use crate::day::{day_end, partition_day};
 use crate::error::ArchiveError;
-use crate::layout;
 use crate::metrics;
 
 /// Whether `day` is older than `retention` at `now` (measured from its

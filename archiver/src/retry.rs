@@ -2,21 +2,22 @@
 //! backoff before the attempt fails (the day is then retried later as a
 //! whole).
 
+use strata_archive::StoreError;
 use strata_core::backoff::Backoff;
 use tokio_util::sync::CancellationToken;
 
 use crate::archive::Archiver;
 use crate::error::ArchiveError;
 use crate::metrics;
-use crate::store::StoreError;
 
 /// Tries of one object-store call before the attempt fails.
 const STORE_ATTEMPTS: u32 = 8;
 
 impl Archiver {
-    /// Runs `call` until it succeeds, fails for good
-    /// ([`ArchiveError::is_retryable`]: a missing object), or has been
-    /// tried [`STORE_ATTEMPTS`] times; waits between tries unless `cancel`.
+    /// Runs `call` until it succeeds, fails for good (not
+    /// [`StoreError::is_retryable`]: a missing object, a refusal of the
+    /// credentials, a request the store rejects), or has been tried
+    /// [`STORE_ATTEMPTS`] times; waits between tries unless `cancel`.
     pub(crate) async fn with_retries<T, F, Fut>(
         &self,
         what: &str,
@@ -33,10 +34,10 @@ impl Archiver {
         loop {
             let err = match call().await {
                 Ok(value) => return Ok(value),
-                Err(err) => ArchiveError::from(err),
+                Err(err) => err,
             };
             if !err.is_retryable() || attempt >= STORE_ATTEMPTS {
-                return Err(err);
+                return Err(err.into());
             }
             let delay = backoff.next_delay();
             tracing::warn!(error = %err, attempt, retry_in = ?delay, "object store {what} failed; retrying");

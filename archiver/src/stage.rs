@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use chrono::NaiveDate;
+use strata_archive::layout;
 use strata_core::failpoint;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -16,7 +17,6 @@ use crate::archive::Archiver;
 use crate::catalog;
 use crate::error::ArchiveError;
 use crate::export::{self, ExportPlan, ExportTotals, FileCheck, SpoolFile};
-use crate::layout;
 use crate::metrics;
 use crate::pg::connect;
 

@@ -50,8 +50,9 @@ pub fn options(config: &Config) -> anyhow::Result<ArchiverOptions> {
     Ok(options_for(config, hot_store, sources))
 }
 
-/// The archiver's options for given databases (the demo's own).
-pub fn options_for(
+/// The archiver's options for the given hot store and sources, the
+/// archiver and object-store sections from `config` (for [`options`]).
+fn options_for(
     config: &Config,
     hot_store: DatabaseUrl,
     sources: Vec<(String, DatabaseUrl)>,

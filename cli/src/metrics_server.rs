@@ -12,7 +12,7 @@ pub async fn spawn(
     config: &MetricsConfig,
     cancel: CancellationToken,
 ) -> anyhow::Result<Option<JoinHandle<()>>> {
-    let Some(addr) = config.listen_addr()? else {
+    let Some(addr) = config.listen else {
         return Ok(None);
     };
     let listener = tokio::net::TcpListener::bind(addr)

@@ -13,6 +13,8 @@ pub struct Backoff {
 }
 
 impl Backoff {
+    /// A backoff whose first delay is `initial` (jittered), doubling after
+    /// each delay up to `max`; [`Backoff::reset`] starts over at `initial`.
     pub fn new(initial: Duration, max: Duration) -> Self {
         Self {
             initial,

@@ -8,6 +8,8 @@
 //! - [`bounded`]: one database call under a timeout;
 //! - [`holder_id`]: the name a process gives itself in leases and
 //!   election rows;
+//! - [`stable_key`]: the advisory-lock key of a name (the migrations'
+//!   lock, the relay's reconciler election), fixed across versions;
 //! - [`PgError`]: why any of it failed, and whether retrying may help;
 //!   [`describe_pg_error`]: a driver error with the server's SQLSTATE and
 //!   message, for every crate's error messages.
@@ -19,11 +21,13 @@
 
 #![warn(unreachable_pub)]
 
+mod advisory;
 mod connect;
 mod error;
 mod holder;
 mod timeout;
 
+pub use advisory::stable_key;
 pub use connect::{
     connect, connect_raw, PgConnection, KEEPALIVES_IDLE, KEEPALIVES_INTERVAL, KEEPALIVES_RETRIES,
 };

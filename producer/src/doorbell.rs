@@ -6,6 +6,10 @@
 //! per `debounce` while rings keep coming (trailing edge), so at 10,000
 //! commits/s it still sends only ~1/debounce notifications, each in its own
 //! tiny transaction that no business commit waits for.
+//!
+//! It connects on its own, not through `strata-pg`: from the application's
+//! `tokio_postgres::Config` as given, or through its sqlx pool, with no
+//! keepalives or connect timeout added by Strata.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -258,10 +258,7 @@ impl ClaimedRow {
 }
 
 fn get<'a, T: FromSql<'a>>(row: &'a tokio_postgres::Row, index: usize) -> Result<T, RelayError> {
-    row.try_get(index).map_err(|source| RelayError::Row {
-        context: "claim",
-        source,
-    })
+    row.try_get(index).map_err(RelayError::row("claim"))
 }
 
 /// What to do with a claimed row.

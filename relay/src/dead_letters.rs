@@ -121,7 +121,7 @@ pub struct RequeueReport {
 }
 
 fn row_err(context: &'static str) -> impl Fn(tokio_postgres::Error) -> RelayError {
-    move |source| RelayError::Row { context, source }
+    RelayError::row(context)
 }
 
 /// Lists up to `limit` dead letters, oldest first, and counts per reason.

@@ -25,10 +25,7 @@ pub(crate) async fn check_hot_store(
     .await?;
     let read = |index: usize| {
         row.try_get::<_, String>(index)
-            .map_err(|source| RelayError::Row {
-                context: "read hot store durability settings",
-                source,
-            })
+            .map_err(RelayError::row("read hot store durability settings"))
     };
     let settings: [(&'static str, String); 3] = [
         ("fsync", read(0)?),

@@ -35,22 +35,22 @@ pub enum RelayError {
     #[error(transparent)]
     NotMigrated(#[from] strata_migrations::MigrateError),
     /// A connection string is malformed.
-    #[error("{what} connection string is invalid: {source}")]
+    #[error("{what} connection string is invalid: {error}")]
     BadUrl {
         /// Which database.
         what: String,
-        /// The parse error.
-        #[source]
-        source: tokio_postgres::Error,
+        /// The parse error (shown in the message, so not also the
+        /// `source()`).
+        error: tokio_postgres::Error,
     },
     /// A row from the database did not have the expected shape.
-    #[error("unexpected row shape in {context}: {source}")]
+    #[error("unexpected row shape in {context}: {error}")]
     Row {
         /// Which query.
         context: &'static str,
-        /// The decode error.
-        #[source]
-        source: tokio_postgres::Error,
+        /// The decode error (shown in the message, so not also the
+        /// `source()`).
+        error: tokio_postgres::Error,
     },
     /// This relay's reconciler term was superseded (fencing check failed).
     #[error("reconciler term {epoch} was superseded")]
@@ -67,6 +67,12 @@ pub enum RelayError {
 }
 
 impl RelayError {
+    /// For `Row::try_get`: a value of the `context` query that does not
+    /// decode into its type.
+    pub(crate) fn row(context: &'static str) -> impl Fn(tokio_postgres::Error) -> Self {
+        move |error| RelayError::Row { context, error }
+    }
+
     /// Whether retrying (after reconnecting) may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
@@ -140,10 +146,7 @@ impl From<strata_pg::PgError> for RelayError {
     fn from(err: strata_pg::PgError) -> Self {
         use strata_pg::PgError;
         match err {
-            PgError::BadUrl { url, error } => RelayError::BadUrl {
-                what: url,
-                source: error,
-            },
+            PgError::BadUrl { url, error } => RelayError::BadUrl { what: url, error },
             PgError::Connect { error, .. } => RelayError::Database {
                 context: "connect",
                 error,
@@ -204,6 +207,25 @@ mod tests {
             context: "claim batch",
         };
         assert_eq!(chain(&stalled), "claim batch: timed out");
+
+        let driver_text = driver_error().to_string();
+        let bad_url = RelayError::from(PgError::BadUrl {
+            url: "postgres://strata:***@db/hot".into(),
+            error: driver_error(),
+        });
+        assert_eq!(
+            bad_url.to_string(),
+            format!("postgres://strata:***@db/hot connection string is invalid: {driver_text}")
+        );
+        assert_eq!(chain(&bad_url), bad_url.to_string());
+
+        let row = RelayError::row("claim")(driver_error());
+        assert_eq!(
+            row.to_string(),
+            format!("unexpected row shape in claim: {driver_text}")
+        );
+        assert_eq!(chain(&row), row.to_string());
+        assert!(!row.is_retryable());
     }
 
     #[test]

@@ -351,10 +351,9 @@ impl Shipper {
         .await?;
         let mut positions = Vec::with_capacity(rows.len());
         for row in &rows {
-            let ordinal: i64 = row.try_get(0).map_err(|source| RelayError::Row {
-                context: "check duplicates for conflicts",
-                source,
-            })?;
+            let ordinal: i64 = row
+                .try_get(0)
+                .map_err(RelayError::row("check duplicates for conflicts"))?;
             if let Some(position) = usize::try_from(ordinal).ok().and_then(|n| n.checked_sub(1)) {
                 positions.push(position);
             }

@@ -69,10 +69,9 @@ pub(crate) async fn ensure_day(
         hot.query_one("SELECT strata.ensure_day_partition($1)", &[&day]),
     )
     .await?;
-    let created: bool = row.try_get(0).map_err(|source| RelayError::Row {
-        context: "create day partition",
-        source,
-    })?;
+    let created: bool = row
+        .try_get(0)
+        .map_err(RelayError::row("create day partition"))?;
     if created {
         tracing::info!(%day, "created hot partition");
     }

@@ -31,7 +31,7 @@ pub const RECONCILER_APPLICATION_NAME: &str = "strata-relay-reconciler";
 
 /// Advisory-lock key electing the reconciler of `source_name`.
 pub fn election_key(source_name: &str) -> i64 {
-    strata_migrations::stable_key(&format!("strata.reconciler.{source_name}"))
+    strata_pg::stable_key(&format!("strata.reconciler.{source_name}"))
 }
 
 pub(crate) struct Candidate {
@@ -143,10 +143,9 @@ impl Candidate {
             ),
         )
         .await?;
-        let epoch: i64 = row.try_get(0).map_err(|source| RelayError::Row {
-            context: "record reconciler term",
-            source,
-        })?;
+        let epoch: i64 = row
+            .try_get(0)
+            .map_err(RelayError::row("record reconciler term"))?;
         metrics::RECONCILER_LEADER
             .with_label_values(&[source])
             .set(1);
@@ -265,5 +264,19 @@ impl Candidate {
                 return Ok(total);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The election's advisory-lock keys, as they were when the key
+    /// function lived in `strata-migrations`: a changed key would let
+    /// relays of two versions reconcile one source at once.
+    #[test]
+    fn election_keys_are_pinned() {
+        assert_eq!(election_key("main"), -95_868_085_007_059_901);
+        assert_eq!(election_key("shop"), 123_631_363_715_179_142);
     }
 }

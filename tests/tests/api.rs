@@ -1194,8 +1194,12 @@ async fn limits_per_principal_and_page_key_rotation() -> anyhow::Result<()> {
     // worker) runs now: the jobs stay pending.
     let mut burst = tokio::task::JoinSet::new();
     for _ in 0..8 {
-        let pool =
-            strata_api::pool::Pool::new(&env.hot_url, "strata_api", Duration::from_secs(5), 1);
+        let pool = strata_api::pool::Pool::new(
+            &env.hot_url,
+            Some("strata_api"),
+            Duration::from_secs(5),
+            1,
+        );
         burst.spawn(async move {
             let spec = strata_api::jobs::JobSpec {
                 principal: "grace".into(),

@@ -1188,7 +1188,7 @@ async fn export_job_files_expire() -> anyhow::Result<()> {
     );
     let gone = store.size(&object_key).await;
     assert!(
-        matches!(&gone, Err(err) if err.not_found),
+        matches!(&gone, Err(err) if err.not_found()),
         "the expired file is deleted: {gone:?}"
     );
     assert!(store.list(&object_key).await?.is_empty(), "{object_key}");

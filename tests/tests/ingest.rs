@@ -10,6 +10,7 @@ use rand::Rng;
 use serde_json::json;
 use strata_producer::{NewEvent, Outbox};
 use strata_relay::listener::LISTENER_APPLICATION_NAME;
+use strata_relay::WORKER_APPLICATION_NAME;
 use strata_tests::load::{self, LoadOptions};
 use strata_tests::{
     check, http_get, metric_value, wait_until, Ledger, Outcome, StrataProcess, TestEnv,
@@ -437,21 +438,33 @@ async fn reconciler_resends_stuck_rows() -> anyhow::Result<()> {
         .await
     );
     // The listener's first wake-up (after LISTEN) must be over before the
-    // rows go in, or a worker would ship them instead of the reconciler.
+    // rows go in, or a worker would ship them instead of the reconciler:
+    // wait until the listener is connected and every worker session went
+    // idle after that (the pass its wake-up causes), then a little more.
+    // A bare sleep lost this race on a loaded machine.
     let source = env.source().await?;
     assert!(
-        wait_until(Duration::from_secs(10), || async {
+        wait_until(Duration::from_secs(20), || async {
             source
                 .query_one(
-                    "SELECT count(*) FROM pg_stat_activity \
-                     WHERE application_name = $1 AND datname = current_database()",
-                    &[&LISTENER_APPLICATION_NAME],
+                    "SELECT count(*) FILTER (WHERE w.state = 'idle' \
+                                             AND w.state_change > l.query_start), \
+                            count(*) \
+                     FROM pg_stat_activity w, \
+                          (SELECT backend_start AS query_start FROM pg_stat_activity \
+                           WHERE application_name = $2 AND datname = current_database()) l \
+                     WHERE w.application_name = $1 AND w.datname = current_database()",
+                    &[&WORKER_APPLICATION_NAME, &LISTENER_APPLICATION_NAME],
                 )
                 .await
-                .map(|r| r.get::<_, i64>(0) == 1)
+                .map(|r| {
+                    let (settled, workers): (i64, i64) = (r.get(0), r.get(1));
+                    workers > 0 && settled == workers
+                })
                 .unwrap_or(false)
         })
-        .await
+        .await,
+        "the relay's workers did not settle after the listener's wake-up"
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
     source

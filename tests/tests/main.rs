@@ -1,5 +1,6 @@
 //! End-to-end tests against the real Postgres the test command started.
-//! One test binary (link time on two cores); modules by capability.
+//! One test binary (link time on two cores); modules by capability, and
+//! `tidy`, checks of the workspace's sources that need no database.
 
 mod api;
 mod archive;
@@ -8,3 +9,4 @@ mod ingest;
 mod operations;
 mod sdk;
 mod starvation;
+mod tidy;

@@ -31,7 +31,7 @@ fn parts(peer_burst: u32, calls_per_principal: u32) -> Parts {
             cold_reads_total: 1,
         }),
         // Never connects: `decide` does no I/O.
-        pool: Pool::new("postgres://nobody@localhost/none", "", Duration::ZERO, 1),
+        pool: Pool::new("postgres://nobody@localhost/none", None, Duration::ZERO, 1),
     }
 }
 

@@ -26,7 +26,7 @@ use crate::cold::ColdReader;
 use crate::event::{timestamp, Event};
 use crate::page_token::Cursor;
 use crate::pool::PreparedStatements;
-use crate::read_error::{db, ReadError};
+use crate::read_error::{db, ArchiveReadError, ReadError};
 
 mod find;
 mod read_ahead;
@@ -272,7 +272,7 @@ impl HistoryReader {
                         .rows(&query.user_id, &file.key)
                         .ok_or_else(|| ReadError::Archive {
                             key: file.key.clone(),
-                            message: "rows fetched for this page were evicted".into(),
+                            error: ArchiveReadError::Evicted,
                         })?;
                 candidates.extend(rows.iter().filter(|r| matches(r, query)).cloned());
             }

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{ObjectMeta, StoreError};
+use super::{ObjectMeta, StoreError, StoreErrorKind};
 
 /// A directory standing in for a bucket: keys are relative paths. Writes go
 /// to a temporary name, are fsynced, then renamed, so a crash never leaves a
@@ -17,16 +17,23 @@ pub struct LocalStore {
 impl LocalStore {
     pub(super) fn new(root: &Path) -> Result<Self, StoreError> {
         let shown = root.display().to_string();
-        std::fs::create_dir_all(root)
-            .map_err(|e| StoreError::new("configure", &shown, format!("cannot create: {e}")))?;
+        std::fs::create_dir_all(root).map_err(|e| {
+            let kind = StoreErrorKind::of_io(&e);
+            StoreError::new("configure", &shown, kind, format!("cannot create: {e}"))
+        })?;
         let root =
-            std::fs::canonicalize(root).map_err(|e| StoreError::new("configure", &shown, e))?;
+            std::fs::canonicalize(root).map_err(|e| StoreError::io("configure", &shown, &e))?;
         Ok(Self { root })
     }
 
     pub(super) fn path_of(&self, key: &str) -> Result<PathBuf, StoreError> {
         if key.split('/').any(|part| part == ".." || part.is_empty()) {
-            return Err(StoreError::new("resolve", key, "invalid key"));
+            return Err(StoreError::new(
+                "resolve",
+                key,
+                StoreErrorKind::Invalid,
+                "invalid key",
+            ));
         }
         Ok(self.root.join(key))
     }
@@ -39,11 +46,13 @@ impl LocalStore {
         let target = self.path_of(key)?;
         let dir = target
             .parent()
-            .ok_or_else(|| StoreError::new("put", key, "key has no parent"))?
+            .ok_or_else(|| {
+                StoreError::new("put", key, StoreErrorKind::Invalid, "key has no parent")
+            })?
             .to_path_buf();
         tokio::fs::create_dir_all(&dir)
             .await
-            .map_err(|e| StoreError::new("put", key, e))?;
+            .map_err(|e| StoreError::io("put", key, &e))?;
         let temp = dir.join(format!(
             ".tmp-{}-{}",
             std::process::id(),
@@ -59,7 +68,7 @@ impl LocalStore {
         if result.is_err() {
             let _ = tokio::fs::remove_file(&temp).await;
         }
-        result.map_err(|e| StoreError::new("put", key, e))
+        result.map_err(|e| StoreError::io("put", key, &e))
     }
 
     pub(super) async fn put_file(&self, key: &str, path: &Path) -> Result<u64, StoreError> {
@@ -86,38 +95,28 @@ impl LocalStore {
         let path = self.path_of(key)?;
         let owned_key = key.to_string();
         tokio::task::spawn_blocking(move || {
-            let not_found = |e: std::io::Error| {
-                let mut err = StoreError::new("get range", &owned_key, e.to_string());
-                err.not_found = e.kind() == std::io::ErrorKind::NotFound;
-                err
-            };
-            let mut file = std::fs::File::open(&path).map_err(not_found)?;
+            let failed = |e: std::io::Error| StoreError::io("get range", &owned_key, &e);
+            let mut file = std::fs::File::open(&path).map_err(failed)?;
             file.seek(std::io::SeekFrom::Start(range.start))
-                .map_err(not_found)?;
+                .map_err(failed)?;
             let mut buffer = vec![0u8; (range.end - range.start) as usize];
-            file.read_exact(&mut buffer).map_err(not_found)?;
+            file.read_exact(&mut buffer).map_err(failed)?;
             Ok(bytes::Bytes::from(buffer))
         })
         .await
-        .map_err(|e| StoreError::new("get range", key, e))?
+        .map_err(|e| StoreError::new("get range", key, StoreErrorKind::Transient, e))?
     }
 
     pub(super) async fn get_to_file(&self, key: &str, path: &Path) -> Result<u64, StoreError> {
         tokio::fs::copy(self.path_of(key)?, path)
             .await
-            .map_err(|e| {
-                let mut err = StoreError::new("get", key, e.to_string());
-                err.not_found = e.kind() == std::io::ErrorKind::NotFound;
-                err
-            })
+            .map_err(|e| StoreError::io("get", key, &e))
     }
 
     pub(super) async fn size(&self, key: &str) -> Result<u64, StoreError> {
-        let meta = tokio::fs::metadata(self.path_of(key)?).await.map_err(|e| {
-            let mut err = StoreError::new("head", key, e.to_string());
-            err.not_found = e.kind() == std::io::ErrorKind::NotFound;
-            err
-        })?;
+        let meta = tokio::fs::metadata(self.path_of(key)?)
+            .await
+            .map_err(|e| StoreError::io("head", key, &e))?;
         Ok(meta.len())
     }
 
@@ -130,7 +129,7 @@ impl LocalStore {
         match tokio::fs::remove_file(self.path_of(key)?).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(StoreError::new("delete", key, e)),
+            Err(e) => Err(StoreError::io("delete", key, &e)),
         }
     }
 
@@ -174,7 +173,49 @@ impl LocalStore {
             Ok(objects)
         })
         .await
-        .map_err(|e| StoreError::new("list", prefix, e))?
-        .map_err(|e| StoreError::new("list", prefix, e))
+        .map_err(|e| StoreError::new("list", prefix, StoreErrorKind::Transient, e))?
+        .map_err(|e| {
+            // An entry that went away while it was listed: listing again
+            // does not see it.
+            let kind = match StoreErrorKind::of_io(&e) {
+                StoreErrorKind::NotFound => StoreErrorKind::Transient,
+                kind => kind,
+            };
+            StoreError::new("list", prefix, kind, e)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_missing_object_is_not_found_and_a_bad_key_is_invalid() {
+        let root = std::env::temp_dir().join(format!("strata-local-{}", uuid::Uuid::new_v4()));
+        let store = LocalStore::new(&root).expect("a local store");
+        let missing = store
+            .size("activity/none.parquet")
+            .await
+            .expect_err("missing");
+        assert_eq!(missing.kind, StoreErrorKind::NotFound);
+        assert!(missing.not_found() && !missing.is_retryable());
+        let range = store
+            .get_range("activity/none.parquet", 0..4)
+            .await
+            .expect_err("missing");
+        assert!(range.not_found(), "{range}");
+
+        store.put_bytes("a/short", b"abc").await.expect("put");
+        let short = store
+            .get_range("a/short", 0..8)
+            .await
+            .expect_err("too short");
+        assert_eq!(short.kind, StoreErrorKind::Transient, "{short}");
+
+        let bad = store.size("a/../b").await.expect_err("a bad key");
+        assert_eq!(bad.kind, StoreErrorKind::Invalid);
+        assert_eq!(bad.to_string(), "object store: resolve a/../b: invalid key");
+        let _ = std::fs::remove_dir_all(&root);
     }
 }

@@ -24,6 +24,11 @@ pub use local::LocalStore;
 pub use s3::S3Store;
 
 /// An object store operation that failed.
+///
+/// The message holds the cause as text (the server's code and message, or
+/// the local error), which is what a log line (`error = %err`) shows; so
+/// the cause is not also the `source()`, or `{err:#}` would print it twice.
+/// What the cause means for a retry is kept as [`StoreErrorKind`].
 #[derive(Debug, thiserror::Error)]
 #[error("object store: {op} {key}: {message}")]
 pub struct StoreError {
@@ -33,19 +38,78 @@ pub struct StoreError {
     pub key: String,
     /// The cause, with the server's message when there is one.
     pub message: String,
-    /// The object does not exist (GET/HEAD of a missing key).
-    pub not_found: bool,
+    /// What kind of failure it is.
+    pub kind: StoreErrorKind,
+}
+
+/// What kind of failure a [`StoreError`] is, which decides whether trying
+/// the same call again may succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreErrorKind {
+    /// The object does not exist (S3 `NoSuchKey`, a HEAD's 404, a missing
+    /// local file).
+    NotFound,
+    /// The store refused the credentials or the permission (HTTP 401 or
+    /// 403, a local permission error).
+    Denied,
+    /// The request cannot succeed as made: any other 4xx (a missing
+    /// bucket, a bad argument, a failed precondition), a request that
+    /// could not be built, an invalid key or configuration.
+    Invalid,
+    /// A fault that may pass: 5xx, 408, 429 and throttling codes
+    /// (`SlowDown`, `RequestTimeout`, ...), timeouts, connection and
+    /// dispatch failures, an unreadable or cut-short response, local I/O
+    /// errors other than a missing file or a permission.
+    Transient,
+}
+
+impl StoreErrorKind {
+    /// Whether trying the same call again may succeed.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, Self::Transient)
+    }
+
+    /// The kind of a local I/O failure (the local store's files, the spool
+    /// files an upload reads or a download writes).
+    pub(crate) fn of_io(err: &std::io::Error) -> Self {
+        match err.kind() {
+            std::io::ErrorKind::NotFound => Self::NotFound,
+            std::io::ErrorKind::PermissionDenied => Self::Denied,
+            _ => Self::Transient,
+        }
+    }
 }
 
 impl StoreError {
-    /// A failure of `op` on `key`, for `message`.
-    pub(crate) fn new(op: &'static str, key: &str, message: impl std::fmt::Display) -> Self {
+    /// A failure of `op` on `key` of `kind`, for `message`.
+    pub(crate) fn new(
+        op: &'static str,
+        key: &str,
+        kind: StoreErrorKind,
+        message: impl std::fmt::Display,
+    ) -> Self {
         Self {
             op,
             key: key.to_string(),
             message: message.to_string(),
-            not_found: false,
+            kind,
         }
+    }
+
+    /// A local I/O failure of `op` on `key`, its text the message.
+    pub(crate) fn io(op: &'static str, key: &str, err: &std::io::Error) -> Self {
+        Self::new(op, key, StoreErrorKind::of_io(err), err)
+    }
+
+    /// The object does not exist (GET or HEAD of a missing key).
+    pub fn not_found(&self) -> bool {
+        self.kind == StoreErrorKind::NotFound
+    }
+
+    /// Whether trying the same call again may succeed (a transient fault;
+    /// see [`StoreErrorKind`]).
+    pub fn is_retryable(&self) -> bool {
+        self.kind.is_retryable()
     }
 }
 
@@ -80,6 +144,7 @@ impl ObjectStore {
             None => Err(StoreError::new(
                 "configure",
                 "",
+                StoreErrorKind::Invalid,
                 "object_store.kind is not set: choose \"s3\" or \"local\"",
             )),
         }
@@ -196,5 +261,58 @@ impl ObjectStore {
             Self::S3(s) => s.abort_abandoned_uploads(prefix, older_than).await,
             Self::Local(_) => Ok(0),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_transient_faults_are_retried_and_only_missing_objects_are_not_found() {
+        // (kind, retryable, not found)
+        let cases = [
+            (StoreErrorKind::NotFound, false, true),
+            (StoreErrorKind::Denied, false, false),
+            (StoreErrorKind::Invalid, false, false),
+            (StoreErrorKind::Transient, true, false),
+        ];
+        for (kind, retryable, not_found) in cases {
+            let err = StoreError::new("get", "activity/x.parquet", kind, "why");
+            assert_eq!(err.is_retryable(), retryable, "{kind:?}");
+            assert_eq!(err.not_found(), not_found, "{kind:?}");
+            assert_eq!(err.to_string(), "object store: get activity/x.parquet: why");
+        }
+    }
+
+    #[test]
+    fn local_io_errors_are_classified_by_their_kind() {
+        use std::io::{Error, ErrorKind};
+        let cases = [
+            (ErrorKind::NotFound, StoreErrorKind::NotFound),
+            (ErrorKind::PermissionDenied, StoreErrorKind::Denied),
+            (ErrorKind::UnexpectedEof, StoreErrorKind::Transient),
+            (ErrorKind::Interrupted, StoreErrorKind::Transient),
+            (ErrorKind::Other, StoreErrorKind::Transient),
+        ];
+        for (io, kind) in cases {
+            let err = StoreError::io("head", "k", &Error::from(io));
+            assert_eq!(err.kind, kind, "{io:?}");
+            assert_eq!(err.message, Error::from(io).to_string());
+            assert!(std::error::Error::source(&err).is_none());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_missing_kind_is_a_configuration_error() {
+        let config = ObjectStoreConfig {
+            kind: None,
+            ..ObjectStoreConfig::default()
+        };
+        let err = ObjectStore::from_config(&config)
+            .await
+            .expect_err("no kind");
+        assert_eq!(err.kind, StoreErrorKind::Invalid);
+        assert!(!err.is_retryable());
     }
 }

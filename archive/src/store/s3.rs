@@ -5,23 +5,24 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::{Credentials, Region};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 use strata_core::config::ObjectStoreConfig;
 use tokio::io::AsyncWriteExt;
 
-use super::{ObjectMeta, StoreError};
+use super::{ObjectMeta, StoreError, StoreErrorKind};
 
 /// Formats an SDK error with the service's code and message, which the
 /// SDK's `Display` leaves out ("service error").
-fn sdk_message<E, R>(err: &aws_sdk_s3::error::SdkError<E, R>) -> String
+fn sdk_message<E, R>(err: &SdkError<E, R>) -> String
 where
-    E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
+    E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    use aws_sdk_s3::error::SdkError;
     match err {
         SdkError::ServiceError(service) => {
             let e = service.err();
@@ -31,17 +32,96 @@ where
                 e.message().unwrap_or("(no message)")
             )
         }
-        other => {
-            let mut text = other.to_string();
-            let mut source = std::error::Error::source(other);
-            while let Some(cause) = source {
-                text.push_str(": ");
-                text.push_str(&cause.to_string());
-                source = cause.source();
-            }
-            text
-        }
+        other => strata_core::error_chain(other),
     }
+}
+
+/// `err` of `op` on `key`: its text ([`sdk_message`]) and its kind
+/// ([`sdk_kind`]).
+fn sdk_error<E>(op: &'static str, key: &str, err: &SdkError<E, HttpResponse>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    StoreError::new(op, key, sdk_kind(err), sdk_message(err))
+}
+
+/// What an SDK error means for a retry: a service's answer by its status
+/// and code ([`service_kind`]); a request that could not be built is
+/// permanent; a timeout, a connection or dispatch failure and a response
+/// that does not parse may pass.
+fn sdk_kind<E>(err: &SdkError<E, HttpResponse>) -> StoreErrorKind
+where
+    E: ProvideErrorMetadata,
+{
+    match err {
+        SdkError::ServiceError(service) => {
+            service_kind(service.raw().status().as_u16(), service.err().code())
+        }
+        SdkError::ConstructionFailure(_) => StoreErrorKind::Invalid,
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            StoreErrorKind::Transient
+        }
+        _ => StoreErrorKind::Transient,
+    }
+}
+
+/// Error codes that mean "try again later" whatever the HTTP status they
+/// come with: the SDK's own throttling and transient codes, and S3's
+/// `InternalError` (which a copy or a multipart completion can report in
+/// a 200 answer), `ServiceUnavailable` and `OperationAborted` (a
+/// conflicting operation in progress).
+const TRANSIENT_CODES: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "ProvisionedThroughputExceededException",
+    "TransactionInProgressException",
+    "RequestLimitExceeded",
+    "BandwidthLimitExceeded",
+    "LimitExceededException",
+    "RequestThrottled",
+    "SlowDown",
+    "PriorRequestNotComplete",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "InternalError",
+    "ServiceUnavailable",
+    "OperationAborted",
+];
+
+/// The kind of a service's error answer, from its HTTP status and its
+/// error code (when the body had one; a HEAD's 404 has the SDK's
+/// `NotFound`). A 404 is a missing object only for `NoSuchKey` or
+/// `NotFound` (a missing bucket or upload is a configuration or logic
+/// fault); 401 and 403 are refusals; 408, 429 and throttling codes pass;
+/// any other 4xx and a redirect (a bucket in another region) are
+/// permanent; 5xx (and anything else) may pass.
+fn service_kind(status: u16, code: Option<&str>) -> StoreErrorKind {
+    if code.is_some_and(|code| TRANSIENT_CODES.contains(&code)) {
+        return StoreErrorKind::Transient;
+    }
+    match status {
+        404 if matches!(code, Some("NoSuchKey" | "NotFound")) => StoreErrorKind::NotFound,
+        401 | 403 => StoreErrorKind::Denied,
+        408 | 429 => StoreErrorKind::Transient,
+        300..=499 => StoreErrorKind::Invalid,
+        _ => StoreErrorKind::Transient,
+    }
+}
+
+/// The kind of a local or streaming failure: that of the I/O error in its
+/// chain ([`StoreErrorKind::of_io`]), transient when there is none.
+fn io_chain_kind(err: &(dyn std::error::Error + 'static)) -> StoreErrorKind {
+    let mut next = Some(err);
+    while let Some(cause) = next {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return StoreErrorKind::of_io(io);
+        }
+        next = cause.source();
+    }
+    StoreErrorKind::Transient
 }
 
 /// An S3-compatible bucket.
@@ -100,12 +180,15 @@ impl S3Store {
     pub(super) async fn put_file(&self, key: &str, path: &Path) -> Result<u64, StoreError> {
         let size = tokio::fs::metadata(path)
             .await
-            .map_err(|e| StoreError::new("put", key, format!("{}: {e}", path.display())))?
+            .map_err(|e| {
+                let kind = StoreErrorKind::of_io(&e);
+                StoreError::new("put", key, kind, format!("{}: {e}", path.display()))
+            })?
             .len();
         if size <= self.multipart_threshold {
             let body = ByteStream::from_path(path)
                 .await
-                .map_err(|e| StoreError::new("put", key, e))?;
+                .map_err(|e| StoreError::new("put", key, io_chain_kind(&e), e))?;
             self.client
                 .put_object()
                 .bucket(&self.bucket)
@@ -114,7 +197,7 @@ impl S3Store {
                 .body(body)
                 .send()
                 .await
-                .map_err(|e| StoreError::new("put", key, sdk_message(&e)))?;
+                .map_err(|e| sdk_error("put", key, &e))?;
             return Ok(size);
         }
         let upload = self
@@ -125,10 +208,13 @@ impl S3Store {
             .checksum_algorithm(ChecksumAlgorithm::Crc32C)
             .send()
             .await
-            .map_err(|e| StoreError::new("create multipart upload", key, sdk_message(&e)))?;
+            .map_err(|e| sdk_error("create multipart upload", key, &e))?;
         let upload_id = upload
             .upload_id()
-            .ok_or_else(|| StoreError::new("create multipart upload", key, "no upload id"))?
+            .ok_or_else(|| {
+                let kind = StoreErrorKind::Transient;
+                StoreError::new("create multipart upload", key, kind, "no upload id")
+            })?
             .to_string();
         match self.upload_parts(key, path, size, &upload_id).await {
             Ok(parts) => {
@@ -144,9 +230,7 @@ impl S3Store {
                     )
                     .send()
                     .await
-                    .map_err(|e| {
-                        StoreError::new("complete multipart upload", key, sdk_message(&e))
-                    })?;
+                    .map_err(|e| sdk_error("complete multipart upload", key, &e))?;
                 Ok(size)
             }
             Err(err) => {
@@ -182,7 +266,7 @@ impl S3Store {
                 .length(Length::Exact(length))
                 .build()
                 .await
-                .map_err(|e| StoreError::new("upload part", key, e))?;
+                .map_err(|e| StoreError::new("upload part", key, io_chain_kind(&e), e))?;
             let out = self
                 .client
                 .upload_part()
@@ -194,7 +278,7 @@ impl S3Store {
                 .body(body)
                 .send()
                 .await
-                .map_err(|e| StoreError::new("upload part", key, sdk_message(&e)))?;
+                .map_err(|e| sdk_error("upload part", key, &e))?;
             parts.push(
                 CompletedPart::builder()
                     .part_number(number)
@@ -217,7 +301,7 @@ impl S3Store {
             .body(ByteStream::from(bytes))
             .send()
             .await
-            .map_err(|e| StoreError::new("put", key, sdk_message(&e)))?;
+            .map_err(|e| sdk_error("put", key, &e))?;
         Ok(())
     }
 
@@ -229,21 +313,18 @@ impl S3Store {
             .key(key)
             .send()
             .await
-            .map_err(|e| {
-                let mut err = StoreError::new("get", key, sdk_message(&e));
-                err.not_found = e.as_service_error().is_some_and(|s| s.is_no_such_key());
-                err
-            })?;
+            .map_err(|e| sdk_error("get", key, &e))?;
         let mut reader = out.body.into_async_read();
-        let mut file = tokio::fs::File::create(path)
-            .await
-            .map_err(|e| StoreError::new("get", key, format!("{}: {e}", path.display())))?;
+        let mut file = tokio::fs::File::create(path).await.map_err(|e| {
+            let kind = StoreErrorKind::of_io(&e);
+            StoreError::new("get", key, kind, format!("{}: {e}", path.display()))
+        })?;
         let copied = tokio::io::copy(&mut reader, &mut file)
             .await
-            .map_err(|e| StoreError::new("get", key, e))?;
+            .map_err(|e| StoreError::io("get", key, &e))?;
         file.flush()
             .await
-            .map_err(|e| StoreError::new("get", key, e))?;
+            .map_err(|e| StoreError::io("get", key, &e))?;
         Ok(copied)
     }
 
@@ -263,7 +344,7 @@ impl S3Store {
             .bucket(&self.bucket)
             .send()
             .await
-            .map_err(|e| StoreError::new("create bucket", &self.bucket, sdk_message(&e)))?;
+            .map_err(|e| sdk_error("create bucket", &self.bucket, &e))?;
         Ok(())
     }
 
@@ -280,21 +361,19 @@ impl S3Store {
             .range(format!("bytes={}-{}", range.start, range.end - 1))
             .send()
             .await
-            .map_err(|e| {
-                let mut err = StoreError::new("get range", key, sdk_message(&e));
-                err.not_found = e.as_service_error().is_some_and(|s| s.is_no_such_key());
-                err
-            })?;
+            .map_err(|e| sdk_error("get range", key, &e))?;
         let bytes = out
             .body
             .collect()
             .await
-            .map_err(|e| StoreError::new("get range", key, e))?
+            .map_err(|e| StoreError::new("get range", key, io_chain_kind(&e), e))?
             .into_bytes();
         if bytes.len() as u64 != range.end - range.start {
+            // A response cut short: the next try may read it whole.
             return Err(StoreError::new(
                 "get range",
                 key,
+                StoreErrorKind::Transient,
                 format!(
                     "asked for {} bytes at {}, got {}",
                     range.end - range.start,
@@ -308,7 +387,7 @@ impl S3Store {
 
     pub(super) async fn presign_get(&self, key: &str, ttl: Duration) -> Result<String, StoreError> {
         let config = aws_sdk_s3::presigning::PresigningConfig::expires_in(ttl)
-            .map_err(|e| StoreError::new("presign", key, e))?;
+            .map_err(|e| StoreError::new("presign", key, StoreErrorKind::Invalid, e))?;
         let request = self
             .client
             .get_object()
@@ -316,7 +395,7 @@ impl S3Store {
             .key(key)
             .presigned(config)
             .await
-            .map_err(|e| StoreError::new("presign", key, sdk_message(&e)))?;
+            .map_err(|e| sdk_error("presign", key, &e))?;
         Ok(request.uri().to_string())
     }
 
@@ -328,11 +407,7 @@ impl S3Store {
             .key(key)
             .send()
             .await
-            .map_err(|e| {
-                let mut err = StoreError::new("head", key, sdk_message(&e));
-                err.not_found = e.as_service_error().is_some_and(|s| s.is_not_found());
-                err
-            })?;
+            .map_err(|e| sdk_error("head", key, &e))?;
         Ok(out.content_length().unwrap_or(0).max(0) as u64)
     }
 
@@ -344,7 +419,7 @@ impl S3Store {
             .copy_source(format!("{}/{}", self.bucket, from))
             .send()
             .await
-            .map_err(|e| StoreError::new("copy", to, sdk_message(&e)))?;
+            .map_err(|e| sdk_error("copy", to, &e))?;
         Ok(())
     }
 
@@ -355,7 +430,7 @@ impl S3Store {
             .key(key)
             .send()
             .await
-            .map_err(|e| StoreError::new("delete", key, sdk_message(&e)))?;
+            .map_err(|e| sdk_error("delete", key, &e))?;
         Ok(())
     }
 
@@ -369,7 +444,7 @@ impl S3Store {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| StoreError::new("list", prefix, sdk_message(&e)))?;
+            let page = page.map_err(|e| sdk_error("list", prefix, &e))?;
             for object in page.contents() {
                 objects.push(ObjectMeta {
                     key: object.key().unwrap_or_default().to_string(),
@@ -395,7 +470,7 @@ impl S3Store {
             .prefix(prefix)
             .send()
             .await
-            .map_err(|e| StoreError::new("list multipart uploads", prefix, sdk_message(&e)))?;
+            .map_err(|e| sdk_error("list multipart uploads", prefix, &e))?;
         let cutoff = SystemTime::now()
             .checked_sub(older_than)
             .unwrap_or(SystemTime::UNIX_EPOCH);
@@ -415,10 +490,128 @@ impl S3Store {
                     .upload_id(id)
                     .send()
                     .await
-                    .map_err(|e| StoreError::new("abort multipart upload", key, sdk_message(&e)))?;
+                    .map_err(|e| sdk_error("abort multipart upload", key, &e))?;
                 aborted += 1;
             }
         }
         Ok(aborted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_s3::error::{ConnectorError, ErrorMetadata};
+    use aws_sdk_s3::operation::get_object::GetObjectError;
+    use aws_sdk_s3::primitives::SdkBody;
+
+    use super::*;
+
+    #[test]
+    fn service_answers_are_classified_by_status_and_code() {
+        use StoreErrorKind::*;
+        let cases: &[(u16, Option<&str>, StoreErrorKind)] = &[
+            (404, Some("NoSuchKey"), NotFound),
+            // A HEAD's 404 has no body; the SDK names it `NotFound`.
+            (404, Some("NotFound"), NotFound),
+            (404, Some("NoSuchBucket"), Invalid),
+            (404, Some("NoSuchUpload"), Invalid),
+            (404, None, Invalid),
+            (401, None, Denied),
+            (403, Some("AccessDenied"), Denied),
+            (403, Some("InvalidAccessKeyId"), Denied),
+            (403, Some("SignatureDoesNotMatch"), Denied),
+            (400, Some("InvalidArgument"), Invalid),
+            (400, Some("EntityTooLarge"), Invalid),
+            (409, Some("BucketAlreadyOwnedByYou"), Invalid),
+            (412, Some("PreconditionFailed"), Invalid),
+            (416, Some("InvalidRange"), Invalid),
+            (301, Some("PermanentRedirect"), Invalid),
+            (400, Some("RequestTimeout"), Transient),
+            (400, Some("ThrottlingException"), Transient),
+            (409, Some("OperationAborted"), Transient),
+            (408, None, Transient),
+            (429, None, Transient),
+            (429, Some("TooManyRequestsException"), Transient),
+            (503, Some("SlowDown"), Transient),
+            (503, Some("ServiceUnavailable"), Transient),
+            (500, Some("InternalError"), Transient),
+            (502, None, Transient),
+            (504, None, Transient),
+            // A copy or multipart completion can fail inside a 200.
+            (200, Some("InternalError"), Transient),
+        ];
+        for &(status, code, kind) in cases {
+            assert_eq!(service_kind(status, code), kind, "{status} {code:?}");
+        }
+    }
+
+    fn answer(status: u16, code: &str, message: &str) -> SdkError<GetObjectError, HttpResponse> {
+        let error =
+            GetObjectError::generic(ErrorMetadata::builder().code(code).message(message).build());
+        let raw = HttpResponse::new(status.try_into().expect("a status"), SdkBody::empty());
+        SdkError::service_error(error, raw)
+    }
+
+    #[test]
+    fn sdk_errors_keep_their_text_and_get_a_kind() {
+        let missing = sdk_error(
+            "get",
+            "k",
+            &answer(404, "NoSuchKey", "The key does not exist"),
+        );
+        assert_eq!(
+            missing.to_string(),
+            "object store: get k: NoSuchKey: The key does not exist"
+        );
+        assert!(missing.not_found() && !missing.is_retryable());
+
+        let slow = sdk_error("put", "k", &answer(503, "SlowDown", "Reduce your rate"));
+        assert_eq!(slow.kind, StoreErrorKind::Transient);
+        assert!(slow.is_retryable());
+
+        let denied = sdk_error("put", "k", &answer(403, "AccessDenied", "Access Denied"));
+        assert_eq!(denied.kind, StoreErrorKind::Denied);
+        assert!(!denied.is_retryable());
+
+        let timeout: SdkError<GetObjectError, HttpResponse> =
+            SdkError::timeout_error(std::io::Error::from(std::io::ErrorKind::TimedOut));
+        let timeout = sdk_error("get", "k", &timeout);
+        assert_eq!(timeout.kind, StoreErrorKind::Transient);
+        assert!(
+            timeout.message.starts_with("request has timed out: "),
+            "{timeout}"
+        );
+
+        let refused: SdkError<GetObjectError, HttpResponse> = SdkError::dispatch_failure(
+            ConnectorError::io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into()),
+        );
+        assert_eq!(sdk_kind(&refused), StoreErrorKind::Transient);
+
+        let unbuildable: SdkError<GetObjectError, HttpResponse> =
+            SdkError::construction_failure("no bucket");
+        let unbuildable = sdk_error("get", "k", &unbuildable);
+        assert_eq!(unbuildable.kind, StoreErrorKind::Invalid);
+        assert_eq!(
+            unbuildable.message,
+            "failed to construct request: no bucket"
+        );
+        // The text holds the cause, so it is not also the source.
+        assert!(std::error::Error::source(&unbuildable).is_none());
+    }
+
+    #[test]
+    fn local_and_streaming_failures_take_the_kind_of_their_io_error() {
+        use aws_sdk_s3::primitives::ByteStreamError;
+        use std::io::{Error, ErrorKind};
+        // The SDK's stream error shows "IO error"; its source decides.
+        let unreadable = ByteStreamError::from(Error::from(ErrorKind::PermissionDenied));
+        assert_eq!(io_chain_kind(&unreadable), StoreErrorKind::Denied);
+        let gone = ByteStreamError::from(Error::from(ErrorKind::NotFound));
+        assert_eq!(io_chain_kind(&gone), StoreErrorKind::NotFound);
+        let missing = Error::from(ErrorKind::NotFound);
+        assert_eq!(io_chain_kind(&missing), StoreErrorKind::NotFound);
+        let reset = Error::from(ErrorKind::ConnectionReset);
+        assert_eq!(io_chain_kind(&reset), StoreErrorKind::Transient);
+        assert_eq!(io_chain_kind(&std::fmt::Error), StoreErrorKind::Transient);
     }
 }

@@ -7,11 +7,11 @@
 use std::time::Duration;
 
 use chrono::NaiveDate;
+use strata_archive::layout;
 use tokio_postgres::Client;
 
 use crate::day::{day_end, day_start};
 use crate::error::ArchiveError;
-use crate::layout;
 use crate::pg::{bounded, column};
 
 /// The export may run long: no statement timeout, and one snapshot for all

@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize};
 
 use super::{empty_as_none, ConfigError, DatabaseUrl, Secret};
 use crate::duration::serde_text;
@@ -15,15 +16,20 @@ use crate::duration::serde_text;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
-    /// gRPC listen address.
-    pub listen: String,
+    /// gRPC listen address: an IP address and a port (`127.0.0.1:50051`,
+    /// `[::1]:50051`), no host name. Anything else is refused while
+    /// parsing, naming the key.
+    #[serde(deserialize_with = "listen_address")]
+    pub listen: SocketAddr,
     /// Database the API reads (default: `hot_store.url`). Give it a login
     /// that is a member of `db_role` only.
     pub database_url: Option<DatabaseUrl>,
     /// Role every API connection switches to (`SET ROLE`) before any
     /// query: read-only on activity, insert-only on the audit table
-    /// (created by the store migrations). Empty: stay as the login user.
-    pub db_role: String,
+    /// (created by the store migrations). Unset (or `""`): stay as the
+    /// login user.
+    #[serde(deserialize_with = "empty_as_none")]
+    pub db_role: Option<String>,
     /// Postgres connections the API keeps at most.
     pub pool_size: usize,
     /// Per-statement timeout on API connections.
@@ -108,9 +114,9 @@ pub struct ApiConfig {
 impl Default for ApiConfig {
     fn default() -> Self {
         Self {
-            listen: "127.0.0.1:50051".into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             database_url: None,
-            db_role: "strata_api".into(),
+            db_role: Some("strata_api".into()),
             pool_size: 16,
             statement_timeout: Duration::from_secs(10),
             jwt_issuer: "strata".into(),
@@ -147,12 +153,6 @@ impl ApiConfig {
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = ConfigError::invalid;
-        if self.listen.parse::<SocketAddr>().is_err() {
-            return Err(invalid(
-                "api.listen",
-                "must be an address like 127.0.0.1:50051",
-            ));
-        }
         if self.pool_size == 0 || self.pool_size > 1000 {
             return Err(invalid("api.pool_size", "must be between 1 and 1000"));
         }
@@ -224,6 +224,15 @@ impl ApiConfig {
     }
 }
 
+/// serde `deserialize_with` for `api.listen`: the text is read as a
+/// string, as when the field was one, and parsed once here; anything but
+/// an address is refused with the message it always had, naming the key.
+fn listen_address<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
+    String::deserialize(deserializer)?
+        .parse()
+        .map_err(|_| D::Error::custom("must be an address like 127.0.0.1:50051"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,7 +292,6 @@ mod tests {
     #[test]
     fn api_checks_name_the_key() {
         for (setting, key) in [
-            ("api.listen=localhost", "api.listen"),
             ("api.pool_size=0", "api.pool_size"),
             ("api.rate_burst=0", "api.rate_per_second"),
             ("api.max_cold_reads=0", "api.max_cold_reads"),
@@ -295,5 +303,36 @@ mod tests {
                 .to_string();
             assert!(err.contains(&format!("`{key}`")), "{setting}: {err}");
         }
+    }
+
+    #[test]
+    fn listen_is_an_address_parsed_once() {
+        for (value, address) in [
+            ("127.0.0.1:50051", "127.0.0.1:50051"),
+            ("\"0.0.0.0:0\"", "0.0.0.0:0"),
+            ("\"[::1]:0\"", "[::1]:0"),
+        ] {
+            let config = Config::load(None, &[format!("api.listen={value}")]).expect("valid");
+            assert_eq!(config.api.listen.to_string(), address);
+        }
+        for value in ["localhost", "localhost:50051", "\"\"", "127.0.0.1"] {
+            let err = Config::load(None, &[format!("api.listen={value}")])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("api.listen"), "{value}: {err}");
+            assert!(
+                err.contains("must be an address like 127.0.0.1:50051"),
+                "{value}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn db_role_empty_means_the_login_user() {
+        assert_eq!(Config::default().api.db_role.as_deref(), Some("strata_api"));
+        let config = Config::load(None, &["api.db_role=\"\"".into()]).expect("valid");
+        assert_eq!(config.api.db_role, None);
+        let config = Config::load(None, &["api.db_role=reader".into()]).expect("valid");
+        assert_eq!(config.api.db_role.as_deref(), Some("reader"));
     }
 }

@@ -172,7 +172,6 @@ impl Config {
         self.archiver.validate()?;
         self.object_store.validate()?;
         self.api.validate()?;
-        self.metrics.validate()?;
         Ok(())
     }
 

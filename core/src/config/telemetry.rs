@@ -7,42 +7,40 @@ use std::net::SocketAddr;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::ConfigError;
-
 /// The Prometheus endpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
-    /// Address serving `GET /metrics`; empty string disables it.
-    pub listen: String,
+    /// Address serving `GET /metrics` and `GET /healthz` (an IP address
+    /// and a port); empty string (`None`) disables it. Anything else is
+    /// refused while parsing, naming the key.
+    #[serde(deserialize_with = "optional_listen_address")]
+    pub listen: Option<SocketAddr>,
 }
 
 impl Default for MetricsConfig {
     fn default() -> Self {
         Self {
-            listen: "127.0.0.1:9464".into(),
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
         }
     }
 }
 
-impl MetricsConfig {
-    /// Checks values that parse but make no sense.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        self.listen_addr().map(|_| ())
-    }
-
-    /// The parsed listen address, `None` when disabled.
-    pub fn listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
-        if self.listen.is_empty() {
-            return Ok(None);
-        }
-        self.listen
+/// serde `deserialize_with` for `metrics.listen`: the text is read as a
+/// string, as when the field was one; `""` is `None`, anything else is
+/// parsed once here and refused with the message it always had (`is not a
+/// socket address: ...`, naming the key).
+fn optional_listen_address<'de, D>(deserializer: D) -> Result<Option<SocketAddr>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    match Option::<String>::deserialize(deserializer)? {
+        None => Ok(None),
+        Some(text) if text.is_empty() => Ok(None),
+        Some(text) => text
             .parse()
             .map(Some)
-            .map_err(|err| ConfigError::Invalid {
-                key: "metrics.listen".into(),
-                message: format!("is not a socket address: {err}"),
-            })
+            .map_err(|err| D::Error::custom(format!("is not a socket address: {err}"))),
     }
 }
 
@@ -127,11 +125,23 @@ mod tests {
 
     #[test]
     fn metrics_listen_is_an_address_or_empty() {
+        assert_eq!(
+            Config::default().metrics.listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9464)))
+        );
         let config = Config::load(None, &["metrics.listen=\"\"".into()]).expect("valid");
-        assert_eq!(config.metrics.listen_addr().expect("valid"), None);
-        let err = Config::load(None, &["metrics.listen=nowhere".into()])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("`metrics.listen`"), "{err}");
+        assert_eq!(config.metrics.listen, None);
+        let config = Config::load(None, &["metrics.listen=\"[::1]:0\"".into()]).expect("valid");
+        assert_eq!(
+            config.metrics.listen,
+            Some(SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], 0)))
+        );
+        for value in ["nowhere", "localhost:9464"] {
+            let err = Config::load(None, &[format!("metrics.listen={value}")])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("metrics.listen"), "{err}");
+            assert!(err.contains("is not a socket address"), "{err}");
+        }
     }
 }

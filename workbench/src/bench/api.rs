@@ -4,6 +4,7 @@
 //! answering the same cold page from the same Parquet files (through
 //! pyarrow) as the baseline a user would otherwise reach for.
 
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -277,7 +278,7 @@ async fn one_size(
         uuid::Uuid::new_v4().simple()
     );
     let api = ApiConfig {
-        listen: "127.0.0.1:0".into(),
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         jwt_hs256_secrets: [("bench".to_string(), Secret::new(secret.clone()))].into(),
         page_token_keys: vec![Secret::new(format!("bench={secret}"))],
         rate_per_second: 1e9,

@@ -197,14 +197,11 @@ where
     // The pipeline refuses to start without its metrics endpoint; the
     // demo goes on without it.
     match metrics_available(&config.metrics).await {
-        Ok(true) => println!(
-            "  metrics:           http://{}/metrics",
-            config.metrics.listen
-        ),
-        Ok(false) => {}
+        Ok(Some(addr)) => println!("  metrics:           http://{addr}/metrics"),
+        Ok(None) => {}
         Err(err) => {
             println!("  (metrics endpoint disabled: {err:#})");
-            demo_config.metrics.listen = String::new();
+            demo_config.metrics.listen = None;
         }
     }
     // The archiver, on the configured object store or ./.strata/archive.
@@ -242,7 +239,7 @@ where
     demo_config.api.page_token_keys = vec![Secret::new(format!("demo={secret}"))];
     if args.api_for.is_zero() {
         // Not offered to anyone: no port of the machine's is taken for it.
-        demo_config.api.listen = "127.0.0.1:0".into();
+        demo_config.api.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     }
     let backfilled = traffic::backfill(&shop_url, &Outbox::new("demo-backfill")?, args).await?;
 
@@ -351,7 +348,7 @@ Query the archive with DuckDB (pip install duckdb, or the duckdb CLI):"
             anyhow::bail!("the history API did not start");
         };
         let token = report::demo_token(&secret, &demo_config.api, &user)?;
-        report::show_api_history(address, &config.api.listen, &token, &user, &backfilled).await?;
+        report::show_api_history(address, config.api.listen, &token, &user, &backfilled).await?;
         println!(
             "Serving for {} (Ctrl-C to stop sooner; --api-for 0 skips this).",
             strata_core::duration::format(args.api_for)
@@ -372,15 +369,15 @@ Query the archive with DuckDB (pip install duckdb, or the duckdb CLI):"
     Ok(())
 }
 
-/// Whether the metrics endpoint can be served (`false`: disabled by the
-/// configuration); the error says why it cannot.
-async fn metrics_available(config: &MetricsConfig) -> anyhow::Result<bool> {
-    let Some(addr) = config.listen_addr()? else {
-        return Ok(false);
+/// The metrics endpoint's address when it can be served (`None`: disabled
+/// by the configuration); the error says why it cannot.
+async fn metrics_available(config: &MetricsConfig) -> anyhow::Result<Option<SocketAddr>> {
+    let Some(addr) = config.listen else {
+        return Ok(None);
     };
     let probe = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("bind metrics endpoint {addr} (metrics.listen)"))?;
     drop(probe);
-    Ok(true)
+    Ok(Some(addr))
 }

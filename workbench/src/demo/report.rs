@@ -138,7 +138,7 @@ pub(super) fn demo_token(secret: &str, api: &ApiConfig, user: &str) -> anyhow::R
 /// commands. `listen` is the configured address, for the message.
 pub(super) async fn show_api_history(
     address: SocketAddr,
-    listen: &str,
+    listen: SocketAddr,
     token: &str,
     user: &str,
     archived_days: &[NaiveDate],
