@@ -414,6 +414,7 @@ async fn reconciler_failover_within_seconds_never_two_leaders() -> anyhow::Resul
 /// nothing else wakes the workers (here: no notification and a 1 h poll).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconciler_resends_stuck_rows() -> anyhow::Result<()> {
+    const WORKERS: i64 = 2;
     let env = TestEnv::new("resend").await?;
     let _relay = StrataProcess::spawn(
         &env,
@@ -421,6 +422,7 @@ async fn reconciler_resends_stuck_rows() -> anyhow::Result<()> {
         &[
             ("relay.poll_interval", "1h"),
             ("relay.reconcile_after", "1s"),
+            ("relay.workers_per_source", "2"),
         ],
         None,
     )?;
@@ -439,8 +441,9 @@ async fn reconciler_resends_stuck_rows() -> anyhow::Result<()> {
     );
     // The listener's first wake-up (after LISTEN) must be over before the
     // rows go in, or a worker would ship them instead of the reconciler:
-    // wait until the listener is connected and every worker session went
-    // idle after that (the pass its wake-up causes), then a little more.
+    // wait until the listener is past its wake-up (its first lag sample
+    // follows it) and every worker session ended a claim pass after the
+    // listener connected, then a little more.
     // A bare sleep lost this race on a loaded machine.
     let source = env.source().await?;
     assert!(
@@ -448,18 +451,21 @@ async fn reconciler_resends_stuck_rows() -> anyhow::Result<()> {
             source
                 .query_one(
                     "SELECT count(*) FILTER (WHERE w.state = 'idle' \
-                                             AND w.state_change > l.query_start), \
+                                             AND (w.query IN ('COMMIT', 'ROLLBACK') \
+                                                  OR w.query LIKE 'ANALYZE%') \
+                                             AND w.state_change > l.backend_start), \
                             count(*) \
                      FROM pg_stat_activity w, \
-                          (SELECT backend_start AS query_start FROM pg_stat_activity \
-                           WHERE application_name = $2 AND datname = current_database()) l \
+                          (SELECT backend_start FROM pg_stat_activity \
+                           WHERE application_name = $2 AND datname = current_database() \
+                             AND query LIKE 'SELECT coalesce((SELECT extract(epoch%') l \
                      WHERE w.application_name = $1 AND w.datname = current_database()",
                     &[&WORKER_APPLICATION_NAME, &LISTENER_APPLICATION_NAME],
                 )
                 .await
                 .map(|r| {
                     let (settled, workers): (i64, i64) = (r.get(0), r.get(1));
-                    workers > 0 && settled == workers
+                    workers == WORKERS && settled == workers
                 })
                 .unwrap_or(false)
         })

@@ -89,13 +89,20 @@ const TRANSIENT_CODES: &[&str] = &[
     "InternalError",
     "ServiceUnavailable",
     "OperationAborted",
+    // A body cut short or damaged in transit: the same request again can pass.
+    "IncompleteBody",
+    "BadDigest",
+    "XAmzContentSHA256Mismatch",
+    // A multipart upload gone under a retried completion: a new put starts
+    // a new upload.
+    "NoSuchUpload",
 ];
 
 /// The kind of a service's error answer, from its HTTP status and its
 /// error code (when the body had one; a HEAD's 404 has the SDK's
 /// `NotFound`). A 404 is a missing object only for `NoSuchKey` or
-/// `NotFound` (a missing bucket or upload is a configuration or logic
-/// fault); 401 and 403 are refusals; 408, 429 and throttling codes pass;
+/// `NotFound` (a missing bucket is a configuration fault; a missing
+/// multipart upload passes with a new put); 401 and 403 are refusals; 408, 429 and throttling codes pass;
 /// any other 4xx and a redirect (a bucket in another region) are
 /// permanent; 5xx (and anything else) may pass.
 fn service_kind(status: u16, code: Option<&str>) -> StoreErrorKind {
@@ -514,7 +521,7 @@ mod tests {
             // A HEAD's 404 has no body; the SDK names it `NotFound`.
             (404, Some("NotFound"), NotFound),
             (404, Some("NoSuchBucket"), Invalid),
-            (404, Some("NoSuchUpload"), Invalid),
+            (404, Some("NoSuchUpload"), Transient),
             (404, None, Invalid),
             (401, None, Denied),
             (403, Some("AccessDenied"), Denied),
