@@ -180,7 +180,10 @@ pub async fn run_archive(
     Ok((status.success(), output))
 }
 
-/// The columns of an archived row, selected from the hot store.
+/// The columns of an archived row, selected from the hot store. The
+/// harness reads the hot store its own way on purpose, not through the
+/// API's statements (`api/src/history/sql.rs`): the archive and the API are
+/// checked against an oracle that shares no code with them.
 const HOT_COLUMNS: &str = "user_id, (extract(epoch FROM occurred_at) * 1000000)::int8, event_id,
      kind, source, payload::text, (extract(epoch FROM ingested_at) * 1000000)::int8";
 
