@@ -16,5 +16,5 @@ pub mod layout;
 pub mod row;
 pub mod store;
 
-pub use row::{extend_rows, read_rows, rows_from_batch, ArchivedRow, FormatError, RowRef};
+pub use row::{extend_rows, read_rows, ArchivedRow, FormatError, RowRef};
 pub use store::{ObjectMeta, ObjectStore, StoreError, StoreErrorKind};

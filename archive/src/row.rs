@@ -285,13 +285,6 @@ pub fn extend_rows(
     })
 }
 
-/// Every row of `batch`, owned, in batch order.
-pub fn rows_from_batch(batch: &RecordBatch) -> Result<Vec<ArchivedRow>, FormatError> {
-    let mut rows = Vec::with_capacity(batch.num_rows());
-    extend_rows(&mut rows, batch, |_| true)?;
-    Ok(rows)
-}
-
 /// Decodes every row of the local archive file at `path`, in file order
 /// (small files and tests; the archiver itself never materializes a file).
 /// Blocking.
@@ -314,6 +307,12 @@ pub fn read_rows(path: &Path) -> Result<Vec<ArchivedRow>, FormatError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rows_from_batch(batch: &RecordBatch) -> Result<Vec<ArchivedRow>, FormatError> {
+        let mut rows = Vec::new();
+        extend_rows(&mut rows, batch, |_| true)?;
+        Ok(rows)
+    }
     use crate::layout::schema;
 
     #[test]

@@ -201,11 +201,6 @@ impl LeasedArchiver {
         &self.work
     }
 
-    /// Whether the lease was lost (taken over, or not renewed in time).
-    pub fn lease_lost(&self) -> bool {
-        self.keeper.lost.is_cancelled()
-    }
-
     /// Stops the keeper and gives the lease up; a lost lease is not ours
     /// to release, only the leader gauge is cleared.
     pub async fn release(self) {
