@@ -9,8 +9,13 @@ use crate::error::ArchiveError;
 use crate::lease::LeasedArchiver;
 use crate::metrics;
 
-/// Runs the continuous archiver until `cancel`.
-pub async fn run(options: ArchiverOptions, cancel: CancellationToken) {
+/// Runs the continuous archiver until `cancel`. A start that fails for a
+/// reason retrying cannot fix (TLS settings, a malformed URL, a database
+/// without Strata's schema) ends it with that error, so that a
+/// misconfigured archiver exits at start-up instead of logging forever;
+/// faults that may pass (the hot store down, the lease held) are waited
+/// out.
+pub async fn run(options: ArchiverOptions, cancel: CancellationToken) -> Result<(), ArchiveError> {
     metrics::register();
     let holder = strata_pg::holder_id();
     let config = options.archiver.clone();
@@ -22,6 +27,11 @@ pub async fn run(options: ArchiverOptions, cancel: CancellationToken) {
                 tracing::debug!(%holder, %until, "another archiver leads; standing by");
                 wait(&cancel, config.lease_ttl / 3).await;
                 continue;
+            }
+            Err(ArchiveError::Cancelled) => break,
+            Err(err) if !err.is_retryable() => {
+                metrics::ERRORS.with_label_values(&[err.label()]).inc();
+                return Err(err);
             }
             Err(err) => {
                 metrics::ERRORS.with_label_values(&[err.label()]).inc();
@@ -70,6 +80,7 @@ pub async fn run(options: ArchiverOptions, cancel: CancellationToken) {
         archiver.release().await;
     }
     tracing::info!("archiver stopped");
+    Ok(())
 }
 
 async fn wait(cancel: &CancellationToken, delay: std::time::Duration) {

@@ -36,6 +36,10 @@ pub enum ArchiveError {
         /// The parse error (shown in the message).
         error: tokio_postgres::Error,
     },
+    /// TLS settings that cannot work (see [`strata_pg::PgError::Tls`]):
+    /// the message names the URL and the setting. Not retried.
+    #[error("{0}")]
+    Tls(String),
     /// A value read from the database could not be decoded into the
     /// expected type (a NULL where none is allowed, a `timestamptz` of
     /// `infinity`, ...). Not a transient fault: retrying reads it again.
@@ -169,6 +173,7 @@ impl From<PgError> for ArchiveError {
     fn from(err: PgError) -> Self {
         match err {
             PgError::BadUrl { url, error } => Self::BadUrl { url, error },
+            tls @ PgError::Tls { .. } => Self::Tls(tls.to_string()),
             PgError::Connect { url, error } => Self::Db {
                 context: format!("connect to {url}"),
                 error,
@@ -242,6 +247,7 @@ impl ArchiveError {
             Self::Store(err) => err.is_retryable(),
             Self::SourceUnchecked { error, .. } => error.is_retryable(),
             Self::BadUrl { .. }
+            | Self::Tls(_)
             | Self::Decode { .. }
             | Self::UnknownValue { .. }
             | Self::StageStopped { .. }
@@ -291,7 +297,7 @@ impl ArchiveError {
     /// Short label for the errors metric.
     pub fn label(&self) -> &'static str {
         match self {
-            Self::Db { .. } | Self::BadUrl { .. } => "db",
+            Self::Db { .. } | Self::BadUrl { .. } | Self::Tls(_) => "db",
             Self::Decode { .. } | Self::UnknownValue { .. } => "decode",
             Self::Timeout { .. } => "timeout",
             Self::Store(_) => "object_store",

@@ -70,12 +70,14 @@ pub async fn run_daemon(config: &Config, cancel: CancellationToken) -> anyhow::R
     let options = options(config)?;
     tracing::info!(hot_store = %options.hot_store, store = %config.object_store.kind.map_or("", |kind| kind.as_str()), "starting archiver");
     let metrics = metrics_server::spawn(&config.metrics, cancel.clone()).await?;
-    strata_archiver::run(options, cancel.clone()).await;
+    let result = strata_archiver::run(options, cancel.clone())
+        .await
+        .context("the archiver could not start");
     cancel.cancel();
     if let Some(handle) = metrics {
         let _ = handle.await;
     }
-    Ok(())
+    result
 }
 
 /// `strata archive --day D [--verify]`.

@@ -176,3 +176,79 @@ fn spawn_signal_handler(cancel: CancellationToken) {
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `strata` command line README.md shows (in code blocks, and
+    /// in inline code as mentions), as `strata ...` or `cargo run --release -p strata-cli
+    /// -- ...`) parses: a flag renamed or a value refused (`--api-for 0`
+    /// once was) fails here, not in a new user's terminal. Synopsis lines
+    /// (`[--x]`, `<arg>`, `...`) are not command lines and are skipped.
+    #[test]
+    fn readme_command_lines_parse() {
+        let readme = include_str!("../../README.md");
+        // (text, inline): inline code may name a command group
+        // (`strata dead-letters`) rather than show a runnable line.
+        let mut candidates: Vec<(&str, bool)> = Vec::new();
+        let mut in_code = false;
+        for line in readme.lines() {
+            if line.trim_start().starts_with("```") {
+                in_code = !in_code;
+            } else if in_code {
+                candidates.push((line.split(" #").next().unwrap_or(""), false));
+            } else {
+                // Inline code: every other piece between backticks.
+                candidates.extend(line.split('`').skip(1).step_by(2).map(|span| (span, true)));
+            }
+        }
+        let mut checked = 0;
+        for (candidate, inline) in candidates {
+            let command = candidate.trim();
+            let Some(args) = command
+                .strip_prefix("cargo run --release -p strata-cli -- ")
+                .or_else(|| command.strip_prefix("strata "))
+            else {
+                continue;
+            };
+            if ["[", "<", "...", "$", "|"].iter().any(|s| args.contains(s)) {
+                continue;
+            }
+            parses(command, args, inline);
+            checked += 1;
+        }
+        assert!(checked >= 15, "only {checked} command lines found");
+        // The demo's flags as README lists them (in prose), and the `0`
+        // it offers to skip the API.
+        for args in [
+            "demo --duration 15s --rate 400 --users 500 --backfill-days 3 --backfill-events 4000 --api-for 2m --dir .strata",
+            "demo --api-for 0",
+            "demo --api-for 10m",
+        ] {
+            parses(args, args, false);
+        }
+    }
+
+    use clap::error::ErrorKind;
+
+    fn parses(shown: &str, args: &str, may_name_a_group: bool) {
+        let words = std::iter::once("strata").chain(args.split_whitespace());
+        match Cli::try_parse_from(words) {
+            Ok(_) => {}
+            // A mention (`strata dead-letters`, `--row-group-rows`,
+            // `--day D`) leaves values out or holds placeholders; an
+            // unknown command or flag is still an error.
+            Err(err)
+                if may_name_a_group
+                    && matches!(
+                        err.kind(),
+                        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+                            | ErrorKind::MissingRequiredArgument
+                            | ErrorKind::InvalidValue
+                            | ErrorKind::ValueValidation
+                    ) => {}
+            Err(err) => panic!("README command line does not parse: {shown}\n{err}"),
+        }
+    }
+}

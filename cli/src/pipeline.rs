@@ -41,8 +41,9 @@ pub async fn run(
     let (c1, c2, c3) = (cancel.clone(), cancel.clone(), cancel.clone());
     tasks.spawn(async move { strata_relay::run(relay_options, c1).await.context("relay") });
     tasks.spawn(async move {
-        strata_archiver::run(archiver_options, c2).await;
-        Ok(())
+        strata_archiver::run(archiver_options, c2)
+            .await
+            .context("archiver")
     });
     tasks.spawn(async move {
         strata_api::serve(api_options, c3, api_ready)

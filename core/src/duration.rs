@@ -5,6 +5,10 @@ use std::time::Duration;
 /// Parses `"<integer><unit>"` where unit is one of `ms`, `s`, `m`, `h`, `d`.
 pub fn parse(text: &str) -> Result<Duration, String> {
     let text = text.trim();
+    // Zero is zero in any unit (`--api-for 0`).
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .ok_or_else(|| format!("duration {text:?} needs a unit (ms, s, m, h or d)"))?;
@@ -70,6 +74,9 @@ mod tests {
         assert_eq!(parse("5m"), Ok(Duration::from_secs(300)));
         assert_eq!(parse("1h"), Ok(Duration::from_secs(3600)));
         assert!(parse("30").is_err());
+        assert_eq!(parse("0"), Ok(Duration::ZERO));
+        assert_eq!(parse("0s"), Ok(Duration::ZERO));
+        assert!(parse("00").is_err());
         assert!(parse("s").is_err());
         assert_eq!(parse("3d"), Ok(Duration::from_secs(3 * 86_400)));
         assert!(parse("3w").is_err());

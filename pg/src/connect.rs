@@ -1,6 +1,7 @@
 //! Opening a session: the URL parsed, the settings every Strata session
 //! gets (a name in `pg_stat_activity`, TCP keepalives so a half-open peer
-//! is noticed, a connect timeout), and the transport chosen.
+//! is noticed, a connect timeout), and the transport chosen (TLS as the
+//! URL's libpq parameters say, see [`crate::tls`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -8,11 +9,12 @@ use std::str::FromStr;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use strata_core::config::DatabaseUrl;
-use tokio_postgres::tls::NoTlsStream;
-use tokio_postgres::{AsyncMessage, Client, Config, Connection, NoTls, Socket};
+use strata_core::config::{DatabaseUrl, SslMode};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{AsyncMessage, Client, Config, Connection, Socket};
 
 use crate::error::PgError;
+use crate::tls::{HandshakeError, MakeRustls, RustlsStream, TlsSettings, TLS_PARAMETERS};
 
 /// Idle time of a session's socket before the first TCP keepalive probe.
 pub const KEEPALIVES_IDLE: Duration = Duration::from_secs(10);
@@ -23,11 +25,11 @@ pub const KEEPALIVES_RETRIES: u32 = 3;
 
 /// The I/O half of a session, returned by [`connect_raw`]: it must be
 /// polled (awaited, or its messages read with [`PgConnection::poll_message`])
-/// for the [`Client`] to make progress. Opaque so that the transport (plain
-/// TCP today, TLS later) stays this crate's choice.
+/// for the [`Client`] to make progress. Opaque so that the transport
+/// (plain TCP or TLS) stays this crate's choice.
 #[must_use = "a connection does nothing unless it is polled"]
 pub struct PgConnection {
-    inner: Connection<Socket, NoTlsStream>,
+    inner: Connection<Socket, RustlsStream>,
 }
 
 impl PgConnection {
@@ -58,10 +60,22 @@ impl std::fmt::Debug for PgConnection {
 }
 
 /// Parses `url` and applies what every Strata session needs:
-/// `application_name` (it replaces one given in the URL), TCP keepalives and
-/// `timeout` as the connect timeout of each host tried.
-fn config(url: &DatabaseUrl, application_name: &str, timeout: Duration) -> Result<Config, PgError> {
-    let mut config = Config::from_str(url.expose()).map_err(|error| PgError::BadUrl {
+/// `application_name` (it replaces one given in the URL), TCP keepalives,
+/// `timeout` as the connect timeout of each host tried, and the TLS
+/// settings taken out of the URL (tokio-postgres refuses `verify-full`).
+fn config(
+    url: &DatabaseUrl,
+    application_name: &str,
+    timeout: Duration,
+) -> Result<(Config, TlsSettings), PgError> {
+    let (driver_url, tls_params) = url.take_params(&TLS_PARAMETERS);
+    let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+    let tls =
+        TlsSettings::from_params(&tls_params, home.as_deref()).map_err(|message| PgError::Tls {
+            url: url.redacted(),
+            message,
+        })?;
+    let mut config = Config::from_str(driver_url.expose()).map_err(|error| PgError::BadUrl {
         url: url.redacted(),
         error,
     })?;
@@ -71,8 +85,9 @@ fn config(url: &DatabaseUrl, application_name: &str, timeout: Duration) -> Resul
         .keepalives(true)
         .keepalives_idle(KEEPALIVES_IDLE)
         .keepalives_interval(KEEPALIVES_INTERVAL)
-        .keepalives_retries(KEEPALIVES_RETRIES);
-    Ok(config)
+        .keepalives_retries(KEEPALIVES_RETRIES)
+        .ssl_mode(tls.driver_mode());
+    Ok((config, tls))
 }
 
 /// Connects to `url` as `application_name` and drives the connection in a
@@ -100,17 +115,51 @@ pub async fn connect_raw(
     application_name: &str,
     timeout: Duration,
 ) -> Result<(Client, PgConnection), PgError> {
-    let config = config(url, application_name, timeout)?;
-    match tokio::time::timeout(timeout, config.connect(NoTls)).await {
+    let (config, tls) = config(url, application_name, timeout)?;
+    let connector: MakeRustls = tls.connector().map_err(|message| PgError::Tls {
+        url: url.redacted(),
+        message,
+    })?;
+    match tokio::time::timeout(timeout, config.connect(connector)).await {
         Ok(Ok((client, inner))) => Ok((client, PgConnection { inner })),
-        Ok(Err(error)) => Err(PgError::Connect {
-            url: url.redacted(),
-            error,
-        }),
+        Ok(Err(error)) => Err(connect_error(url, tls.mode, error)),
         Err(_) => Err(PgError::ConnectTimeout {
             url: url.redacted(),
             timeout,
         }),
+    }
+}
+
+/// A failed connect, read for what the operator must fix: a certificate
+/// the `sslmode` checks reject, or a server that refuses plaintext to a
+/// client told not to use TLS, is a [`PgError::Tls`] (not retried);
+/// anything else a [`PgError::Connect`].
+fn connect_error(url: &DatabaseUrl, mode: SslMode, error: tokio_postgres::Error) -> PgError {
+    let rejected = std::error::Error::source(&error)
+        .and_then(|source| source.downcast_ref::<HandshakeError>())
+        .filter(|handshake| handshake.certificate_rejected());
+    if let Some(handshake) = rejected {
+        return PgError::Tls {
+            url: url.redacted(),
+            message: handshake.to_string(),
+        };
+    }
+    let refused_plaintext = error.as_db_error().filter(|db| {
+        db.code() == &SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+            && db.message().contains("no encryption")
+    });
+    match refused_plaintext {
+        Some(db) if mode == SslMode::Disable => PgError::Tls {
+            url: url.redacted(),
+            message: format!(
+                "the server accepts this session only over TLS, and sslmode=disable forbids it ({}); set sslmode=verify-full (or require)",
+                db.message()
+            ),
+        },
+        _ => PgError::Connect {
+            url: url.redacted(),
+            error,
+        },
     }
 }
 
@@ -121,7 +170,7 @@ mod tests {
     #[test]
     fn every_session_gets_its_name_keepalives_and_connect_timeout() {
         let url = DatabaseUrl::new("postgres://strata@db.example/hot?application_name=other");
-        let config = config(&url, "strata-test", Duration::from_secs(7)).expect("valid url");
+        let (config, _) = config(&url, "strata-test", Duration::from_secs(7)).expect("valid url");
         assert_eq!(config.get_application_name(), Some("strata-test"));
         assert_eq!(config.get_connect_timeout(), Some(&Duration::from_secs(7)));
         assert!(config.get_keepalives());
@@ -136,11 +185,44 @@ mod tests {
     #[test]
     fn a_bad_url_is_reported_without_its_password() {
         let url = DatabaseUrl::new("postgres://strata:hunter2@db.example:notaport/hot");
-        let err = config(&url, "strata-test", Duration::from_secs(1)).expect_err("bad port");
+        let err = config(&url, "strata-test", Duration::from_secs(1))
+            .map(|_| ())
+            .expect_err("bad port");
         assert!(matches!(err, PgError::BadUrl { .. }), "{err:?}");
         assert!(!err.is_retryable());
         let shown = format!("{err} {err:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(std::error::Error::source(&err).is_none(), "{err:?}");
+    }
+
+    #[test]
+    fn every_libpq_sslmode_works_in_a_url() {
+        for (mode, driver) in [
+            ("disable", tokio_postgres::config::SslMode::Disable),
+            ("allow", tokio_postgres::config::SslMode::Prefer),
+            ("prefer", tokio_postgres::config::SslMode::Prefer),
+            ("require", tokio_postgres::config::SslMode::Require),
+            ("verify-ca", tokio_postgres::config::SslMode::Require),
+            ("verify-full", tokio_postgres::config::SslMode::Require),
+        ] {
+            let url = DatabaseUrl::new(format!(
+                "postgres://strata@db.example/hot?sslmode={mode}&sslrootcert=/etc/ca.pem"
+            ));
+            let (config, tls) = config(&url, "strata-test", Duration::from_secs(1))
+                .unwrap_or_else(|err| panic!("{mode}: {err}"));
+            assert_eq!(config.get_ssl_mode(), driver, "{mode}");
+            assert_eq!(tls.mode.as_str(), mode);
+        }
+        let url = DatabaseUrl::new("postgres://strata:hunter2@db.example/hot?sslmode=verify_full");
+        let err = config(&url, "strata-test", Duration::from_secs(1))
+            .map(|_| ())
+            .expect_err("unknown mode");
+        assert!(matches!(err, PgError::Tls { .. }), "{err:?}");
+        assert!(!err.is_retryable());
+        let shown = err.to_string();
+        assert!(
+            shown.contains("verify_full") && !shown.contains("hunter2"),
+            "{shown}"
+        );
     }
 }

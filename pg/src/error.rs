@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-/// Why a Postgres operation failed. A failed TLS handshake is a
-/// [`PgError::Connect`] (the driver reports it), an unusable `sslmode` a
-/// [`PgError::BadUrl`]; the enum is exhaustive so that each caller decides
+/// Why a Postgres operation failed. TLS settings that cannot work and a
+/// server certificate they reject are a [`PgError::Tls`]; a handshake cut
+/// by the network is a [`PgError::Connect`]; the enum is exhaustive so that each caller decides
 /// how a new kind maps onto its own retry policy.
 ///
 /// Each message shows the driver's error in full ([`describe_pg_error`]),
@@ -31,6 +31,17 @@ pub enum PgError {
         url: String,
         /// The driver error.
         error: tokio_postgres::Error,
+    },
+    /// The TLS settings cannot work: a setting is invalid or its file
+    /// unreadable, the server's certificate fails the checks `sslmode`
+    /// asks for, or the server refuses the plaintext `sslmode=disable`
+    /// insists on. The message names the setting to fix.
+    #[error("connect to {url}: {message}")]
+    Tls {
+        /// The connection string, its password replaced by `***`.
+        url: String,
+        /// What is wrong, naming the setting.
+        message: String,
     },
     /// Connecting (TCP, authentication, start-up) took longer than allowed.
     #[error("connect to {url}: timed out after {timeout:?}")]
@@ -60,8 +71,8 @@ pub enum PgError {
 
 impl PgError {
     /// Whether retrying (on a new session) may succeed: everything but a
-    /// connection string that does not parse, which fails the same way every
-    /// time. A server that refuses or rejects a statement is retried like
+    /// connection string that does not parse and TLS settings that cannot
+    /// work, which fail the same way every time. A server that refuses or rejects a statement is retried like
     /// the relay always has; callers that know a SQLSTATE is permanent ask
     /// [`PgError::sqlstate`].
     pub fn is_retryable(&self) -> bool {
@@ -70,7 +81,7 @@ impl PgError {
             | PgError::ConnectTimeout { .. }
             | PgError::Timeout { .. }
             | PgError::Database { .. } => true,
-            PgError::BadUrl { .. } => false,
+            PgError::BadUrl { .. } | PgError::Tls { .. } => false,
         }
     }
 
@@ -80,9 +91,10 @@ impl PgError {
             PgError::Connect { error, .. } | PgError::Database { error, .. } => {
                 error.code().map(|code| code.code())
             }
-            PgError::BadUrl { .. } | PgError::ConnectTimeout { .. } | PgError::Timeout { .. } => {
-                None
-            }
+            PgError::BadUrl { .. }
+            | PgError::Tls { .. }
+            | PgError::ConnectTimeout { .. }
+            | PgError::Timeout { .. } => None,
         }
     }
 }

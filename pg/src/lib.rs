@@ -15,8 +15,8 @@
 //!   message, for every crate's error messages.
 //!
 //! The transport is chosen inside [`connect_raw`] and hidden behind
-//! [`PgConnection`], so TLS (`sslmode`, rustls) is added here without
-//! touching a caller. Nothing here knows Strata's tables: session settings
+//! [`PgConnection`]: TLS over rustls, with libpq's `sslmode`,
+//! `sslrootcert`, `sslcert` and `sslkey` read from the URL (see `tls`). Nothing here knows Strata's tables: session settings
 //! that are a caller's policy (statement timeouts, roles) stay with it.
 
 #![warn(unreachable_pub)]
@@ -26,6 +26,7 @@ mod connect;
 mod error;
 mod holder;
 mod timeout;
+mod tls;
 
 pub use advisory::stable_key;
 pub use connect::{
@@ -34,4 +35,5 @@ pub use connect::{
 pub use error::{describe_pg_error, PgError};
 pub use holder::holder_id;
 pub use timeout::bounded;
+pub use tls::{HandshakeError, RustlsStream};
 pub use tokio_postgres::Client;

@@ -7,9 +7,10 @@
 //! commits/s it still sends only ~1/debounce notifications, each in its own
 //! tiny transaction that no business commit waits for.
 //!
-//! It connects on its own, not through `strata-pg`: from the application's
-//! `tokio_postgres::Config` as given, or through its sqlx pool, with no
-//! keepalives or connect timeout added by Strata.
+//! With tokio-postgres it opens its session through `strata-pg`, so the
+//! URL's TLS settings (`sslmode=verify-full&sslrootcert=...`), keepalives
+//! and a connect timeout apply as for every Strata session; with sqlx it
+//! sends through the application's own pool.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -19,6 +20,13 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+
+/// `application_name` of the doorbell's own session.
+#[cfg(feature = "tokio-postgres")]
+const APPLICATION_NAME: &str = "strata-doorbell";
+/// How long opening the doorbell's session may take.
+#[cfg(feature = "tokio-postgres")]
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 type SendFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 type Sender = Box<dyn FnMut() -> SendFuture + Send>;
@@ -75,28 +83,25 @@ impl Doorbell {
     }
 
     /// A doorbell with its own tokio-postgres connection to the producer
-    /// database (never one inside a transaction), opened on first use and
-    /// reopened after failures.
+    /// database at `url` (never one inside a transaction), opened on first
+    /// use and reopened after failures. `url` takes libpq's TLS parameters.
     #[cfg(feature = "tokio-postgres")]
     pub fn spawn_tokio_postgres(
-        config: tokio_postgres::Config,
+        url: impl Into<strata_core::config::DatabaseUrl>,
         debounce: Duration,
         cancel: CancellationToken,
     ) -> Self {
+        let url = url.into();
         let client: Arc<tokio::sync::Mutex<Option<tokio_postgres::Client>>> = Arc::default();
         Self::spawn_with(
             Box::new(move || {
-                let (client, config) = (client.clone(), config.clone());
+                let (client, url) = (client.clone(), url.clone());
                 Box::pin(async move {
                     let mut slot = client.lock().await;
                     if slot.as_ref().is_none_or(|c| c.is_closed()) {
-                        let (fresh, connection) = config
-                            .connect(tokio_postgres::NoTls)
+                        let fresh = strata_pg::connect(&url, APPLICATION_NAME, CONNECT_TIMEOUT)
                             .await
-                            .map_err(|err| format!("connect: {err}"))?;
-                        tokio::spawn(async move {
-                            let _ = connection.await;
-                        });
+                            .map_err(|err| err.to_string())?;
                         *slot = Some(fresh);
                     }
                     let Some(connected) = slot.as_ref() else {

@@ -43,6 +43,10 @@ pub enum RelayError {
         /// `source()`).
         error: tokio_postgres::Error,
     },
+    /// TLS settings that cannot work (see [`strata_pg::PgError::Tls`]);
+    /// the message names the URL and the setting.
+    #[error("{0}")]
+    Tls(String),
     /// A row from the database did not have the expected shape.
     #[error("unexpected row shape in {context}: {error}")]
     Row {
@@ -86,6 +90,7 @@ impl RelayError {
             | RelayError::UnsafeDurability { .. }
             | RelayError::NotMigrated(_)
             | RelayError::BadUrl { .. }
+            | RelayError::Tls(_)
             | RelayError::Config(_)
             | RelayError::Cancelled => false,
         }
@@ -140,13 +145,14 @@ impl RelayError {
 
 /// The relay's reading of a session or call failure: a connect failure is
 /// a [`RelayError::Database`] in context "connect", a connect timeout a
-/// [`RelayError::Timeout`] there, and a malformed URL a
-/// [`RelayError::BadUrl`], the one that is not retried.
+/// [`RelayError::Timeout`] there, a malformed URL a [`RelayError::BadUrl`]
+/// and unworkable TLS settings a [`RelayError::Tls`], the two not retried.
 impl From<strata_pg::PgError> for RelayError {
     fn from(err: strata_pg::PgError) -> Self {
         use strata_pg::PgError;
         match err {
             PgError::BadUrl { url, error } => RelayError::BadUrl { what: url, error },
+            tls @ PgError::Tls { .. } => RelayError::Tls(tls.to_string()),
             PgError::Connect { error, .. } => RelayError::Database {
                 context: "connect",
                 error,

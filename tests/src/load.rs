@@ -55,7 +55,7 @@ pub async fn start(
     let outbox = Outbox::new("test-load")?.notify_in_transaction(options.notify_in_transaction);
     let doorbell = if options.doorbell {
         Some(Doorbell::spawn_tokio_postgres(
-            source_url.parse()?,
+            source_url,
             Duration::from_millis(5),
             cancel.clone(),
         ))

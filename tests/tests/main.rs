@@ -10,3 +10,4 @@ mod operations;
 mod sdk;
 mod starvation;
 mod tidy;
+mod tls;

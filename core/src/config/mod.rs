@@ -12,15 +12,18 @@
 //! This module holds [`Config`], the layering and [`ConfigError`]; each
 //! section's struct, defaults and checks live beside it: `relay` (the hot
 //! store, the sources, the relay), `archiver` (the archiver and the object
-//! store), `api`, `telemetry` (metrics and logs); `secret` the secret
+//! store), `api`, `postgres` (TLS of every database session), `telemetry`
+//! (metrics and logs), `url_params` (single parameters of a database URL); `secret` the secret
 //! values and `secret_file` secrets read from files.
 
 mod api;
 mod archiver;
+mod postgres;
 mod relay;
 mod secret;
 mod secret_file;
 mod telemetry;
+mod url_params;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -33,6 +36,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 pub use api::ApiConfig;
 pub use archiver::{ArchiverConfig, ObjectStoreConfig, ObjectStoreKind};
+pub use postgres::{PostgresConfig, SslMode, UnknownSslMode};
 pub use relay::{HotStoreConfig, RelayConfig, SourceConfig};
 pub use secret::{DatabaseUrl, Secret};
 pub use secret_file::FILE_PREFIX;
@@ -40,8 +44,9 @@ pub use telemetry::{LogConfig, LogFormat, MetricsConfig};
 
 /// Top-level sections; only `STRATA_<SECTION>__...` variables are read as
 /// configuration, so unrelated `STRATA_*` variables do not break start-up.
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 9] = [
     "hot_store",
+    "postgres",
     "api",
     "sources",
     "relay",
@@ -83,6 +88,8 @@ impl ConfigError {
 pub struct Config {
     /// The hot store: the Postgres database holding `strata.activity`.
     pub hot_store: HotStoreConfig,
+    /// TLS settings for every database URL that does not set its own.
+    pub postgres: PostgresConfig,
     /// Producer databases holding an outbox, by name. The name labels
     /// metrics and logs and keys the reconciler election.
     pub sources: BTreeMap<String, SourceConfig>,
@@ -158,6 +165,7 @@ impl Config {
             .extract()
             .map_err(|err| ConfigError::Parse(err.to_string()))?;
         config.resolve_secret_files()?;
+        config.apply_postgres_defaults();
         config.validate()?;
         Ok(config)
     }

@@ -29,19 +29,37 @@ impl DatabaseUrl {
     /// parameters, and `password` / `sslpassword` in a key=value string
     /// (spaces around `=`, quoted values with `\'` inside).
     pub fn redacted(&self) -> String {
-        let url = &self.0;
-        match url.find("://") {
-            Some(scheme_end)
-                if scheme_end > 0
-                    && url[..scheme_end]
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) =>
-            {
-                redact_url(url, scheme_end + 3)
-            }
-            _ => redact_key_value(url),
+        match url_rest_start(&self.0) {
+            Some(rest_start) => redact_url(&self.0, rest_start),
+            None => redact_key_value(&self.0),
         }
     }
+}
+
+/// Where the text after `scheme://` begins, when `url` is a URL rather
+/// than a key=value string.
+pub(super) fn url_rest_start(url: &str) -> Option<usize> {
+    let scheme_end = url.find("://")?;
+    (scheme_end > 0
+        && url[..scheme_end]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)))
+    .then_some(scheme_end + 3)
+}
+
+/// The index of the '@' ending the userinfo of `rest` (a URL's text after
+/// `://`), if it has one. It is the last '@' before the query: a password
+/// may hold '/', '@' and ':' (unescaped, tokio-postgres still ends it at
+/// its first '@'; taking the last one covers both readings).
+pub(super) fn userinfo_end(rest: &str) -> Option<usize> {
+    let query_start = rest.find('?').unwrap_or(rest.len());
+    rest[..query_start].rfind('@').or_else(|| {
+        // No '@' before the first '?': a password may hold the '?'
+        // itself (tokio-postgres takes everything up to the first '@').
+        // An '@' after a '/' is in the path or the query, not userinfo.
+        let first = rest.find('@')?;
+        (!rest[..first].contains('/')).then_some(first)
+    })
 }
 
 /// Connection parameters holding a secret, as the drivers spell them
@@ -52,17 +70,7 @@ const SECRET_PARAMETERS: [&str; 2] = ["password", "sslpassword"];
 /// after `://` begins.
 fn redact_url(url: &str, rest_start: usize) -> String {
     let (head, rest) = url.split_at(rest_start);
-    // The userinfo ends at the last '@' before the query: a password may
-    // hold '/', '@' and ':' (unescaped, tokio-postgres still ends it at
-    // its first '@'; hiding up to the last one covers both readings).
-    let query_start = rest.find('?').unwrap_or(rest.len());
-    let at = rest[..query_start].rfind('@').or_else(|| {
-        // No '@' before the first '?': a password may hold the '?'
-        // itself (tokio-postgres takes everything up to the first '@').
-        // An '@' after a '/' is in the path or the query, not userinfo.
-        let first = rest.find('@')?;
-        (!rest[..first].contains('/')).then_some(first)
-    });
+    let at = userinfo_end(rest);
     let mut out = String::with_capacity(url.len());
     out.push_str(head);
     let after_userinfo = match at {
@@ -114,7 +122,7 @@ fn redact_query(query: &str) -> String {
 }
 
 /// `%XX` escapes decoded (invalid ones kept as they are).
-fn percent_decode(text: &str) -> String {
+pub(super) fn percent_decode(text: &str) -> String {
     let hex = |b: u8| (b as char).to_digit(16);
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -190,7 +198,7 @@ fn redact_key_value(dsn: &str) -> String {
 
 /// Length of the value at the start of `text`, quotes included; an
 /// unterminated quoted value runs to the end.
-fn key_value_len(text: &str) -> usize {
+pub(super) fn key_value_len(text: &str) -> usize {
     let mut chars = text.char_indices();
     if text.starts_with('\'') {
         chars.next();
@@ -214,6 +222,18 @@ fn key_value_len(text: &str) -> usize {
         }
     }
     text.len()
+}
+
+impl From<String> for DatabaseUrl {
+    fn from(url: String) -> Self {
+        Self(url)
+    }
+}
+
+impl From<&str> for DatabaseUrl {
+    fn from(url: &str) -> Self {
+        Self(url.to_string())
+    }
 }
 
 impl fmt::Debug for DatabaseUrl {

@@ -78,7 +78,7 @@ pub(super) async fn run(args: IngestArgs, cancel: CancellationToken) -> anyhow::
 
     let producer_cancel = cancel.child_token();
     let doorbell = Doorbell::spawn_tokio_postgres(
-        src_url.parse()?,
+        src_url.as_str(),
         Duration::from_millis(5),
         producer_cancel.clone(),
     );

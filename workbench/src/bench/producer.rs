@@ -156,8 +156,7 @@ async fn run_variant(
     cancel: &CancellationToken,
 ) -> anyhow::Result<f64> {
     let stop = cancel.child_token();
-    let doorbell =
-        Doorbell::spawn_tokio_postgres(url.parse()?, Duration::from_millis(5), stop.clone());
+    let doorbell = Doorbell::spawn_tokio_postgres(url, Duration::from_millis(5), stop.clone());
     let outbox = Outbox::new("bench")?.notify_in_transaction(variant == Variant::NotifyPerTx);
     let done = Arc::new(AtomicU64::new(0));
     let mut clients = Vec::new();

@@ -258,7 +258,7 @@ where
     let produced = Arc::new(AtomicU64::new(0));
     let producer_cancel = cancel.child_token();
     let doorbell = Doorbell::spawn_tokio_postgres(
-        shop_url.parse()?,
+        shop_url.as_str(),
         Duration::from_millis(5),
         producer_cancel.clone(),
     );
