@@ -49,6 +49,11 @@ pub const OUTBOX: MigrationSet = MigrationSet {
             name: "0002_outbox_statistics.sql",
             sql: include_str!("../outbox/0002_outbox_statistics.sql"),
         },
+        Migration {
+            version: 3,
+            name: "0003_enqueue.sql",
+            sql: include_str!("../outbox/0003_enqueue.sql"),
+        },
     ],
 };
 

@@ -27,5 +27,5 @@ mod doorbell;
 mod outbox;
 
 pub use doorbell::Doorbell;
-pub use outbox::{Outbox, ProduceError, INSERT_ONE_SQL};
+pub use outbox::{Outbox, PipelinedError, ProduceError, INSERT_ONE_SQL};
 pub use strata_core::event::{EventLimits, NewEvent, PreparedEvent, ValidationError};

@@ -47,6 +47,18 @@ pub enum ProduceError {
     Postgres(#[from] tokio_postgres::Error),
 }
 
+/// Why [`Outbox::enqueue_pg_pipelined`] failed: the event or its insert,
+/// or the caller's own statements sent with it.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelinedError<E> {
+    /// The event was invalid (nothing was sent) or its insert failed.
+    #[error(transparent)]
+    Produce(ProduceError),
+    /// The caller's statements failed.
+    #[error("the statements sent with the event failed: {0}")]
+    Business(E),
+}
+
 /// Writes events into the outbox of the database the caller's transaction
 /// belongs to. Cheap to clone; holds no connection.
 #[derive(Debug, Clone)]
@@ -111,8 +123,7 @@ impl Outbox {
         conn: &mut sqlx::PgConnection,
         event: &NewEvent,
     ) -> Result<Uuid, ProduceError> {
-        let mut prepared = self.prepare(std::slice::from_ref(event))?;
-        let event = prepared.pop().ok_or(ProduceError::Empty)?;
+        let event = self.prepare_one(event)?;
         sqlx::query(INSERT_ONE_SQL)
             .bind(event.event_id)
             .bind(&event.user_id)
@@ -159,9 +170,71 @@ impl Outbox {
         client: &C,
         event: &NewEvent,
     ) -> Result<Uuid, ProduceError> {
+        let event = self.prepare_one(event)?;
+        self.insert_one_pg(client, &event).await?;
+        Ok(event.event_id)
+    }
+
+    /// Enqueues `event` in the same round trip as `business`: the caller's
+    /// own statement(s) on the same transaction, as a future not yet
+    /// awaited. tokio-postgres pipelines requests that are polled
+    /// together, so the insert is sent right behind the caller's first
+    /// statement and the outbox costs the transaction no extra round trip
+    /// (`strata bench producer`, variant "pipelined"). The event is
+    /// validated first: when it is invalid, `business` is dropped without
+    /// being polled and nothing is sent. On any error roll the
+    /// transaction back, as after a failed statement.
+    ///
+    /// ```no_run
+    /// # async fn f(client: &mut tokio_postgres::Client, outbox: &strata_producer::Outbox) -> Result<(), Box<dyn std::error::Error>> {
+    /// use strata_producer::NewEvent;
+    /// let tx = client.transaction().await?;
+    /// let event = NewEvent::new("user-42", "deposit").payload(serde_json::json!({"amount": "10.00"}));
+    /// let (updated, event_id) = outbox
+    ///     .enqueue_pg_pipelined(&tx, &event, tx.execute("UPDATE accounts SET balance = balance + 10 WHERE id = $1", &[&42_i64]))
+    ///     .await?;
+    /// tx.commit().await?;
+    /// # let _ = (updated, event_id);
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "tokio-postgres")]
+    pub async fn enqueue_pg_pipelined<C, F, T, E>(
+        &self,
+        client: &C,
+        event: &NewEvent,
+        business: F,
+    ) -> Result<(T, Uuid), PipelinedError<E>>
+    where
+        C: tokio_postgres::GenericClient + Sync,
+        F: std::future::Future<Output = Result<T, E>>,
+    {
+        let event = self.prepare_one(event).map_err(PipelinedError::Produce)?;
+        let business = async { business.await.map_err(PipelinedError::Business) };
+        let insert = async {
+            self.insert_one_pg(client, &event)
+                .await
+                .map_err(PipelinedError::Produce)
+        };
+        let (value, ()) = tokio::try_join!(business, insert)?;
+        Ok((value, event.event_id))
+    }
+
+    /// One event validated, its id and time fixed.
+    fn prepare_one(&self, event: &NewEvent) -> Result<PreparedEvent, ProduceError> {
+        self.prepare(std::slice::from_ref(event))?
+            .pop()
+            .ok_or(ProduceError::Empty)
+    }
+
+    /// The insert of one prepared event (and the in-transaction NOTIFY
+    /// when asked for).
+    #[cfg(feature = "tokio-postgres")]
+    async fn insert_one_pg<C: tokio_postgres::GenericClient + Sync>(
+        &self,
+        client: &C,
+        event: &PreparedEvent,
+    ) -> Result<(), ProduceError> {
         use tokio_postgres::types::Type;
-        let mut prepared = self.prepare(std::slice::from_ref(event))?;
-        let event = prepared.pop().ok_or(ProduceError::Empty)?;
         client
             .execute_typed(
                 INSERT_ONE_SQL,
@@ -178,7 +251,7 @@ impl Outbox {
         if self.notify_in_transaction {
             client.execute_typed(NOTIFY_SQL, &[]).await?;
         }
-        Ok(event.event_id)
+        Ok(())
     }
 
     /// Enqueues several events in one statement on a tokio-postgres

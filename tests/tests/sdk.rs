@@ -1,6 +1,7 @@
 //! Producer SDK: validation errors for each bad input with nothing
 //! written (test 9), both drivers, ids, and batch atomicity.
 
+use anyhow::Context;
 use serde_json::json;
 use strata_core::ValidationError;
 use strata_producer::{NewEvent, Outbox, ProduceError};
@@ -195,4 +196,83 @@ fn limits_are_configurable() {
             ..
         }
     ));
+}
+
+/// The SQL producer API (`strata_outbox.enqueue`, migration 0003) from
+/// Python with psycopg, as a service in another language uses it:
+/// `tests/py/sql_producer.py` runs README's example as a role that is only
+/// a member of `strata_producer`, and each validation error (asserting its
+/// SQLSTATE, its message, and that the business insert of the same
+/// transaction rolled back). Then a relay ships what it enqueued: every
+/// event reaches the hot store and none is dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_producer_api_from_python_validates_and_its_events_are_relayed() -> anyhow::Result<()> {
+    let env = TestEnv::new("sqlprod").await?;
+    let python = std::env::var("STRATA_TEST_PYTHON")
+        .context("STRATA_TEST_PYTHON is not set: run the suite through scripts/test")?;
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("py/sql_producer.py");
+    let output = tokio::process::Command::new(python)
+        .arg(script)
+        .arg(&env.source_url)
+        .arg("--keep-events")
+        .output()
+        .await
+        .context("run tests/py/sql_producer.py")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let report: serde_json::Value = serde_json::from_str(&stdout).with_context(|| {
+        format!(
+            "sql_producer.py printed no JSON: {stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })?;
+    assert!(
+        output.status.success() && report["ok"] == true,
+        "{report:#}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(report["checks"].as_u64().unwrap_or(0) >= 100, "{report:#}");
+    let errors = report["errors"].as_object().context("errors")?;
+    for (sqlstate, code) in [
+        ("SV001", "empty_user_id"),
+        ("SV002", "user_id_too_long"),
+        ("SV003", "invalid_kind"),
+        ("SV004", "payload_not_object"),
+        ("SV005", "payload_too_large"),
+        ("SV006", "invalid_source"),
+        ("SV007", "occurred_at_out_of_window"),
+        ("SV008", "invalid_batch"),
+    ] {
+        assert_eq!(
+            errors.get(sqlstate).and_then(|c| c.as_str()),
+            Some(code),
+            "{report:#}"
+        );
+    }
+    let ids: Vec<Uuid> = report["event_ids"]
+        .as_array()
+        .context("event_ids")?
+        .iter()
+        .filter_map(|id| id.as_str()?.parse().ok())
+        .collect();
+    assert!(ids.len() >= 5, "{report:#}");
+    assert!(
+        ids.iter()
+            .all(|id| id.get_version_num() == 7 || id.get_version_num() == 4),
+        "{ids:?}"
+    );
+    crate::archive::ship(&env).await?;
+    let hot = env.hot().await?;
+    let stored: i64 = hot
+        .query_one(
+            "SELECT count(*) FROM strata.activity WHERE event_id = ANY($1)",
+            &[&ids],
+        )
+        .await?
+        .get(0);
+    let dead: i64 = hot
+        .query_one("SELECT count(*) FROM strata.dead_letters", &[])
+        .await?
+        .get(0);
+    assert_eq!((stored, dead), (ids.len() as i64, 0));
+    Ok(())
 }

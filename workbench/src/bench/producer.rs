@@ -1,8 +1,11 @@
 //! `strata bench producer`: what the outbox costs a business transaction.
 //! 32 connections of durable transactions (update an account row, plus the
-//! event) in four variants: no outbox; outbox without any notification
-//! (silent); outbox with Strata's default wake-up (debounced doorbell after
-//! commit); outbox with NOTIFY inside every transaction.
+//! event) in these variants: no outbox; no outbox plus one round trip; the
+//! SDK's insert without any notification (silent); with Strata's default
+//! wake-up (debounced doorbell after commit); with NOTIFY inside every
+//! transaction; the SDK's pipelined path (the insert sent with the
+//! update, doorbell); and the SQL producer API (`strata_outbox.enqueue`,
+//! silent), whose cost is read against the silent raw insert.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -12,6 +15,7 @@ use clap::Args;
 use rand::Rng;
 use serde_json::json;
 use strata_producer::{Doorbell, Outbox};
+use tokio_postgres::types::Type;
 use tokio_util::sync::CancellationToken;
 
 use super::env::BenchEnv;
@@ -22,6 +26,9 @@ use crate::synth::Synth;
 
 /// Empties the outbox between variants.
 const EMPTY_OUTBOX_SQL: &str = "TRUNCATE strata_outbox.events";
+/// The SQL producer API, as a service in another language calls it.
+const ENQUEUE_FUNCTION_SQL: &str =
+    "SELECT strata_outbox.enqueue($1, $2, $3::text::jsonb, $4, source => 'bench')";
 /// The business table's one statement.
 const UPDATE_ACCOUNT_SQL: &str = "UPDATE accounts SET balance = balance + 1 WHERE id = $1";
 
@@ -42,7 +49,7 @@ pub(super) struct ProducerArgs {
     /// Client connections.
     #[arg(long, default_value_t = 32)]
     connections: u64,
-    /// Rounds of the four variants (interleaved; the median is reported).
+    /// Rounds of the variants (interleaved; the median is reported).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
     #[command(flatten)]
@@ -56,6 +63,8 @@ enum Variant {
     Silent,
     Default,
     NotifyPerTx,
+    Pipelined,
+    SqlFunction,
 }
 
 impl Variant {
@@ -66,6 +75,8 @@ impl Variant {
             Variant::Silent => "outbox, no notification (silent)",
             Variant::Default => "outbox, default wake-up (doorbell)",
             Variant::NotifyPerTx => "outbox, NOTIFY in every transaction",
+            Variant::Pipelined => "outbox pipelined with the update (doorbell)",
+            Variant::SqlFunction => "outbox via strata_outbox.enqueue (silent)",
         }
     }
 }
@@ -86,6 +97,8 @@ pub(super) async fn run(args: ProducerArgs, cancel: CancellationToken) -> anyhow
         Variant::Silent,
         Variant::Default,
         Variant::NotifyPerTx,
+        Variant::Pipelined,
+        Variant::SqlFunction,
     ];
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
     for round in 0..args.rounds {
@@ -106,8 +119,9 @@ pub(super) async fn run(args: ProducerArgs, cancel: CancellationToken) -> anyhow
         }
     }
     let medians: Vec<f64> = rates.iter_mut().map(|r| percentile(r, 50.0)).collect();
-    let (none, round_trip, silent, default, notify) =
-        (medians[0], medians[1], medians[2], medians[3], medians[4]);
+    let (none, round_trip, silent, default, notify, pipelined, function) = (
+        medians[0], medians[1], medians[2], medians[3], medians[4], medians[5], medians[6],
+    );
     println!(
         "\nstrata bench producer: {} connections, {:.0}s per variant, {} round(s) ({})",
         args.connections,
@@ -125,9 +139,11 @@ pub(super) async fn run(args: ProducerArgs, cancel: CancellationToken) -> anyhow
         );
     }
     println!(
-        "  default / silent = {:.2}x, NOTIFY-per-tx / silent = {:.2}x",
+        "  default / silent = {:.2}x, NOTIFY-per-tx / silent = {:.2}x, pipelined / no outbox = {:.2}x, enqueue() / silent insert = {:.2}x",
         default / silent,
-        notify / silent
+        notify / silent,
+        pipelined / none,
+        function / silent
     );
     if args.common.json {
         println!(
@@ -139,6 +155,11 @@ pub(super) async fn run(args: ProducerArgs, cancel: CancellationToken) -> anyhow
                 "default_tx_per_s": default.round(),
                 "notify_per_tx_tx_per_s": notify.round(),
                 "no_outbox_plus_round_trip_tx_per_s": round_trip.round(),
+                "pipelined_tx_per_s": pipelined.round(),
+                "sql_function_tx_per_s": function.round(),
+                "pipelined_vs_no_outbox": (pipelined / none * 100.0).round() / 100.0,
+                "default_vs_no_outbox": (default / none * 100.0).round() / 100.0,
+                "sql_function_vs_silent": (function / silent * 100.0).round() / 100.0,
                 "default_vs_silent": (default / silent * 100.0).round() / 100.0,
                 "silent_vs_no_outbox": (silent / none * 100.0).round() / 100.0,
                 "connections": args.connections,
@@ -179,15 +200,43 @@ async fn run_variant(
                 rng ^= rng << 17;
                 let account = (rng % ACCOUNTS as u64) as i64 + 1;
                 let tx = client.transaction().await?;
-                tx.execute(&update, &[&account]).await?;
-                if variant == Variant::ExtraRoundTrip {
-                    tx.execute("SELECT 1", &[]).await?;
-                } else if variant != Variant::NoOutbox {
-                    let event = synth.event_for(&Synth::user_id(account as u64));
-                    outbox.enqueue_pg(&tx, &event).await?;
+                match variant {
+                    Variant::NoOutbox => {
+                        tx.execute(&update, &[&account]).await?;
+                    }
+                    Variant::ExtraRoundTrip => {
+                        tx.execute(&update, &[&account]).await?;
+                        tx.execute("SELECT 1", &[]).await?;
+                    }
+                    Variant::Pipelined => {
+                        let event = synth.event_for(&Synth::user_id(account as u64));
+                        outbox
+                            .enqueue_pg_pipelined(&tx, &event, tx.execute(&update, &[&account]))
+                            .await?;
+                    }
+                    Variant::SqlFunction => {
+                        let event = synth.event_for(&Synth::user_id(account as u64));
+                        let payload = event.payload.to_string();
+                        tx.execute(&update, &[&account]).await?;
+                        tx.execute_typed(
+                            ENQUEUE_FUNCTION_SQL,
+                            &[
+                                (&event.user_id, Type::TEXT),
+                                (&event.kind, Type::TEXT),
+                                (&payload, Type::TEXT),
+                                (&event.occurred_at, Type::TIMESTAMPTZ),
+                            ],
+                        )
+                        .await?;
+                    }
+                    Variant::Silent | Variant::Default | Variant::NotifyPerTx => {
+                        tx.execute(&update, &[&account]).await?;
+                        let event = synth.event_for(&Synth::user_id(account as u64));
+                        outbox.enqueue_pg(&tx, &event).await?;
+                    }
                 }
                 tx.commit().await?;
-                if variant == Variant::Default {
+                if matches!(variant, Variant::Default | Variant::Pipelined) {
                     doorbell.ring();
                 }
                 done.fetch_add(1, Ordering::Relaxed);
