@@ -14,7 +14,6 @@
 
 use std::sync::Arc;
 
-use arrow_schema::extension::{Json, Uuid as UuidExtension};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use chrono::NaiveDate;
 use parquet::basic::{Compression, ZstdLevel};
@@ -42,18 +41,23 @@ pub const COLUMNS: [&str; 7] = [
 pub const USER_ID_COLUMN: usize = 0;
 
 /// The Arrow schema of archive files: names and types of the hot store's
-/// `strata.activity`, timestamps as UTC microseconds, `event_id` as a
-/// 16-byte UUID, `payload` as JSON text.
+/// `strata.activity`, timestamps as UTC microseconds, `event_id` as the
+/// canonical 36-character UUID text and `payload` as JSON text, both plain
+/// strings with no logical type: Spark 3.5 and 4 refuse the Parquet UUID
+/// type (`PARQUET_TYPE_ILLEGAL`), a 16-byte id without it reads as binary
+/// that `WHERE event_id = '...'` never matches, and Polars cannot cast the
+/// JSON type to a string. Text ids cost about 0.2 points of the size
+/// ratio to raw JSON; lowercase text sorts as the 16 bytes do. Files
+/// written before (16-byte ids) stay readable ([`crate::row::for_each_row`]).
 pub fn schema() -> SchemaRef {
     let utc = || DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
     Arc::new(Schema::new(vec![
         Field::new("user_id", DataType::Utf8, false),
         Field::new("occurred_at", utc(), false),
-        Field::new("event_id", DataType::FixedSizeBinary(16), false)
-            .with_extension_type(UuidExtension),
+        Field::new("event_id", DataType::Utf8, false),
         Field::new("kind", DataType::Utf8, false),
         Field::new("source", DataType::Utf8, false),
-        Field::new("payload", DataType::Utf8, false).with_extension_type(Json::default()),
+        Field::new("payload", DataType::Utf8, false),
         Field::new("ingested_at", utc(), false),
     ]))
 }

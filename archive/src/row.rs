@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow_array::builder::{FixedSizeBinaryBuilder, StringBuilder, TimestampMicrosecondBuilder};
+use arrow_array::builder::{StringBuilder, TimestampMicrosecondBuilder};
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::SchemaRef;
 
@@ -53,6 +53,12 @@ pub enum FormatError {
     /// An `event_id` value that is not 16 bytes wide.
     #[error("event_id is not 16 bytes")]
     EventIdWidth,
+    /// An `event_id` text that is not a UUID.
+    #[error("event_id {found:?} is not a UUID")]
+    EventIdText {
+        /// The text.
+        found: String,
+    },
     /// The Parquet file cannot be read.
     #[error("parquet: {0}")]
     Parquet(parquet::errors::ParquetError),
@@ -137,7 +143,7 @@ impl From<&RowRef<'_>> for ArchivedRow {
 pub struct BatchBuilder {
     user_id: StringBuilder,
     occurred_at: TimestampMicrosecondBuilder,
-    event_id: FixedSizeBinaryBuilder,
+    event_id: StringBuilder,
     kind: StringBuilder,
     source: StringBuilder,
     payload: StringBuilder,
@@ -152,7 +158,7 @@ impl BatchBuilder {
         Self {
             user_id: StringBuilder::with_capacity(capacity, capacity * 16),
             occurred_at: TimestampMicrosecondBuilder::with_capacity(capacity).with_timezone("UTC"),
-            event_id: FixedSizeBinaryBuilder::with_capacity(capacity, 16),
+            event_id: StringBuilder::with_capacity(capacity, capacity * 36),
             kind: StringBuilder::with_capacity(capacity, capacity * 16),
             source: StringBuilder::with_capacity(capacity, capacity * 8),
             payload: StringBuilder::with_capacity(capacity, capacity * 512),
@@ -166,8 +172,12 @@ impl BatchBuilder {
     pub fn push(&mut self, row: &RowRef<'_>) {
         self.user_id.append_value(row.user_id);
         self.occurred_at.append_value(row.occurred_at);
-        // Cannot fail: the value is exactly the builder's 16 bytes wide.
-        let _ = self.event_id.append_value(row.event_id);
+        let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        self.event_id.append_value(
+            uuid::Uuid::from_bytes(row.event_id)
+                .hyphenated()
+                .encode_lower(&mut text),
+        );
         self.kind.append_value(row.kind);
         self.source.append_value(row.source);
         self.payload.append_value(row.payload);
@@ -236,13 +246,17 @@ pub fn for_each_row(
     };
     let user_id = text(0)?;
     let occurred_at = micros(1)?;
-    let event_id = batch
-        .column(2)
-        .as_fixed_size_binary_opt()
-        .ok_or(FormatError::ColumnType {
-            column: "event_id",
-            expected: "fixed_size_binary(16)",
-        })?;
+    // Text since Spark-readable archives; 16 bytes (the Parquet UUID
+    // type) in files written before.
+    let event_ids = match batch.column(2).as_string_opt::<i32>() {
+        Some(texts) => EventIds::Text(texts),
+        None => EventIds::Bytes(batch.column(2).as_fixed_size_binary_opt().ok_or(
+            FormatError::ColumnType {
+                column: "event_id",
+                expected: "UUID text or fixed_size_binary(16)",
+            },
+        )?),
+    };
     let kind = text(3)?;
     let source = text(4)?;
     let payload = text(5)?;
@@ -253,10 +267,7 @@ pub fn for_each_row(
         }
     }
     for i in 0..batch.num_rows() {
-        let id: [u8; 16] = event_id
-            .value(i)
-            .try_into()
-            .map_err(|_| FormatError::EventIdWidth)?;
+        let id = event_ids.value(i)?;
         visit(&RowRef {
             user_id: user_id.value(i),
             occurred_at: occurred_at.value(i),
@@ -268,6 +279,31 @@ pub fn for_each_row(
         });
     }
     Ok(())
+}
+
+/// The `event_id` column in either encoding archives have used.
+enum EventIds<'a> {
+    Text(&'a arrow_array::StringArray),
+    Bytes(&'a arrow_array::FixedSizeBinaryArray),
+}
+
+impl EventIds<'_> {
+    fn value(&self, i: usize) -> Result<[u8; 16], FormatError> {
+        match self {
+            EventIds::Text(texts) => {
+                let text = texts.value(i);
+                uuid::Uuid::try_parse(text)
+                    .map(|id| id.into_bytes())
+                    .map_err(|_| FormatError::EventIdText {
+                        found: text.chars().take(64).collect(),
+                    })
+            }
+            EventIds::Bytes(bytes) => bytes
+                .value(i)
+                .try_into()
+                .map_err(|_| FormatError::EventIdWidth),
+        }
+    }
 }
 
 /// Appends the rows of `batch` that `keep` accepts to `out`, owned, in
@@ -358,6 +394,94 @@ mod tests {
         let mut only_u2 = Vec::new();
         extend_rows(&mut only_u2, &batch, |r| r.user_id == "u2").unwrap();
         assert_eq!(only_u2, vec![ArchivedRow::from(&row("u2"))]);
+    }
+
+    /// Archives are written with the id as lowercase UUID text (what Spark
+    /// and every engine read); files written before, with the Parquet UUID
+    /// type, still read to the same rows; text that is no UUID is refused.
+    #[test]
+    fn ids_are_written_as_text_and_files_with_16_byte_ids_still_read() {
+        use arrow_array::{FixedSizeBinaryArray, StringArray, TimestampMicrosecondArray};
+        use arrow_schema::extension::{Json, Uuid as UuidExtension};
+        use arrow_schema::{DataType, Field, Schema, TimeUnit};
+
+        let id = uuid::Uuid::parse_str("0190a3f2-7c1e-7d3b-9f00-5e2a1b3c4d5e").unwrap();
+        let row = RowRef {
+            user_id: "u1",
+            occurred_at: 1_700_000_000_000_000,
+            event_id: id.into_bytes(),
+            kind: "login",
+            source: "auth",
+            payload: r#"{"ip": "10.0.0.1"}"#,
+            ingested_at: 1_700_000_000_000_001,
+        };
+        let mut builder = BatchBuilder::new(schema(), 1);
+        builder.push(&row);
+        let batch = builder.finish().unwrap();
+        assert_eq!(batch.schema().field(2).data_type(), &DataType::Utf8);
+        assert_eq!(
+            batch
+                .column(2)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .unwrap()
+                .value(0),
+            "0190a3f2-7c1e-7d3b-9f00-5e2a1b3c4d5e"
+        );
+
+        // The encoding of files written before, through a real Parquet file.
+        let utc = || DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+        let legacy = Arc::new(Schema::new(vec![
+            Field::new("user_id", DataType::Utf8, false),
+            Field::new("occurred_at", utc(), false),
+            Field::new("event_id", DataType::FixedSizeBinary(16), false)
+                .with_extension_type(UuidExtension),
+            Field::new("kind", DataType::Utf8, false),
+            Field::new("source", DataType::Utf8, false),
+            Field::new("payload", DataType::Utf8, false).with_extension_type(Json::default()),
+            Field::new("ingested_at", utc(), false),
+        ]));
+        let text = |value: &str| Arc::new(StringArray::from(vec![value])) as ArrayRef;
+        let micros = |value: i64| {
+            Arc::new(TimestampMicrosecondArray::from(vec![value]).with_timezone("UTC")) as ArrayRef
+        };
+        let ids = FixedSizeBinaryArray::try_from_iter(std::iter::once(id.into_bytes())).unwrap();
+        let old_batch = RecordBatch::try_new(
+            legacy.clone(),
+            vec![
+                text(row.user_id),
+                micros(row.occurred_at),
+                Arc::new(ids),
+                text(row.kind),
+                text(row.source),
+                text(row.payload),
+                micros(row.ingested_at),
+            ],
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.parquet");
+        let mut writer = parquet::arrow::ArrowWriter::try_new(
+            std::fs::File::create(&path).unwrap(),
+            legacy,
+            Some(crate::layout::writer_properties(1024)),
+        )
+        .unwrap();
+        writer.write(&old_batch).unwrap();
+        writer.close().unwrap();
+        assert_eq!(read_rows(&path).unwrap(), vec![ArchivedRow::from(&row)]);
+        assert_eq!(
+            rows_from_batch(&batch).unwrap(),
+            vec![ArchivedRow::from(&row)]
+        );
+
+        let mut bad = batch.columns().to_vec();
+        bad[2] = text("not-a-uuid");
+        let bad = RecordBatch::try_new(schema(), bad).unwrap();
+        assert!(matches!(
+            rows_from_batch(&bad),
+            Err(FormatError::EventIdText { found }) if found == "not-a-uuid"
+        ));
     }
 
     #[test]

@@ -105,6 +105,8 @@ def main() -> None:
 
 
 def uuid_bytes(value) -> bytes:
+    if isinstance(value, str):  # event_id written as canonical UUID text
+        return uuid.UUID(value).bytes
     return value.bytes if isinstance(value, uuid.UUID) else bytes(value)
 
 

@@ -3,7 +3,7 @@
 //! per test, archiver settings, and two readers of what was archived: the
 //! project's own and an independent one (pyarrow + DuckDB, from PyPI).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -336,21 +336,8 @@ pub async fn python_read(target: &S3Target, day: NaiveDate) -> anyhow::Result<In
     let value: serde_json::Value = serde_json::from_slice(&output.stdout)
         .context("read_archive.py printed something other than JSON")?;
     let field = |name: &str| value.get(name).cloned().unwrap_or_default();
-    let mut rows = Vec::new();
-    for row in field("rows").as_array().cloned().unwrap_or_default() {
-        let text = |i: usize| row[i].as_str().unwrap_or_default().to_string();
-        rows.push(ArchivedRow {
-            user_id: text(0),
-            occurred_at: row[1].as_i64().context("occurred_at")?,
-            event_id: text(2).parse().context("event_id")?,
-            kind: text(3),
-            source: text(4),
-            payload: text(5),
-            ingested_at: row[6].as_i64().context("ingested_at")?,
-        });
-    }
     Ok(IndependentRead {
-        rows,
+        rows: rows_of(&value)?,
         files: field("files").as_u64().unwrap_or_default() as usize,
         files_sorted: field("files_sorted").as_bool().unwrap_or_default(),
         users_disjoint: field("users_disjoint").as_bool().unwrap_or_default(),
@@ -365,6 +352,80 @@ pub async fn python_read(target: &S3Target, day: NaiveDate) -> anyhow::Result<In
             .collect(),
         manifest_files: field("manifest_files").as_u64().unwrap_or_default() as usize,
     })
+}
+
+/// The `rows` an independent reader printed: arrays of (user_id,
+/// occurred_at µs, event_id text, kind, source, payload, ingested_at µs).
+fn rows_of(value: &serde_json::Value) -> anyhow::Result<Vec<ArchivedRow>> {
+    let mut rows = Vec::new();
+    for row in value["rows"].as_array().cloned().unwrap_or_default() {
+        let text = |i: usize| row[i].as_str().unwrap_or_default().to_string();
+        rows.push(ArchivedRow {
+            user_id: text(0),
+            occurred_at: row[1].as_i64().context("occurred_at")?,
+            event_id: text(2).parse().context("event_id")?,
+            kind: text(3),
+            source: text(4),
+            payload: text(5),
+            ingested_at: row[6].as_i64().context("ingested_at")?,
+        });
+    }
+    Ok(rows)
+}
+
+/// Copies `day`'s archive files from `target` under `root`, keyed as on
+/// the store less the prefix (`root/activity/date=YYYY-MM-DD/part-...`):
+/// the layout a local archive has, for readers that cannot reach S3 here
+/// (Spark's S3 connector is not installable from PyPI).
+pub async fn download_day(target: &S3Target, day: NaiveDate, root: &Path) -> anyhow::Result<usize> {
+    let store = target.store().await?;
+    let prefix = format!("{}/", target.prefix);
+    let mut files = 0;
+    for object in store
+        .list(&strata_archive::layout::day_dir(&target.prefix, day))
+        .await?
+    {
+        if !object.key.ends_with(".parquet") {
+            continue;
+        }
+        let relative = object.key.strip_prefix(&prefix).unwrap_or(&object.key);
+        let local = root.join(relative);
+        if let Some(parent) = local.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        store.get_to_file(&object.key, &local).await?;
+        files += 1;
+    }
+    Ok(files)
+}
+
+/// Reads `day` under `root` (holding `activity/`) with PySpark
+/// (tests/py/read_archive_spark.py), as README tells Spark users to:
+/// partition discovery, `WHERE date = ...`. Rows in (user_id, occurred_at,
+/// event_id) order.
+pub async fn spark_read(root: &Path, day: NaiveDate) -> anyhow::Result<Vec<ArchivedRow>> {
+    let python = std::env::var("STRATA_TEST_PYTHON")
+        .context("STRATA_TEST_PYTHON is not set: run the suite through scripts/test")?;
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("py/read_archive_spark.py");
+    let output = tokio::process::Command::new(python)
+        .arg(script)
+        .arg(root)
+        .arg(day.format("%Y-%m-%d").to_string())
+        .output()
+        .await
+        .context("run tests/py/read_archive_spark.py")?;
+    let value: serde_json::Value = serde_json::from_slice(&output.stdout).with_context(|| {
+        format!(
+            "read_archive_spark.py printed no JSON: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })?;
+    anyhow::ensure!(
+        output.status.success(),
+        "Spark could not read the day: {value}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    rows_of(&value)
 }
 
 /// Runs Python `code` with boto3 client `c` and bucket name `B` bound to

@@ -6,6 +6,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use anyhow::Context;
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use rand::Rng;
 use serde_json::json;
@@ -1089,5 +1090,96 @@ async fn history_pages_across_hot_and_cold_without_gap_or_repeat() -> anyhow::Re
         &expected,
         "all cold",
     );
+    Ok(())
+}
+
+/// The code blocks README.md marks `<!-- run by the test suite: NAME -->`
+/// (the block right after the marker), as written.
+fn readme_block(name: &str) -> anyhow::Result<String> {
+    let readme = include_str!("../../README.md");
+    let marker = format!("<!-- run by the test suite: {name} -->");
+    let after = readme
+        .split_once(&marker)
+        .with_context(|| format!("README.md has no block marked {marker}"))?
+        .1;
+    let fence = after
+        .find("```")
+        .context("no code block after the marker")?;
+    let body = after[fence..].split_once('\n').context("fence line")?.1;
+    let end = body.find("```").context("unterminated code block")?;
+    Ok(body[..end].to_string())
+}
+
+/// Spark reads the archive: a day archived by Strata, copied into a local
+/// archive layout, read by PySpark (partition discovery, `WHERE date =
+/// ...`) gives the same rows in the same order as pyarrow + DuckDB and as
+/// the hot store held; and README's DuckDB and PySpark blocks run as
+/// written on that layout (DuckDB's first query counts the day's events).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spark_reads_the_archive_and_readme_snippets_run() -> anyhow::Result<()> {
+    let env = TestEnv::new("arch_spark").await?;
+    let target = S3Target::new("spark").await?;
+    let day = past_day(2);
+    let events = events_for(day, 400);
+    produce(&env, &events).await?;
+    ship(&env).await?;
+    let hot = hot_rows(&env.hot().await?, day).await?;
+    let (ok, output) = run_archive(&env, &target, &["--day", &day_arg(day)], &[], None).await?;
+    assert!(ok, "{output}");
+
+    let independent = python_read(&target, day).await?;
+    assert_rows_equal(&independent.rows, &hot, "pyarrow + DuckDB");
+    let root = tempfile::Builder::new()
+        .prefix("strata-test-spark")
+        .tempdir()?;
+    let archive = root.path().join(".strata/archive");
+    let files = strata_tests::archive::download_day(&target, day, &archive).await?;
+    assert!(files >= 1);
+    let spark = strata_tests::archive::spark_read(&archive, day).await?;
+    assert_eq!(spark.len(), events.len());
+    assert_rows_equal(&spark, &independent.rows, "Spark (same rows, same order)");
+
+    // README's blocks, as written, from a folder holding .strata/archive.
+    let python = std::env::var("STRATA_TEST_PYTHON")?;
+    let duckdb = String::from(
+        "import duckdb, json, sys\nsql = sys.stdin.read()\ncon = duckdb.connect()\nout = []\n\
+         for statement in [s for s in sql.split(';') if s.strip()]:\n    \
+         out.append([[str(v) for v in row] for row in con.sql(statement).fetchall()])\n\
+         print(json.dumps(out))\n",
+    );
+    let run = |code: String, stdin: String| {
+        let python = python.clone();
+        let cwd = root.path().to_path_buf();
+        async move {
+            use tokio::io::AsyncWriteExt;
+            let mut child = tokio::process::Command::new(python)
+                .args(["-c", &code])
+                .current_dir(cwd)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()?;
+            if let Some(mut input) = child.stdin.take() {
+                input.write_all(stdin.as_bytes()).await?;
+            }
+            let output = child.wait_with_output().await?;
+            anyhow::ensure!(
+                output.status.success(),
+                "README block failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            Ok::<String, anyhow::Error>(String::from_utf8_lossy(&output.stdout).into_owned())
+        }
+    };
+    let results: Vec<Vec<Vec<String>>> =
+        serde_json::from_str(&run(duckdb, readme_block("duckdb")?).await?)?;
+    let counted: usize = results[0]
+        .iter()
+        .map(|row| row[2].parse::<usize>().unwrap_or(0))
+        .sum();
+    assert_eq!(counted, events.len(), "{:?}", results[0]);
+    assert!(results[0].iter().all(|row| row[0] == day_arg(day)));
+    let shown = run(readme_block("spark")?, String::new()).await?;
+    assert!(shown.contains("occurred_at"), "{shown}");
     Ok(())
 }
