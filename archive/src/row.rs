@@ -53,10 +53,10 @@ pub enum FormatError {
     /// An `event_id` value that is not 16 bytes wide.
     #[error("event_id is not 16 bytes")]
     EventIdWidth,
-    /// An `event_id` text that is not a UUID.
-    #[error("event_id {found:?} is not a UUID")]
+    /// An `event_id` text that is not a UUID in canonical form.
+    #[error("event_id {found:?} is not a lowercase hyphenated UUID")]
     EventIdText {
-        /// The text.
+        /// The text (at most 64 characters of it).
         found: String,
     },
     /// The Parquet file cannot be read.
@@ -291,10 +291,16 @@ impl EventIds<'_> {
     fn value(&self, i: usize) -> Result<[u8; 16], FormatError> {
         match self {
             EventIds::Text(texts) => {
+                // Only the canonical form (lowercase, hyphenated): the one
+                // that `WHERE event_id = '...'` and the sort order assume.
                 let text = texts.value(i);
+                let canonical = text.len() == uuid::fmt::Hyphenated::LENGTH
+                    && !text.bytes().any(|b| b.is_ascii_uppercase());
                 uuid::Uuid::try_parse(text)
+                    .ok()
+                    .filter(|_| canonical)
                     .map(|id| id.into_bytes())
-                    .map_err(|_| FormatError::EventIdText {
+                    .ok_or_else(|| FormatError::EventIdText {
                         found: text.chars().take(64).collect(),
                     })
             }
@@ -475,13 +481,19 @@ mod tests {
             vec![ArchivedRow::from(&row)]
         );
 
-        let mut bad = batch.columns().to_vec();
-        bad[2] = text("not-a-uuid");
-        let bad = RecordBatch::try_new(schema(), bad).unwrap();
-        assert!(matches!(
-            rows_from_batch(&bad),
-            Err(FormatError::EventIdText { found }) if found == "not-a-uuid"
-        ));
+        for not_canonical in [
+            "not-a-uuid",
+            "0190A3F2-7C1E-7D3B-9F00-5E2A1B3C4D5E",
+            "0190a3f27c1e7d3b9f005e2a1b3c4d5e",
+        ] {
+            let mut bad = batch.columns().to_vec();
+            bad[2] = text(not_canonical);
+            let bad = RecordBatch::try_new(schema(), bad).unwrap();
+            assert!(matches!(
+                rows_from_batch(&bad),
+                Err(FormatError::EventIdText { found }) if found == not_canonical
+            ));
+        }
     }
 
     #[test]

@@ -79,6 +79,28 @@ fn config(
         url: url.redacted(),
         error,
     })?;
+    // The driver found an `sslmode` the URL split did not (a password
+    // with an unescaped '/', '?' or '@' moves where the query seems to
+    // start): refuse rather than connect with less than was asked for.
+    if config.get_ssl_mode() != tokio_postgres::config::SslMode::Prefer
+        && config.get_ssl_mode() != tls.driver_mode()
+    {
+        return Err(PgError::Tls {
+            url: url.redacted(),
+            message: "the URL's sslmode was not found where libpq reads it: percent-encode '/', '?' and '@' in the user name and password (%2F, %3F, %40)".into(),
+        });
+    }
+    // libpq ignores sslmode on Unix sockets; the server would answer that
+    // it does not support TLS there.
+    let unix_only = config
+        .get_hosts()
+        .iter()
+        .all(|host| !matches!(host, tokio_postgres::config::Host::Tcp(_)));
+    let driver_mode = if unix_only && !config.get_hosts().is_empty() {
+        tokio_postgres::config::SslMode::Disable
+    } else {
+        tls.driver_mode()
+    };
     config
         .application_name(application_name)
         .connect_timeout(timeout)
@@ -86,7 +108,7 @@ fn config(
         .keepalives_idle(KEEPALIVES_IDLE)
         .keepalives_interval(KEEPALIVES_INTERVAL)
         .keepalives_retries(KEEPALIVES_RETRIES)
-        .ssl_mode(tls.driver_mode());
+        .ssl_mode(driver_mode);
     Ok((config, tls))
 }
 
@@ -152,7 +174,7 @@ fn connect_error(url: &DatabaseUrl, mode: SslMode, error: tokio_postgres::Error)
         Some(db) if mode == SslMode::Disable => PgError::Tls {
             url: url.redacted(),
             message: format!(
-                "the server accepts this session only over TLS, and sslmode=disable forbids it ({}); set sslmode=verify-full (or require)",
+                "the server refused a plaintext session ({}); if it accepts only TLS, which sslmode=disable forbids, set sslmode=verify-full (or require)",
                 db.message()
             ),
         },
@@ -193,6 +215,25 @@ mod tests {
         let shown = format!("{err} {err:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(std::error::Error::source(&err).is_none(), "{err:?}");
+    }
+
+    #[test]
+    fn an_sslmode_the_split_missed_is_refused_and_unix_sockets_skip_tls() {
+        // Unescaped '/' then '?' in the password: the driver still reads
+        // `sslmode=require` after the '@'.
+        let url = DatabaseUrl::new("postgres://u:a/b?c@db.example/hot?sslmode=require");
+        let err = config(&url, "strata-test", Duration::from_secs(1))
+            .map(|_| ())
+            .expect_err("sslmode not taken out");
+        assert!(matches!(err, PgError::Tls { .. }), "{err:?}");
+        let url = DatabaseUrl::new(
+            "host=/var/run/postgresql dbname=hot sslmode=verify-full sslrootcert=/ca.pem",
+        );
+        let (config, _) = config(&url, "strata-test", Duration::from_secs(1)).expect("valid");
+        assert_eq!(
+            config.get_ssl_mode(),
+            tokio_postgres::config::SslMode::Disable
+        );
     }
 
     #[test]

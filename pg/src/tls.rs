@@ -75,18 +75,31 @@ impl TlsSettings {
         params: &[(String, String)],
         home: Option<&Path>,
     ) -> Result<Self, String> {
+        // An empty value (`?sslmode=`, a template's unset variable) is an
+        // error, not the default: it would silently weaken a fleet-wide
+        // `[postgres]` setting, which a URL's own parameter overrides.
+        if let Some((key, _)) = params.iter().find(|(_, v)| v.is_empty()) {
+            return Err(format!("{key} is empty: give it a value or leave it out"));
+        }
         let value = |key: &str| {
             params
                 .iter()
                 .rev()
                 .find(|(k, _)| k == key)
                 .map(|(_, v)| v.as_str())
-                .filter(|v| !v.is_empty())
         };
         let mode = match value("sslmode") {
             Some(text) => text.parse::<SslMode>().map_err(|err| err.to_string())?,
+            // libpq (16+): the system's roots imply verify-full, since any
+            // public CA signs certificates for any name.
+            None if value("sslrootcert") == Some(SYSTEM_ROOTS) => SslMode::VerifyFull,
             None => SslMode::Prefer,
         };
+        if value("sslrootcert") == Some(SYSTEM_ROOTS) && mode != SslMode::VerifyFull {
+            return Err(format!(
+                "sslrootcert={SYSTEM_ROOTS} needs sslmode=verify-full (got sslmode={mode}): any public CA signs certificates for any name"
+            ));
+        }
         let default_root = home
             .map(|home| home.join(".postgresql/root.crt"))
             .filter(|path| path.is_file());
@@ -436,10 +449,24 @@ impl HandshakeError {
                 };
                 (message, true)
             }
-            Some(rustls::Error::AlertReceived(alert)) => (
-                format!("the server ended the TLS handshake with {host} ({alert:?}); check sslcert/sslkey and the server's TLS settings"),
-                true,
-            ),
+            Some(rustls::Error::AlertReceived(alert)) => {
+                use rustls::AlertDescription as Alert;
+                let about_certificates = matches!(
+                    alert,
+                    Alert::BadCertificate
+                        | Alert::UnsupportedCertificate
+                        | Alert::CertificateRevoked
+                        | Alert::CertificateExpired
+                        | Alert::CertificateUnknown
+                        | Alert::UnknownCA
+                        | Alert::AccessDenied
+                        | Alert::CertificateRequired
+                );
+                (
+                    format!("the server ended the TLS handshake with {host} ({alert:?}); check sslcert/sslkey and the server's TLS settings"),
+                    about_certificates,
+                )
+            }
             Some(other) => (format!("TLS handshake with {host}: {other}"), false),
             None => (format!("TLS handshake with {host}: {err}"), false),
         };
@@ -509,6 +536,19 @@ mod tests {
             .expect("valid");
             assert_eq!(settings.mode, mode);
         }
+        let system =
+            TlsSettings::from_params(&params(&[("sslrootcert", "system")]), None).expect("valid");
+        assert_eq!(
+            system.mode,
+            SslMode::VerifyFull,
+            "libpq: system roots imply verify-full"
+        );
+        let weak = TlsSettings::from_params(
+            &params(&[("sslrootcert", "system"), ("sslmode", "verify-ca")]),
+            None,
+        )
+        .expect_err("system roots with a weaker mode");
+        assert!(weak.contains("verify-full"), "{weak}");
         let default = TlsSettings::from_params(&[], None).expect("valid");
         assert_eq!(default.mode, SslMode::Prefer);
         assert_eq!(

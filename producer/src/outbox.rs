@@ -176,11 +176,14 @@ impl Outbox {
     }
 
     /// Enqueues `event` in the same round trip as `business`: the caller's
-    /// own statement(s) on the same transaction, as a future not yet
-    /// awaited. tokio-postgres pipelines requests that are polled
-    /// together, so the insert is sent right behind the caller's first
-    /// statement and the outbox costs the transaction no extra round trip
-    /// (`strata bench producer`, variant "pipelined"). The event is
+    /// own statement(s) on the same transaction (a transaction, so the two
+    /// commit together), as a future not yet awaited. tokio-postgres
+    /// pipelines requests that are polled together, so the insert is sent
+    /// with the caller's first request and the outbox costs the
+    /// transaction no extra round trip. Pass a prepared statement: a SQL
+    /// string is prepared first (a round trip of its own, during which the
+    /// insert already runs); `strata bench producer`, variant "pipelined",
+    /// measures it. The event is
     /// validated first: when it is invalid, `business` is dropped without
     /// being polled and nothing is sent. On any error roll the
     /// transaction back, as after a failed statement.
@@ -188,26 +191,29 @@ impl Outbox {
     /// ```no_run
     /// # async fn f(client: &mut tokio_postgres::Client, outbox: &strata_producer::Outbox) -> Result<(), Box<dyn std::error::Error>> {
     /// use strata_producer::NewEvent;
+    /// let deposit = client
+    ///     .prepare("UPDATE accounts SET balance = balance + 10 WHERE id = $1")
+    ///     .await?;
     /// let tx = client.transaction().await?;
     /// let event = NewEvent::new("user-42", "deposit").payload(serde_json::json!({"amount": "10.00"}));
     /// let (updated, event_id) = outbox
-    ///     .enqueue_pg_pipelined(&tx, &event, tx.execute("UPDATE accounts SET balance = balance + 10 WHERE id = $1", &[&42_i64]))
+    ///     .enqueue_pg_pipelined(&tx, &event, tx.execute(&deposit, &[&42_i64]))
     ///     .await?;
     /// tx.commit().await?;
     /// # let _ = (updated, event_id);
     /// # Ok(()) }
     /// ```
     #[cfg(feature = "tokio-postgres")]
-    pub async fn enqueue_pg_pipelined<C, F, T, E>(
+    pub async fn enqueue_pg_pipelined<F, T, E>(
         &self,
-        client: &C,
+        tx: &tokio_postgres::Transaction<'_>,
         event: &NewEvent,
         business: F,
     ) -> Result<(T, Uuid), PipelinedError<E>>
     where
-        C: tokio_postgres::GenericClient + Sync,
         F: std::future::Future<Output = Result<T, E>>,
     {
+        let client = tx;
         let event = self.prepare_one(event).map_err(PipelinedError::Produce)?;
         let business = async { business.await.map_err(PipelinedError::Business) };
         let insert = async {

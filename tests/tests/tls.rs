@@ -293,7 +293,7 @@ async fn whole_pipeline_runs_over_verify_full_and_bad_settings_are_named() -> an
     assert!(matches!(err, PgError::Tls { .. }), "{err:?}");
     let shown = err.to_string();
     assert!(
-        shown.contains("only over TLS")
+        shown.contains("refused a plaintext session")
             && shown.contains("sslmode=disable")
             && shown.contains("no encryption"),
         "{shown}"
