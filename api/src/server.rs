@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use strata_archive::ObjectStore;
 use strata_core::config::{ApiConfig, DatabaseUrl, ObjectStoreConfig};
@@ -29,6 +30,11 @@ const PROBE_SQL: &str = "SELECT count(*) FROM strata.api_audit WHERE false";
 /// Largest request message accepted; larger ones get RESOURCE_EXHAUSTED
 /// before any handler runs.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// How often the gRPC health status is re-checked against the database.
+pub const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+/// How long one health check may take before the database counts as down.
+const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Everything `serve` needs.
 #[derive(Debug, Clone)]
@@ -229,6 +235,7 @@ pub async fn serve_with_reader(
         cancel.child_token(),
     ));
 
+    let health_pool = pool.clone();
     let service = HistoryService::new(ServiceParts {
         admission,
         pool,
@@ -257,6 +264,11 @@ pub async fn serve_with_reader(
     health_reporter
         .set_serving::<HistoryServer<HistoryService>>()
         .await;
+    let health_task = tokio::spawn(watch_database(
+        health_pool,
+        health_reporter.clone(),
+        cancel.child_token(),
+    ));
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(strata_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -323,8 +335,61 @@ pub async fn serve_with_reader(
     cancel.cancel();
     let _ = worker_task.await;
     let _ = summaries_task.await;
+    let _ = health_task.await;
     result?;
     Ok(())
+}
+
+/// Keeps the gRPC health status (the whole server's, `""`, and the
+/// history service's) at SERVING while the API's database answers
+/// `PROBE_SQL` within [`HEALTH_CHECK_TIMEOUT`], and NOT_SERVING while it
+/// does not, checking every [`HEALTH_CHECK_INTERVAL`]: a load balancer
+/// then sends calls elsewhere. Cold reads do not count (an archive outage
+/// fails only reads of archived days).
+async fn watch_database(
+    pool: Pool,
+    reporter: tonic_health::server::HealthReporter,
+    cancel: CancellationToken,
+) {
+    use tonic_health::ServingStatus;
+    let service = <HistoryServer<HistoryService> as tonic::server::NamedService>::NAME;
+    let mut serving = true;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(HEALTH_CHECK_INTERVAL) => {}
+        }
+        let check = async {
+            let client = pool.get().await.map_err(|err| err.to_string())?;
+            client
+                .query_one(PROBE_SQL, &[])
+                .await
+                .map(|_| ())
+                .map_err(|err| strata_pg::describe_pg_error(&err))
+        };
+        let result = match tokio::time::timeout(HEALTH_CHECK_TIMEOUT, check).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("no answer within {HEALTH_CHECK_TIMEOUT:?}")),
+        };
+        let now_serving = result.is_ok();
+        if now_serving != serving {
+            match &result {
+                Ok(()) => tracing::info!("database answers again: gRPC health SERVING"),
+                Err(error) => {
+                    tracing::warn!(%error, "database unreachable: gRPC health NOT_SERVING")
+                }
+            }
+            let status = if now_serving {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            for name in ["", service] {
+                reporter.set_service_status(name, status).await;
+            }
+            serving = now_serving;
+        }
+    }
 }
 
 /// Writes the refused calls' audit summaries every `interval`, and once

@@ -28,7 +28,8 @@ pub fn options(config: &Config) -> anyhow::Result<ApiOptions> {
 /// Serves until `cancel`.
 pub async fn run(config: &Config, cancel: CancellationToken) -> anyhow::Result<()> {
     let options = options(config)?;
-    let metrics = metrics_server::spawn(&config.metrics, cancel.clone()).await?;
+    let readiness = crate::readiness::Readiness::api(config).await?;
+    let metrics = metrics_server::spawn(&config.metrics, "api", readiness, cancel.clone()).await?;
     let result = strata_api::serve(options, cancel.clone(), None)
         .await
         .context("run the history API");

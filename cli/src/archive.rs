@@ -69,15 +69,56 @@ fn options_for(
 pub async fn run_daemon(config: &Config, cancel: CancellationToken) -> anyhow::Result<()> {
     let options = options(config)?;
     tracing::info!(hot_store = %options.hot_store, store = %config.object_store.kind.map_or("", |kind| kind.as_str()), "starting archiver");
-    let metrics = metrics_server::spawn(&config.metrics, cancel.clone()).await?;
-    let result = strata_archiver::run(options, cancel.clone())
-        .await
-        .context("the archiver could not start");
+    let readiness = crate::readiness::Readiness::archiver(config).await?;
+    let metrics =
+        metrics_server::spawn(&config.metrics, "archiver", readiness, cancel.clone()).await?;
+    let result = match check_object_store(config, &cancel).await {
+        Ok(()) => strata_archiver::run(options, cancel.clone())
+            .await
+            .context("the archiver could not start"),
+        Err(err) => Err(err),
+    };
     cancel.cancel();
     if let Some(handle) = metrics {
         let _ = handle.await;
     }
     result
+}
+
+/// Checks the object store's credentials, bucket and right to list before
+/// the archiver starts: a wrong one exits with its error (naming the
+/// bucket), unless `archiver.wait_for_object_store` is set, in which case
+/// it is retried like a store that is down (until `cancel`).
+pub async fn check_object_store(config: &Config, cancel: &CancellationToken) -> anyhow::Result<()> {
+    let store = strata_archive::ObjectStore::from_config(&config.object_store)
+        .await
+        .context("configure the object store")?;
+    let wait = config.archiver.wait_for_object_store;
+    let mut backoff = strata_core::backoff::Backoff::new(
+        config.archiver.backoff_initial,
+        config.archiver.backoff_max,
+    );
+    loop {
+        match store.probe(&config.object_store.prefix).await {
+            Ok(()) => return Ok(()),
+            Err(err) if !err.is_retryable() && !wait => {
+                return Err(err).with_context(|| {
+                    format!(
+                        "object store {} is not usable (wrong credentials, bucket or permissions?); set archiver.wait_for_object_store = true to wait for it instead",
+                        store.describe()
+                    )
+                });
+            }
+            Err(err) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(store = %store.describe(), error = %err, retry_in = ?delay, "object store not usable yet; waiting");
+                tokio::select! {
+                    _ = cancel.cancelled() => anyhow::bail!("cancelled while waiting for the object store"),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
 }
 
 /// `strata archive --day D [--verify]`.

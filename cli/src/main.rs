@@ -8,6 +8,7 @@ mod metrics_server;
 mod migrate;
 mod pg;
 mod pipeline;
+mod readiness;
 mod telemetry;
 
 use std::path::PathBuf;
@@ -112,7 +113,9 @@ async fn run(command: Command, config: Config, cancel: CancellationToken) -> any
                 anyhow::bail!("invalid configuration: `sources` is empty; add at least one [sources.<name>] with a url");
             }
             tracing::info!(hot_store = %hot_store_url, sources = config.sources.len(), "starting relay");
-            let metrics = metrics_server::spawn(&config.metrics, cancel.clone()).await?;
+            let readiness = readiness::Readiness::relay(&config)?;
+            let metrics =
+                metrics_server::spawn(&config.metrics, "relay", readiness, cancel.clone()).await?;
             let options = strata_relay::RelayOptions::new(
                 config.relay.clone(),
                 config.hot_store.clone(),

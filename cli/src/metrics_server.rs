@@ -1,4 +1,6 @@
-//! `GET /metrics` (Prometheus text) and `GET /healthz` on `metrics.listen`.
+//! `GET /metrics` (Prometheus text), `GET /healthz` (liveness: the
+//! process serves) and `GET /readyz` (readiness: the parts its role
+//! depends on answer, see [`Readiness`]) on `metrics.listen`.
 
 use anyhow::Context;
 use axum::routing::get;
@@ -7,11 +9,17 @@ use strata_core::config::MetricsConfig;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// Binds and serves until `cancel`; `None` when disabled.
+use crate::readiness::Readiness;
+
+/// Binds and serves until `cancel`; `None` when disabled. `role` labels
+/// `strata_build_info`.
 pub async fn spawn(
     config: &MetricsConfig,
+    role: &str,
+    readiness: Readiness,
     cancel: CancellationToken,
 ) -> anyhow::Result<Option<JoinHandle<()>>> {
+    strata_core::telemetry::register_build_info(role);
     let Some(addr) = config.listen else {
         return Ok(None);
     };
@@ -24,7 +32,22 @@ pub async fn spawn(
             "/metrics",
             get(|| async { strata_core::telemetry::render_metrics() }),
         )
-        .route("/healthz", get(|| async { "ok\n" }));
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let readiness = readiness.clone();
+                async move {
+                    let (ready, report) = readiness.report().await;
+                    let status = if ready {
+                        axum::http::StatusCode::OK
+                    } else {
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE
+                    };
+                    (status, report)
+                }
+            }),
+        );
     Ok(Some(tokio::spawn(async move {
         let shutdown = async move { cancel.cancelled().await };
         if let Err(err) = axum::serve(listener, app)

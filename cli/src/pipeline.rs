@@ -36,11 +36,14 @@ pub async fn run(
     );
     relay_options.observer = ship_observer;
     tracing::info!(hot_store = %hot_store_url, "starting relay, archiver and API in one process");
-    let metrics = metrics_server::spawn(&config.metrics, cancel.clone()).await?;
+    let readiness = crate::readiness::Readiness::everything(config).await?;
+    let metrics = metrics_server::spawn(&config.metrics, "run", readiness, cancel.clone()).await?;
     let mut tasks = tokio::task::JoinSet::new();
     let (c1, c2, c3) = (cancel.clone(), cancel.clone(), cancel.clone());
     tasks.spawn(async move { strata_relay::run(relay_options, c1).await.context("relay") });
+    let archiver_config = config.clone();
     tasks.spawn(async move {
+        archive::check_object_store(&archiver_config, &c2).await?;
         strata_archiver::run(archiver_options, c2)
             .await
             .context("archiver")

@@ -14,6 +14,10 @@
 --   SV003 invalid_kind              SV007 occurred_at_out_of_window
 --   SV004 payload_not_object        SV008 invalid_batch (enqueue_many only)
 --
+-- One more error is no broken rule but a wrong call: a local time (a
+-- timestamp without time zone) for enqueue's occurred_at raises 42804
+-- datatype_mismatch, see the overload after enqueue.
+--
 -- Rules are checked in the SDK's order: source, then per event user_id,
 -- kind, payload type, payload size, occurred_at. Limits (the SDK's
 -- EventLimits defaults) can be changed per database or role, to keep them
@@ -235,10 +239,54 @@ $$;
 COMMENT ON FUNCTION strata_outbox.enqueue(text, text, jsonb, timestamptz, uuid, text) IS
     'Enqueue one event in the caller''s transaction, validated as the Strata SDK does (SQLSTATE SV001..SV007 on a broken rule); returns its event_id. NULL occurred_at = now(), NULL event_id = a new UUIDv7, NULL source = the setting strata.source';
 
+-- A local time for occurred_at: refused. Without this overload Postgres
+-- converts a timestamp (without time zone) implicitly, in the session's
+-- TimeZone, and the event silently moves by that zone's offset (psycopg
+-- sends a naive datetime as timestamp, JDBC a LocalDateTime); the SDK
+-- (DateTime<Utc>) and enqueue_many (an offset required) take no local
+-- time either. An argument of type timestamp matches this function
+-- exactly and the one above only through a cast, so Postgres picks this
+-- one, and only then: a timestamptz or an untyped literal or parameter
+-- ('2026-11-20T10:00:00Z', NULL; timestamptz is the preferred type of the
+-- category) resolve to the function above, and a call without occurred_at
+-- cannot reach this one (its occurred_at has no default, so no call is
+-- ambiguous). Refused even when NULL: the type is the mistake.
+-- One shape escapes it: occurred_at passed by name with payload left out
+-- (enqueue(u, k, occurred_at => ts)) matches only the function above. An
+-- overload for it would need occurred_at in third place (or a default),
+-- which makes every call with an untyped third argument ambiguous. Nor
+-- can a literal without an offset, or a date (its midnight), be told
+-- apart: both reach the function above read in the session TimeZone.
+-- Not SECURITY DEFINER (it reads nothing) and no SET clause: every name
+-- is qualified.
+CREATE FUNCTION strata_outbox.enqueue(
+    user_id text,
+    kind text,
+    payload jsonb,
+    occurred_at timestamp,
+    event_id uuid DEFAULT NULL,
+    source text DEFAULT NULL) RETURNS uuid
+LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+    RAISE EXCEPTION 'strata_outbox.enqueue: occurred_at is a timestamp without time zone (a local time); pass a timestamptz'
+        USING ERRCODE = 'datatype_mismatch',
+              DETAIL = pg_catalog.format('Postgres would read it in the session TimeZone (%s) and the event would silently move by its offset.',
+                                         pg_catalog.current_setting('TimeZone')),
+              HINT = 'Bind an aware time (Python: a datetime with tzinfo; Java: OffsetDateTime; Go: time.Time), write an offset in a literal (''2026-11-20T10:00:00Z''), or say which zone you mean: occurred_at => ts AT TIME ZONE ''UTC''.';
+END
+$$;
+
+COMMENT ON FUNCTION strata_outbox.enqueue(text, text, jsonb, timestamp, uuid, text) IS
+    'Refuses a timestamp without time zone for occurred_at (SQLSTATE 42804) instead of converting it in the session TimeZone: pass a timestamptz';
+
 -- events: a JSON array of objects {"user_id", "kind", "payload"?,
 -- "occurred_at"?, "event_id"?}; a missing or null occurred_at / event_id
 -- gets now() / a UUIDv7, a missing payload {}. Times are RFC 3339 strings
--- with an offset. Every event is checked before any is inserted; the
+-- with an offset and at most 9 fraction digits, truncated to microseconds
+-- as the SDK truncates (PreparedEvent::occurred_at; Postgres's input would
+-- round, and a retry through the SDK would then not find the same
+-- idempotency key). Every event is checked before any is inserted; the
 -- first broken one is named by its 0-based index. Returns the event ids
 -- in input order.
 CREATE FUNCTION strata_outbox.enqueue_many(
@@ -310,9 +358,14 @@ BEGIN
             IF t IS NULL THEN
                 v_time := pg_catalog.now();
             ELSIF t ~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)$' THEN
+                -- Digits past the 6th are dropped, not rounded (the SDK's
+                -- trunc_subsecs(6)): .9999999 stays in its second.
+                IF t ~ '\.[0-9]{7}' THEN
+                    t := pg_catalog.regexp_replace(t, '(\.[0-9]{6})[0-9]+', '\1');
+                END IF;
                 v_time := t::timestamptz;
             ELSE
-                RAISE EXCEPTION 'invalid_batch: events[%].occurred_at % is not an RFC 3339 time with an offset', i,
+                RAISE EXCEPTION 'invalid_batch: events[%].occurred_at % is not an RFC 3339 time with an offset (and at most 9 fraction digits)', i,
                         pg_catalog.to_jsonb(pg_catalog."left"(t, 80))::text
                     USING ERRCODE = 'SV008',
                           HINT = 'e.g. "2026-11-20T09:15:00.123456Z" or "2026-11-20T10:15:00+01:00"';
@@ -361,17 +414,25 @@ REVOKE ALL ON FUNCTION
     strata_outbox._enqueue_source(text),
     strata_outbox._enqueue_check(text, text, text, jsonb, timestamptz, bigint, timestamptz, timestamptz),
     strata_outbox.enqueue(text, text, jsonb, timestamptz, uuid, text),
+    strata_outbox.enqueue(text, text, jsonb, timestamp, uuid, text),
     strata_outbox.enqueue_many(jsonb, text)
 FROM PUBLIC;
 
 -- The role SQL producers are granted: EXECUTE on the two functions (and
--- uuidv7(), which enqueue's event_id default calls in the caller's name),
--- USAGE on the schema, nothing on the table. Roles are cluster-wide: the
--- first producer database migrated creates it, the others find it. A
--- migrating user without CREATEROLE (some managed Postgres) does not fail
--- the migration: it skips the role with a NOTICE saying what an
--- administrator must run.
+-- enqueue's refusing overload, so a local time gets its clear error and
+-- not a permission error, and uuidv7(), which enqueue's event_id default
+-- calls in the caller's name), USAGE on the schema, nothing on the table.
+-- Roles are cluster-wide: the first producer database migrated creates
+-- it, the others find it and use it as it is, with a WARNING when it can
+-- log in or is a superuser (it is meant to be a NOLOGIN group role that
+-- holds grants: a superuser one makes every member a superuser through
+-- SET ROLE). A migrating user without CREATEROLE (some managed Postgres)
+-- does not fail the migration: it skips the role with a NOTICE saying
+-- what an administrator must run.
 DO $$
+DECLARE
+    can_login boolean;
+    is_super boolean;
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'strata_producer') THEN
         BEGIN
@@ -380,17 +441,29 @@ BEGIN
                 'Strata SQL producers: may call strata_outbox.enqueue/enqueue_many, nothing else';
         EXCEPTION
             WHEN insufficient_privilege THEN
-                RAISE NOTICE 'strata: role strata_producer not created (% lacks CREATEROLE); an administrator should run: CREATE ROLE strata_producer NOLOGIN; GRANT USAGE ON SCHEMA strata_outbox TO strata_producer; GRANT EXECUTE ON FUNCTION strata_outbox.enqueue(text, text, jsonb, timestamptz, uuid, text), strata_outbox.enqueue_many(jsonb, text), strata_outbox.uuidv7() TO strata_producer;',
+                RAISE NOTICE 'strata: role strata_producer not created (% lacks CREATEROLE); an administrator should run: CREATE ROLE strata_producer NOLOGIN; GRANT USAGE ON SCHEMA strata_outbox TO strata_producer; GRANT EXECUTE ON FUNCTION strata_outbox.enqueue(text, text, jsonb, timestamptz, uuid, text), strata_outbox.enqueue(text, text, jsonb, timestamp, uuid, text), strata_outbox.enqueue_many(jsonb, text), strata_outbox.uuidv7() TO strata_producer;',
                     current_user;
             -- Another database of the cluster migrating at the same moment.
             WHEN duplicate_object OR unique_violation THEN
                 NULL;
         END;
     END IF;
-    IF EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'strata_producer') THEN
+    SELECT rolcanlogin, rolsuper INTO can_login, is_super
+      FROM pg_catalog.pg_roles WHERE rolname = 'strata_producer';
+    IF FOUND THEN
+        IF can_login OR is_super THEN
+            RAISE WARNING 'strata: role strata_producer exists with %; it should be NOLOGIN and NOSUPERUSER',
+                    pg_catalog.concat_ws(' and ', CASE WHEN can_login THEN 'LOGIN' END,
+                                         CASE WHEN is_super THEN 'SUPERUSER' END)
+                USING DETAIL = pg_catalog.concat_ws(' ',
+                          CASE WHEN can_login THEN 'With LOGIN, whoever knows its password connects as the shared producer role rather than as one service.' END,
+                          CASE WHEN is_super THEN 'As a superuser, every role granted strata_producer can SET ROLE strata_producer and bypass every privilege.' END),
+                      HINT = 'The migration continues and grants to it as it is. An administrator should run: ALTER ROLE strata_producer NOLOGIN NOSUPERUSER;';
+        END IF;
         GRANT USAGE ON SCHEMA strata_outbox TO strata_producer;
         GRANT EXECUTE ON FUNCTION
             strata_outbox.enqueue(text, text, jsonb, timestamptz, uuid, text),
+            strata_outbox.enqueue(text, text, jsonb, timestamp, uuid, text),
             strata_outbox.enqueue_many(jsonb, text),
             strata_outbox.uuidv7()
         TO strata_producer;

@@ -509,11 +509,81 @@ impl AsyncWrite for RustlsStream {
 }
 
 impl TlsStream for RustlsStream {
-    /// No channel binding: SCRAM then runs without `-PLUS`, which the
-    /// server accepts (the client says it does not support binding).
+    /// `tls-server-end-point` (RFC 5929): the hash of the server's
+    /// certificate, so SCRAM-SHA-256-PLUS binds the authentication to this
+    /// TLS session and a man in the middle relaying it fails (as libpq's
+    /// default `channel_binding=prefer`). None when the certificate's
+    /// signature hash is not known (SCRAM then runs without binding).
     fn channel_binding(&self) -> ChannelBinding {
-        ChannelBinding::none()
+        let (_, session) = self.0.get_ref();
+        session
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(|leaf| server_end_point(leaf.as_ref()))
+            .map_or_else(ChannelBinding::none, ChannelBinding::tls_server_end_point)
     }
+}
+
+/// The `tls-server-end-point` value of a DER certificate: its hash with
+/// the hash function of its signature algorithm, SHA-256 for MD5 and
+/// SHA-1 (RFC 5929 section 4.1), as the server computes it. `None` for
+/// algorithms without a single hash (Ed25519, RSASSA-PSS) or a certificate
+/// that does not parse.
+pub(crate) fn server_end_point(der: &[u8]) -> Option<Vec<u8>> {
+    use sha2::{Digest, Sha256, Sha384, Sha512};
+    // Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, ... }
+    let (certificate, _) = der_element(der, 0x30)?;
+    let (_, after_tbs) = der_element(certificate, 0x30)?;
+    let (algorithm, _) = der_element(after_tbs, 0x30)?;
+    let (oid, _) = der_element(algorithm, 0x06)?;
+    // Arcs after 1.2.840.113549.1.1 (RSA) and 1.2.840.10045.4 (ECDSA).
+    const RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01];
+    const ECDSA: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04];
+    enum Hash {
+        Sha256,
+        Sha384,
+        Sha512,
+    }
+    let hash = match oid {
+        // md5, sha1, sha256 WithRSAEncryption
+        [rest @ .., last] if rest == RSA && matches!(last, 4 | 5 | 11) => Hash::Sha256,
+        [rest @ .., 12] if rest == RSA => Hash::Sha384,
+        [rest @ .., 13] if rest == RSA => Hash::Sha512,
+        // ecdsa-with-SHA1, ecdsa-with-SHA256/384/512
+        [rest @ .., 1] if rest == ECDSA => Hash::Sha256,
+        [rest @ .., 3, 2] if rest == ECDSA => Hash::Sha256,
+        [rest @ .., 3, 3] if rest == ECDSA => Hash::Sha384,
+        [rest @ .., 3, 4] if rest == ECDSA => Hash::Sha512,
+        _ => return None,
+    };
+    Some(match hash {
+        Hash::Sha256 => Sha256::digest(der).to_vec(),
+        Hash::Sha384 => Sha384::digest(der).to_vec(),
+        Hash::Sha512 => Sha512::digest(der).to_vec(),
+    })
+}
+
+/// The content of the DER element at the start of `input` if its tag is
+/// `tag`, and what follows it.
+fn der_element(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    let (&found, rest) = input.split_first()?;
+    if found != tag {
+        return None;
+    }
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let count = usize::from(first & 0x7f);
+        if count == 0 || count > 4 || rest.len() < count {
+            return None;
+        }
+        let len = rest[..count]
+            .iter()
+            .fold(0usize, |len, &byte| (len << 8) | usize::from(byte));
+        (len, &rest[count..])
+    };
+    (rest.len() >= len).then(|| rest.split_at(len))
 }
 
 #[cfg(test)]
@@ -583,6 +653,46 @@ mod tests {
             missing.starts_with("sslrootcert=/nonexistent/ca.pem: "),
             "{missing}"
         );
+    }
+
+    /// A certificate reduced to what `server_end_point` reads: an empty
+    /// tbsCertificate and a signature algorithm.
+    fn certificate_signed_with(oid: &[u8]) -> Vec<u8> {
+        let mut algorithm = vec![0x06, oid.len() as u8];
+        algorithm.extend_from_slice(oid);
+        let mut body = vec![0x30, 0x00, 0x30, algorithm.len() as u8];
+        body.extend_from_slice(&algorithm);
+        let mut der = vec![0x30, body.len() as u8];
+        der.extend_from_slice(&body);
+        der
+    }
+
+    #[test]
+    fn channel_binding_hashes_with_the_signature_hash() {
+        use sha2::{Digest, Sha256, Sha384};
+        let ecdsa_sha384 =
+            certificate_signed_with(&[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03]);
+        assert_eq!(
+            server_end_point(&ecdsa_sha384),
+            Some(Sha384::digest(&ecdsa_sha384).to_vec())
+        );
+        // sha1WithRSAEncryption: SHA-256 (RFC 5929).
+        let rsa_sha1 =
+            certificate_signed_with(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x05]);
+        assert_eq!(
+            server_end_point(&rsa_sha1),
+            Some(Sha256::digest(&rsa_sha1).to_vec())
+        );
+        // Ed25519 has no hash of its own: no binding rather than a wrong one.
+        assert_eq!(
+            server_end_point(&certificate_signed_with(&[0x2b, 0x65, 0x70])),
+            None
+        );
+        assert_eq!(
+            server_end_point(&ecdsa_sha384[..ecdsa_sha384.len() - 1]),
+            None
+        );
+        assert_eq!(server_end_point(b""), None);
     }
 
     #[test]

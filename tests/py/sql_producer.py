@@ -13,7 +13,13 @@ with a business table it may write, and then, connected as that role:
 - checks the role cannot touch strata_outbox.events directly;
 - triggers every validation error, asserting its SQLSTATE, that its message
   starts with the SDK's code, and that the business insert of the same
-  transaction was rolled back and no outbox row was written.
+  transaction was rolled back and no outbox row was written;
+- checks a local time (a naive datetime, sent as timestamp without time
+  zone) is refused by enqueue with 42804 in every call shape that passes a
+  payload, while aware datetimes, None, RFC 3339 strings and an explicit
+  AT TIME ZONE are taken, whatever the session's TimeZone;
+- checks enqueue_many truncates 7 to 9 fraction digits to microseconds as
+  the SDK does (never rounds) and refuses more.
 
 Prints one JSON object on stdout ({"ok": ..., "checks": N, "failures":
 [...], "errors": {sqlstate: code}, "event_ids": [...]}) and exits 1 when a
@@ -315,6 +321,7 @@ def run(conn, admin, c: Checker, prefix, schema, errors_seen, event_ids) -> None
         ("SV008", "unknown field", [ok_event, {"user_id": prefix + "m1", "kind": "login", "occured_at": "x"}], "invalid_batch: events[1] "),
         ("SV008", "time without offset", [{"user_id": prefix + "m2", "kind": "login", "occurred_at": "2026-01-01 10:00"}], "invalid_batch: events[0].occurred_at"),
         ("SV008", "impossible time", [{"user_id": prefix + "m3", "kind": "login", "occurred_at": "2026-13-01T10:00:00Z"}], "invalid_batch: events[0].occurred_at"),
+        ("SV008", "10 fraction digits", [ok_event, {"user_id": prefix + "m9", "kind": "login", "occurred_at": (now - day).strftime("%Y-%m-%dT%H:%M:%S.1234567891Z")}], "invalid_batch: events[1].occurred_at"),
         ("SV008", "bad event_id", [{"user_id": prefix + "m4", "kind": "login", "event_id": "nope"}], "invalid_batch: events[0].event_id"),
         ("SV008", "user_id not a string", [{"user_id": 42, "kind": "login"}], "invalid_batch: events[0].user_id"),
         ("SV001", "batch: missing user_id", [ok_event, {"kind": "login"}], "empty_user_id: events[1]: "),
@@ -366,6 +373,98 @@ def run(conn, admin, c: Checker, prefix, schema, errors_seen, event_ids) -> None
     )
     for sqlstate, code in errors_seen.items():
         c.check(code == SDK_CODES[sqlstate], f"{sqlstate} raised as {code}, expected {SDK_CODES[sqlstate]}")
+
+    # 6. Local times. A naive datetime is sent as timestamp without time
+    #    zone, which Postgres would convert in the session's TimeZone: the
+    #    overload refuses it (42804), even when the zone is UTC. Every other
+    #    occurred_at still reaches the timestamptz function. A zone far from
+    #    UTC makes a silent conversion visible.
+    conn.execute("SET TimeZone = 'Asia/Kathmandu'")  # +05:45
+    conn.commit()
+    at = (now - 2 * day).replace(microsecond=654321)
+    naive = at.replace(tzinfo=None)  # at's UTC wall time
+    local_calls = [
+        ("naive, positional", prefix + "n1", ENQUEUE, (prefix + "n1", "login", Jsonb({}), naive, None, "payments")),
+        ("naive, 4 positional", prefix + "n2", "SELECT strata_outbox.enqueue(%s, %s, %s, %s)",
+         (prefix + "n2", "login", Jsonb({}), naive)),
+        ("naive, by name after payload", prefix + "n3",
+         "SELECT strata_outbox.enqueue(%s, %s, %s, occurred_at => %s, source => 'payments')",
+         (prefix + "n3", "login", Jsonb({"a": 1}), naive)),
+        ("naive, all by name", prefix + "n4",
+         "SELECT strata_outbox.enqueue(source => 'payments', occurred_at => %s, payload => %s, kind => %s, user_id => %s)",
+         (naive, Jsonb({}), "login", prefix + "n4")),
+        ("naive, payload as JSON text", prefix + "n5", ENQUEUE, (prefix + "n5", "login", '{"a": 1}', naive, None, "payments")),
+        ("naive, session TimeZone UTC", prefix + "n6", ENQUEUE, (prefix + "n6", "login", Jsonb({}), naive, None, "payments")),
+    ]
+    for what, user_id, statement, params in local_calls:
+        zone = "UTC" if "UTC" in what else "Asia/Kathmandu"
+        marker = prefix + "marker-" + what
+        try:
+            with conn.transaction():
+                conn.execute("INSERT INTO withdrawals (user_id, amount) VALUES (%s, 1)", (marker,))
+                conn.execute("SELECT set_config('TimeZone', %s, true)", (zone,))
+                conn.execute(statement, params)
+            c.check(False, f"{what}: a local time was accepted")
+        except psycopg.Error as err:
+            message = err.diag.message_primary or ""
+            c.check(err.sqlstate == "42804", f"{what}: SQLSTATE {err.sqlstate}, expected 42804 ({message})")
+            c.check("timestamp without time zone" in message and "timestamptz" in message,
+                    f"{what}: message {message!r}")
+            c.check(f"({zone})" in (err.diag.message_detail or ""), f"{what}: detail {err.diag.message_detail!r}")
+        c.check(business_rows(marker) == 0, f"{what}: the business insert was not rolled back")
+        c.check(outbox_rows(user_id) == 0, f"{what}: an outbox row was written")
+    kathmandu = dt.timezone(dt.timedelta(hours=5, minutes=45))
+    taken = [
+        ("aware, another zone", ENQUEUE, (prefix + "a1", "login", Jsonb({}), at.astimezone(kathmandu), None, "payments"), at),
+        ("RFC 3339 string", ENQUEUE, (prefix + "a2", "login", Jsonb({}), at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), None, "payments"), at),
+        ("None", ENQUEUE, (prefix + "a3", "login", Jsonb({}), None, None, "payments"), None),
+        ("naive AT TIME ZONE 'UTC'", "SELECT strata_outbox.enqueue(%s, %s, %s, %s AT TIME ZONE 'UTC', source => 'payments')",
+         (prefix + "a4", "login", Jsonb({}), naive), at),
+        ("aware by name, no payload", "SELECT strata_outbox.enqueue(%s, %s, occurred_at => %s, source => 'payments')",
+         (prefix + "a5", "login", at), at),
+        ("no occurred_at, two arguments", "SELECT strata_outbox.enqueue(%s, %s, source => 'payments')", (prefix + "a6", "login"), None),
+    ]
+    for what, statement, params, when in taken:
+        try:
+            with conn.transaction():
+                (got,) = conn.execute(statement, params).fetchone()
+        except psycopg.Error as err:
+            c.check(False, f"{what}: refused: {err.sqlstate} {err.diag.message_primary}")
+            continue
+        event_ids.append(str(got))
+        rows = outbox_row(admin, got)
+        if c.check(len(rows) == 1, f"{what}: {len(rows)} outbox rows"):
+            occurred_at = rows[0][4]
+            if when is not None:
+                c.check(occurred_at == when, f"{what}: occurred_at {occurred_at} != {when}")
+            else:
+                c.check(abs(occurred_at - dt.datetime.now(dt.timezone.utc)) < dt.timedelta(minutes=1),
+                        f"{what}: occurred_at {occurred_at}")
+    conn.execute("RESET TimeZone")
+    conn.commit()
+
+    # 7. enqueue_many keeps microseconds as the SDK does: more fraction
+    #    digits (up to 9) are cut, never rounded (rounding .9999999 would
+    #    move the event into the next second, and day).
+    base = (now - day).replace(hour=23, minute=59, second=59, microsecond=0)
+    stamp = base.strftime("%Y-%m-%dT%H:%M:%S")
+    digits = [
+        (stamp + ".1234567Z", base.replace(microsecond=123456)),
+        (stamp + ".999999999Z", base.replace(microsecond=999999)),
+        (stamp + ".9999995Z", base.replace(microsecond=999999)),
+        (base.astimezone(dt.timezone(dt.timedelta(hours=1))).strftime("%Y-%m-%dT%H:%M:%S") + ".00000099+01:00", base),
+        (stamp + ".5Z", base.replace(microsecond=500000)),
+    ]
+    fraction_batch = [
+        {"user_id": prefix + f"f{i}", "kind": "login", "occurred_at": text} for i, (text, _) in enumerate(digits)
+    ]
+    with conn.transaction():
+        (ids,) = conn.execute(ENQUEUE_MANY, (Jsonb(fraction_batch), "payments")).fetchone()
+    event_ids.extend(str(i) for i in ids)
+    for (text, expected), got in zip(digits, ids):
+        rows = outbox_row(admin, got)
+        if c.check(len(rows) == 1, f"fraction {text}: {len(rows)} rows"):
+            c.check(rows[0][4] == expected, f"fraction {text}: stored {rows[0][4]}, expected {expected} (truncated)")
 
 
 if __name__ == "__main__":

@@ -167,3 +167,165 @@ fn example_config_loads() {
     assert!(config.hot_store.url.is_some());
     assert!(!config.sources.is_empty());
 }
+
+/// Issue 14, probes: `/readyz` answers 200 only when every part of the
+/// role answers, and names each; an archiver pointed at a bucket that
+/// does not exist exits at start-up saying so, unless told to wait (then
+/// it stays up and `/readyz` says the object store is down).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_names_each_part_and_a_wrong_bucket_stops_the_archiver() -> anyhow::Result<()> {
+    use strata_tests::api::free_port;
+    use strata_tests::archive::{spawn_archiver, S3Target};
+    use strata_tests::{http_get, wait_until};
+
+    let env = TestEnv::new("readyz").await?;
+    let port = free_port()?;
+    let listen = format!("\"127.0.0.1:{port}\"");
+    let _relay = StrataProcess::spawn(&env, "readyz-relay", &[("metrics.listen", &listen)], None)?;
+    let ready = wait_until(Duration::from_secs(30), || async {
+        http_get(port, "/readyz")
+            .await
+            .map(|r| r.starts_with("HTTP/1.1 200"))
+            .unwrap_or(false)
+    })
+    .await;
+    let body = http_get(port, "/readyz").await.unwrap_or_default();
+    assert!(ready, "{body}");
+    assert!(
+        body.contains("ok hot store") && body.contains("ok source main"),
+        "{body}"
+    );
+    let metrics = http_get(port, "/metrics").await?;
+    assert!(
+        metrics.contains("strata_build_info{role=\"relay\",version=\""),
+        "{metrics}"
+    );
+
+    // A source that does not answer: alive (/healthz), not ready.
+    let port = free_port()?;
+    let listen = format!("\"127.0.0.1:{port}\"");
+    let dead = TestEnv {
+        source_url: format!("postgres://strata@127.0.0.1:{}/none", free_port()?),
+        hot_url: env.hot_url.clone(),
+    };
+    let _relay = StrataProcess::spawn(&dead, "readyz-dead", &[("metrics.listen", &listen)], None)?;
+    let not_ready = wait_until(Duration::from_secs(30), || async {
+        http_get(port, "/readyz")
+            .await
+            .map(|r| r.starts_with("HTTP/1.1 503") && r.contains("down source main: "))
+            .unwrap_or(false)
+    })
+    .await;
+    let body = http_get(port, "/readyz").await.unwrap_or_default();
+    assert!(not_ready, "{body}");
+    assert!(body.contains("ok hot store"), "{body}");
+    assert!(http_get(port, "/healthz")
+        .await?
+        .starts_with("HTTP/1.1 200"));
+
+    // A bucket that does not exist: the archiver exits, naming it.
+    let target = S3Target::new("readyz").await?;
+    let missing = format!("\"strata-missing-{port}\"");
+    let mut archiver = spawn_archiver(
+        &env,
+        &target,
+        "readyz-nobucket",
+        &[("object_store.bucket", &missing)],
+        None,
+    )?;
+    let status = archiver.wait_exit(Duration::from_secs(60)).await;
+    let log = std::fs::read_to_string(&archiver.log_path).unwrap_or_default();
+    assert!(matches!(status, Some(s) if !s.success()), "{log}");
+    assert!(
+        log.contains(&format!("strata-missing-{port}")) && log.contains("wait_for_object_store"),
+        "{log}"
+    );
+    // Told to wait, it stays up and is not ready.
+    let port = free_port()?;
+    let listen = format!("\"127.0.0.1:{port}\"");
+    let mut waiting = spawn_archiver(
+        &env,
+        &target,
+        "readyz-waiting",
+        &[
+            ("object_store.bucket", &missing),
+            ("archiver.wait_for_object_store", "true"),
+            ("metrics.listen", &listen),
+        ],
+        None,
+    )?;
+    let down = wait_until(Duration::from_secs(30), || async {
+        http_get(port, "/readyz")
+            .await
+            .map(|r| r.starts_with("HTTP/1.1 503") && r.contains("down object store"))
+            .unwrap_or(false)
+    })
+    .await;
+    assert!(down && waiting.is_running(), "{}", waiting.log_tail());
+    waiting.kill9();
+    Ok(())
+}
+
+/// Issue 14, probes: the API's gRPC health is SERVING while its database
+/// answers and NOT_SERVING while it does not (a private cluster stopped
+/// and started again under a running `strata api`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_health_follows_the_api_database() -> anyhow::Result<()> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+
+    let root = tempfile::Builder::new()
+        .prefix("strata-test-health")
+        .tempdir()?;
+    let dir = root.path().join("pg");
+    let mut cluster = tokio::task::spawn_blocking(move || {
+        strata_embedded::Cluster::start(strata_embedded::ClusterOptions::new(dir))
+    })
+    .await??;
+    strata_tests::connect(&cluster.url("postgres"))
+        .await?
+        .batch_execute("CREATE DATABASE hot")
+        .await?;
+    let env = TestEnv::with_urls(cluster.url("hot"), cluster.url("hot")).await?;
+    let target = strata_tests::archive::S3Target::new("health").await?;
+    let api = strata_tests::api::ApiServer::start(&env, &target, "health-api", &[]).await?;
+    let status = |name: &'static str| {
+        let endpoint = api.endpoint.clone();
+        async move {
+            let channel = tonic::transport::Endpoint::from_shared(endpoint)
+                .ok()?
+                .connect()
+                .await
+                .ok()?;
+            let mut client = HealthClient::new(channel);
+            let response = client
+                .check(HealthCheckRequest {
+                    service: name.to_string(),
+                })
+                .await
+                .ok()?;
+            Some(response.into_inner().status)
+        }
+    };
+    let serving = ServingStatus::Serving as i32;
+    let not_serving = ServingStatus::NotServing as i32;
+    assert_eq!(status("").await, Some(serving));
+    assert_eq!(status("strata.v1.History").await, Some(serving));
+
+    tokio::task::block_in_place(|| cluster.stop())?;
+    let down = strata_tests::wait_until(Duration::from_secs(20), || async {
+        status("").await == Some(not_serving)
+    })
+    .await;
+    assert!(down, "health still {:?}", status("").await);
+    assert_eq!(status("strata.v1.History").await, Some(not_serving));
+
+    tokio::task::block_in_place(|| cluster.restart())?;
+    let up = strata_tests::wait_until(Duration::from_secs(30), || async {
+        status("").await == Some(serving)
+    })
+    .await;
+    assert!(up, "health still {:?}", status("").await);
+    Ok(())
+}

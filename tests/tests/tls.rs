@@ -128,9 +128,12 @@ impl TlsCluster {
         let tls = Self { cluster, pki };
         // initdb's pg_hba.conf trusts plaintext; from now on only TLS with
         // a client certificate signed by the CA, whose name is the user's.
+        // `scram_user` signs in with a password over TLS (SCRAM, where
+        // channel binding applies).
         std::fs::write(
             tls.cluster.data_dir().join("pg_hba.conf"),
-            "hostssl all all 127.0.0.1/32 cert\nhostssl all all ::1/128 cert\n",
+            "hostssl all scram_user 127.0.0.1/32 scram-sha-256\n\
+             hostssl all all 127.0.0.1/32 cert\nhostssl all all ::1/128 cert\n",
         )?;
         strata_tests::connect(&tls.url("postgres", "localhost", "verify-full", "ca.crt"))
             .await?
@@ -299,6 +302,24 @@ async fn whole_pipeline_runs_over_verify_full_and_bad_settings_are_named() -> an
         "{shown}"
     );
     assert!(!err.is_retryable());
+
+    // SCRAM over TLS with channel binding required: the server checks the
+    // hash of its certificate that the client computed (tls-server-end-point).
+    admin
+        .batch_execute("CREATE ROLE scram_user LOGIN PASSWORD 'binding-pw'; GRANT CONNECT ON DATABASE tls_hot TO scram_user")
+        .await?;
+    for sslmode in ["verify-full", "require"] {
+        let bound = format!(
+            "postgres://scram_user:binding-pw@localhost:{}/tls_hot?sslmode={sslmode}&sslrootcert={}&channel_binding=require",
+            tls.cluster.port(),
+            tls.pki.path("ca.crt").display()
+        );
+        strata_tests::connect(&bound)
+            .await
+            .with_context(|| format!("SCRAM-SHA-256-PLUS over sslmode={sslmode}"))?
+            .batch_execute("SELECT 1")
+            .await?;
+    }
 
     // Without a client certificate the server refuses too (cert auth).
     let anonymous = DatabaseUrl::new(format!(

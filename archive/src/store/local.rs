@@ -133,6 +133,20 @@ impl LocalStore {
         }
     }
 
+    pub(super) async fn probe(&self) -> Result<(), StoreError> {
+        let shown = self.root.display().to_string();
+        match tokio::fs::metadata(&self.root).await {
+            Ok(meta) if meta.is_dir() => Ok(()),
+            Ok(_) => Err(StoreError::new(
+                "probe",
+                &shown,
+                StoreErrorKind::Invalid,
+                "not a directory",
+            )),
+            Err(e) => Err(StoreError::io("probe", &shown, &e)),
+        }
+    }
+
     pub(super) async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
         let root = self.root.clone();
         let prefix_owned = prefix.to_string();

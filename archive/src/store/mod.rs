@@ -241,6 +241,17 @@ impl ObjectStore {
         }
     }
 
+    /// One cheap call that needs the credentials, the bucket and the right
+    /// to list it (a listing of at most one key under `prefix`); for
+    /// start-up checks and readiness probes. The local backend checks its
+    /// directory is still there.
+    pub async fn probe(&self, prefix: &str) -> Result<(), StoreError> {
+        match self {
+            Self::S3(s) => s.probe(prefix).await,
+            Self::Local(l) => l.probe().await,
+        }
+    }
+
     /// Every object under `prefix`.
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
         match self {

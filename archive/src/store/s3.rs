@@ -441,6 +441,18 @@ impl S3Store {
         Ok(())
     }
 
+    pub(super) async fn probe(&self, prefix: &str) -> Result<(), StoreError> {
+        self.client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .max_keys(1)
+            .send()
+            .await
+            .map_err(|e| sdk_error("list", &format!("s3://{}/{prefix}", self.bucket), &e))?;
+        Ok(())
+    }
+
     pub(super) async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
         let mut objects = Vec::new();
         let mut pages = self

@@ -52,6 +52,10 @@ pub struct ArchiverConfig {
     /// Upper bound on catalog and lease statements (not on a day's export).
     #[serde(with = "serde_text")]
     pub statement_timeout: Duration,
+    /// At start, an object store whose credentials, bucket or permissions
+    /// are wrong stops `strata archiver` (and `strata run`) with its error;
+    /// when true it is waited for instead, like a store that is down.
+    pub wait_for_object_store: bool,
 }
 
 impl ArchiverConfig {
@@ -96,6 +100,7 @@ impl Default for ArchiverConfig {
             backoff_initial: Duration::from_millis(200),
             backoff_max: Duration::from_secs(30),
             statement_timeout: Duration::from_secs(30),
+            wait_for_object_store: false,
         }
     }
 }
