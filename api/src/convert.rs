@@ -31,10 +31,10 @@ pub fn to_proto(event: &Event) -> ProtoEvent {
         event_id: event.event_id.hyphenated().to_string(),
         user_id: event.user_id.clone(),
         kind: event.kind.clone(),
-        occurred_at: Some(proto_timestamp(event.occurred_at)),
+        event_time: Some(proto_timestamp(event.occurred_at)),
         source: event.source.clone(),
         payload_json: event.payload.clone(),
-        ingested_at: Some(proto_timestamp(event.ingested_at)),
+        ingest_time: Some(proto_timestamp(event.ingested_at)),
     }
 }
 

@@ -1,5 +1,5 @@
 //! The history API: reads one user's activity across the hot store and the
-//! archive over gRPC (`strata.v1.History`), with signed page tokens, bearer
+//! archive over gRPC (`strata.v1.HistoryService`), with signed page tokens, bearer
 //! authentication, an append-only audit trail, per-principal limits and
 //! exports (streamed, or as background jobs with presigned URLs).
 //!

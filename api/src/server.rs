@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use strata_archive::ObjectStore;
 use strata_core::config::{ApiConfig, DatabaseUrl, ObjectStoreConfig};
-use strata_proto::v1::history_server::HistoryServer;
+use strata_proto::v1::history_service_server::HistoryServiceServer as HistoryServer;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 

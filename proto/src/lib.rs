@@ -28,8 +28,8 @@ mod tests {
         let service = file
             .service
             .iter()
-            .find(|s| s.name() == "History")
-            .expect("History service");
+            .find(|s| s.name() == "HistoryService")
+            .expect("HistoryService service");
         let methods: Vec<&str> = service.method.iter().map(|m| m.name()).collect();
         assert_eq!(
             methods,

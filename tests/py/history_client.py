@@ -25,7 +25,7 @@ def event_json(event):
         "event_id": event.event_id,
         "user_id": event.user_id,
         "kind": event.kind,
-        "occurred_at_micros": event.occurred_at.seconds * 1_000_000 + event.occurred_at.nanos // 1000,
+        "occurred_at_micros": event.event_time.seconds * 1_000_000 + event.event_time.nanos // 1000,
         "source": event.source,
         "payload": json.loads(event.payload_json),
     }
@@ -33,7 +33,7 @@ def event_json(event):
 
 def list_all(endpoint, token, user, page_size, order):
     with grpc.insecure_channel(endpoint) as channel:
-        stub = history_pb2_grpc.HistoryStub(channel)
+        stub = history_pb2_grpc.HistoryServiceStub(channel)
         token_value = ""
         pages = 0
         while True:
@@ -55,9 +55,9 @@ def list_all(endpoint, token, user, page_size, order):
 
 def get(endpoint, token, event_id):
     with grpc.insecure_channel(endpoint) as channel:
-        stub = history_pb2_grpc.HistoryStub(channel)
+        stub = history_pb2_grpc.HistoryServiceStub(channel)
         try:
-            event = stub.GetEvent(history_pb2.GetEventRequest(event_id=event_id), metadata=metadata(token), timeout=30)
+            event = stub.GetEvent(history_pb2.GetEventRequest(event_id=event_id), metadata=metadata(token), timeout=30).event
             print(json.dumps(event_json(event)))
         except grpc.RpcError as err:
             print(json.dumps({"code": err.code().name}))
@@ -68,7 +68,7 @@ def health(endpoint):
 
     with grpc.insecure_channel(endpoint) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
-        for service in ["", "strata.v1.History"]:
+        for service in ["", "strata.v1.HistoryService"]:
             reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
             print(json.dumps({"service": service, "status": health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)}))
 
@@ -79,8 +79,8 @@ def health_tls(endpoint, ca_file, token):
     with open(ca_file, "rb") as f:
         credentials = grpc.ssl_channel_credentials(root_certificates=f.read())
     with grpc.secure_channel(endpoint, credentials) as channel:
-        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="strata.v1.History"), timeout=10)
-        page = history_pb2_grpc.HistoryStub(channel).ListActivity(history_pb2.ListActivityRequest(page_size=3), metadata=metadata(token), timeout=10)
+        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="strata.v1.HistoryService"), timeout=10)
+        page = history_pb2_grpc.HistoryServiceStub(channel).ListActivity(history_pb2.ListActivityRequest(page_size=3), metadata=metadata(token), timeout=10)
         print(json.dumps({"status": health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status), "events": len(page.events)}))
 
 
@@ -98,7 +98,7 @@ def reflect(endpoint, version):
         )
         requests = [
             reflection_pb2.ServerReflectionRequest(list_services=""),
-            reflection_pb2.ServerReflectionRequest(file_containing_symbol="strata.v1.History"),
+            reflection_pb2.ServerReflectionRequest(file_containing_symbol="strata.v1.HistoryService"),
         ]
         replies = list(call(iter(requests), timeout=10))
         services = sorted(s.name for s in replies[0].list_services_response.service)

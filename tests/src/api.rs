@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use strata_api::auth::{issue_hs256, Claims};
-use strata_proto::v1::history_client::HistoryClient;
+use strata_proto::v1::history_service_client::HistoryServiceClient as HistoryClient;
 use tonic::transport::Channel;
 
 use crate::archive::S3Target;

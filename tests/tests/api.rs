@@ -5,6 +5,8 @@
 //! SQL injection, exports (streamed and jobs with presigned URLs), limits.
 
 use std::collections::HashSet;
+
+use anyhow::Context;
 use std::time::Duration;
 
 use chrono::{NaiveDate, TimeDelta, Utc};
@@ -13,10 +15,10 @@ use strata_api::export::Format;
 use strata_api::{Binding, Cursor, PageTokenKey, PageTokenKeys};
 use strata_archive::ArchivedRow;
 use strata_producer::NewEvent;
-use strata_proto::v1::history_client::HistoryClient;
+use strata_proto::v1::history_service_client::HistoryServiceClient as HistoryClient;
 use strata_proto::v1::{
     Event as ProtoEvent, ExportActivityRequest, ExportFormat, ExportState, GetEventRequest,
-    GetExportRequest, ListActivityRequest, Order,
+    GetExportRequest, ListActivityRequest, Order, StartExportRequest,
 };
 use strata_tests::api::{authed, python_client, python_stubs, token, token_with, ApiServer};
 use strata_tests::archive::{boto3, run_archive, S3Target};
@@ -77,8 +79,8 @@ async fn store_with_history(
 fn list(user: &str, page_size: i32, order: Order, page_token: &str) -> ListActivityRequest {
     ListActivityRequest {
         user_id: user.into(),
-        from: None,
-        to: None,
+        start_time: None,
+        end_time: None,
         kinds: Vec::new(),
         order: order as i32,
         page_size,
@@ -100,7 +102,7 @@ fn key_of_row(row: &ArchivedRow) -> (String, String, i64, String, String, String
 }
 
 fn key_of_proto(event: &ProtoEvent) -> (String, String, i64, String, String, String) {
-    let t = event.occurred_at.unwrap_or_default();
+    let t = event.event_time.unwrap_or_default();
     (
         event.event_id.clone(),
         event.user_id.clone(),
@@ -118,12 +120,23 @@ fn row_of_proto(event: &ProtoEvent) -> ArchivedRow {
     };
     ArchivedRow {
         user_id: event.user_id.clone(),
-        occurred_at: micros(&event.occurred_at),
+        occurred_at: micros(&event.event_time),
         event_id: event.event_id.parse().unwrap_or_default(),
         kind: event.kind.clone(),
         source: event.source.clone(),
         payload: event.payload_json.clone(),
-        ingested_at: micros(&event.ingested_at),
+        ingested_at: micros(&event.ingest_time),
+    }
+}
+
+/// The job form of a streamed export's request.
+fn job_request(request: ExportActivityRequest) -> StartExportRequest {
+    StartExportRequest {
+        user_id: request.user_id,
+        start_time: request.start_time,
+        end_time: request.end_time,
+        kinds: request.kinds,
+        format: request.format,
     }
 }
 
@@ -243,7 +256,9 @@ async fn history_across_tiers_for_rust_and_python_clients() -> anyhow::Result<()
                 &alice,
             ))
             .await?
-            .into_inner();
+            .into_inner()
+            .event
+            .context("no event")?;
         assert_eq!(key_of_proto(&got), key_of_row(wanted));
     }
     let missing = client
@@ -305,7 +320,11 @@ async fn history_across_tiers_for_rust_and_python_clients() -> anyhow::Result<()
             .map(|a| a.iter().filter_map(|s| s.as_str()).collect())
             .unwrap_or_default();
         let own = format!("grpc.reflection.{version}.ServerReflection");
-        for wanted in ["strata.v1.History", "grpc.health.v1.Health", own.as_str()] {
+        for wanted in [
+            "strata.v1.HistoryService",
+            "grpc.health.v1.Health",
+            own.as_str(),
+        ] {
             assert!(services.contains(&wanted), "{version}: {services:?}");
         }
         assert!(value["files"].as_u64().unwrap_or(0) >= 1);
@@ -416,7 +435,7 @@ async fn security_authentication_authorisation_tokens_and_injection() -> anyhow:
     assert_eq!(
         code(
             client
-                .start_export(authed(export_request.clone(), &bob))
+                .start_export(authed(job_request(export_request.clone()), &bob))
                 .await
         ),
         Code::PermissionDenied
@@ -437,9 +456,11 @@ async fn security_authentication_authorisation_tokens_and_injection() -> anyhow:
     // Alice's export job is invisible to bob.
     let alice_exporter = token("alice", &[EXPORT], 600);
     let job = client
-        .start_export(authed(ExportActivityRequest::default(), &alice_exporter))
+        .start_export(authed(StartExportRequest::default(), &alice_exporter))
         .await?
-        .into_inner();
+        .into_inner()
+        .export_job
+        .context("no export_job")?;
     let peek = client
         .get_export(authed(
             GetExportRequest {
@@ -542,7 +563,7 @@ async fn security_authentication_authorisation_tokens_and_injection() -> anyhow:
             ..list("", 5, Order::Ascending, &valid)
         },
         ListActivityRequest {
-            to: Some(prost_types::Timestamp {
+            end_time: Some(prost_types::Timestamp {
                 seconds: Utc::now().timestamp(),
                 nanos: 0,
             }),
@@ -615,25 +636,25 @@ async fn security_authentication_authorisation_tokens_and_injection() -> anyhow:
             ..list("", 5, Order::Ascending, "")
         },
         ListActivityRequest {
-            from: Some(prost_types::Timestamp {
+            start_time: Some(prost_types::Timestamp {
                 seconds: 2_000_000_000,
                 nanos: 0,
             }),
-            to: Some(prost_types::Timestamp {
+            end_time: Some(prost_types::Timestamp {
                 seconds: 1_000_000_000,
                 nanos: 0,
             }),
             ..list("", 5, Order::Ascending, "")
         },
         ListActivityRequest {
-            from: Some(prost_types::Timestamp {
+            start_time: Some(prost_types::Timestamp {
                 seconds: i64::MAX,
                 nanos: 0,
             }),
             ..list("", 5, Order::Ascending, "")
         },
         ListActivityRequest {
-            to: Some(prost_types::Timestamp {
+            end_time: Some(prost_types::Timestamp {
                 seconds: 0,
                 nanos: -5,
             }),
@@ -939,8 +960,10 @@ async fn wait_job(
                 token,
             ))
             .await?
-            .into_inner();
-        if job.state == ExportState::Done as i32 || job.state == ExportState::Failed as i32 {
+            .into_inner()
+            .export_job
+            .context("no export_job")?;
+        if job.state == ExportState::Succeeded as i32 || job.state == ExportState::Failed as i32 {
             return Ok(job);
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -967,7 +990,7 @@ async fn exports_equal_the_pages_and_jobs_survive_restarts() -> anyhow::Result<(
         &mut client,
         &alice,
         ListActivityRequest {
-            from: Some(range_from),
+            start_time: Some(range_from),
             ..list("", 4, Order::Ascending, "")
         },
     )
@@ -991,7 +1014,7 @@ async fn exports_equal_the_pages_and_jobs_survive_restarts() -> anyhow::Result<(
             &mut client,
             &alice,
             ExportActivityRequest {
-                from: Some(range_from),
+                start_time: Some(range_from),
                 format: proto_format as i32,
                 ..Default::default()
             },
@@ -1012,7 +1035,7 @@ async fn exports_equal_the_pages_and_jobs_survive_restarts() -> anyhow::Result<(
         &mut client,
         &alice,
         ExportActivityRequest {
-            from: Some(range_from),
+            start_time: Some(range_from),
             ..Default::default()
         },
     )
@@ -1021,28 +1044,30 @@ async fn exports_equal_the_pages_and_jobs_survive_restarts() -> anyhow::Result<(
     // The job: started, the API killed at once, restarted: it completes.
     let job = client
         .start_export(authed(
-            ExportActivityRequest {
-                from: Some(range_from),
+            StartExportRequest {
+                start_time: Some(range_from),
                 ..Default::default()
             },
             &alice,
         ))
         .await?
-        .into_inner();
+        .into_inner()
+        .export_job
+        .context("no export_job")?;
     assert_eq!(job.state, ExportState::Pending as i32);
     server.process.kill9();
     server = ApiServer::start(&env, &target, "api-exports-2", &[]).await?;
     let mut client = server.client().await?;
     let done = wait_job(&mut client, &alice, &job.export_id).await?;
-    assert_eq!(done.state, ExportState::Done as i32, "{done:?}");
-    assert_eq!(done.events as usize, paged.len());
-    assert_eq!(done.bytes as usize, streamed.len());
+    assert_eq!(done.state, ExportState::Succeeded as i32, "{done:?}");
+    assert_eq!(done.event_count as usize, paged.len());
+    assert_eq!(done.size_bytes as usize, streamed.len());
     assert!(
-        done.download_url.contains("X-Amz-Expires=60"),
+        done.download_uri.contains("X-Amz-Expires=60"),
         "{}",
-        done.download_url
+        done.download_uri
     );
-    let (status, body) = download(&done.download_url).await?;
+    let (status, body) = download(&done.download_uri).await?;
     assert_eq!(status, 200);
     assert_eq!(body, streamed);
     // The file is in the bucket under the export prefix.
@@ -1060,7 +1085,7 @@ async fn exports_equal_the_pages_and_jobs_survive_restarts() -> anyhow::Result<(
     let checked = python_client(
         &stubs,
         "check_presigned.py",
-        &[&done.download_url, "test", "test", "us-east-1"],
+        &[&done.download_uri, "test", "test", "us-east-1"],
     )
     .await?;
     let checked: serde_json::Value = serde_json::from_str(checked.trim())?;
@@ -1074,7 +1099,7 @@ async fn exports_equal_the_pages_and_jobs_survive_restarts() -> anyhow::Result<(
     assert!((-5.0..30.0).contains(&age), "signed now: {checked}");
     // A new GetExport gives a new, working URL.
     let again = wait_job(&mut client, &alice, &job.export_id).await?;
-    assert_eq!(download(&again.download_url).await?.0, 200);
+    assert_eq!(download(&again.download_uri).await?.0, 200);
     Ok(())
 }
 
@@ -1157,7 +1182,7 @@ async fn limits_per_principal_and_page_key_rotation() -> anyhow::Result<()> {
     assert_eq!(
         code(
             client
-                .start_export(authed(ExportActivityRequest::default(), &carol))
+                .start_export(authed(StartExportRequest::default(), &carol))
                 .await
         ),
         Code::ResourceExhausted

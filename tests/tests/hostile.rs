@@ -706,7 +706,7 @@ async fn relays_survive_repeated_crash_restarts() -> anyhow::Result<()> {
 // under hot-store crashes at its two most delicate steps.
 
 use anyhow::Context as _;
-use strata_proto::v1::{ExportActivityRequest, ExportState, GetExportRequest};
+use strata_proto::v1::{ExportState, GetExportRequest, StartExportRequest};
 use strata_tests::api::{authed, free_port, token, ApiServer};
 use tonic::Code;
 
@@ -1105,9 +1105,11 @@ async fn export_job_files_expire() -> anyhow::Result<()> {
     let mut client = server.client().await?;
     let erin = token("erin", &["activity:export"], 600);
     let job = client
-        .start_export(authed(ExportActivityRequest::default(), &erin))
+        .start_export(authed(StartExportRequest::default(), &erin))
         .await?
-        .into_inner();
+        .into_inner()
+        .export_job
+        .context("no export_job")?;
     let export_id = Uuid::parse_str(&job.export_id)?;
     let get = || GetExportRequest {
         export_id: job.export_id.clone(),
@@ -1153,9 +1155,9 @@ async fn export_job_files_expire() -> anyhow::Result<()> {
             }
             Err(status) => anyhow::bail!("GetExport: {status}"),
             Ok(response) => {
-                let answer = response.into_inner();
-                assert_eq!(answer.state, ExportState::Done as i32, "{answer:?}");
-                assert!(!answer.download_url.is_empty(), "{answer:?}");
+                let answer = response.into_inner().export_job.unwrap_or_default();
+                assert_eq!(answer.state, ExportState::Succeeded as i32, "{answer:?}");
+                assert!(!answer.download_uri.is_empty(), "{answer:?}");
             }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

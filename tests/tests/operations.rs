@@ -311,7 +311,7 @@ async fn grpc_health_follows_the_api_database() -> anyhow::Result<()> {
     let serving = ServingStatus::Serving as i32;
     let not_serving = ServingStatus::NotServing as i32;
     assert_eq!(status("").await, Some(serving));
-    assert_eq!(status("strata.v1.History").await, Some(serving));
+    assert_eq!(status("strata.v1.HistoryService").await, Some(serving));
 
     tokio::task::block_in_place(|| cluster.stop())?;
     let down = strata_tests::wait_until(Duration::from_secs(20), || async {
@@ -319,7 +319,7 @@ async fn grpc_health_follows_the_api_database() -> anyhow::Result<()> {
     })
     .await;
     assert!(down, "health still {:?}", status("").await);
-    assert_eq!(status("strata.v1.History").await, Some(not_serving));
+    assert_eq!(status("strata.v1.HistoryService").await, Some(not_serving));
 
     tokio::task::block_in_place(|| cluster.restart())?;
     let up = strata_tests::wait_until(Duration::from_secs(30), || async {

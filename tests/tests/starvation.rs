@@ -34,7 +34,9 @@ async fn audit_count(hot: &tokio_postgres::Client) -> anyhow::Result<i64> {
 /// then his archived days) `calls` times over; returns each call's
 /// latency. Every call must succeed.
 async fn bob_pages(
-    client: &mut strata_proto::v1::history_client::HistoryClient<tonic::transport::Channel>,
+    client: &mut strata_proto::v1::history_service_client::HistoryServiceClient<
+        tonic::transport::Channel,
+    >,
     bob: &str,
     calls: usize,
 ) -> anyhow::Result<Vec<Duration>> {
@@ -54,8 +56,8 @@ async fn bob_pages(
             page_size: 20,
             order: Order::Descending as i32,
             page_token: page_token.clone(),
-            from: Some(from),
-            to: Some(to),
+            start_time: Some(from),
+            end_time: Some(to),
             ..Default::default()
         };
         let started = Instant::now();

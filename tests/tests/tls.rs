@@ -214,8 +214,8 @@ async fn whole_pipeline_runs_over_verify_full_and_bad_settings_are_named() -> an
             .list_activity(authed(
                 ListActivityRequest {
                     user_id: "user-007".into(),
-                    from: None,
-                    to: None,
+                    start_time: None,
+                    end_time: None,
                     kinds: Vec::new(),
                     order: Order::Ascending as i32,
                     page_size: 50,

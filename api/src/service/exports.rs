@@ -4,7 +4,8 @@
 //! process.
 
 use strata_proto::v1::{
-    ExportActivityRequest, ExportChunk, ExportJob, ExportState, GetExportRequest,
+    ExportActivityRequest, ExportActivityResponse, ExportJob, ExportState, GetExportRequest,
+    StartExportRequest,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -20,14 +21,44 @@ use crate::history::Query;
 use crate::jobs::{self, JobSpec, JobState};
 use crate::request;
 
+/// What the streamed and the job export share of their requests.
+struct ExportRange<'a> {
+    start_time: Option<&'a prost_types::Timestamp>,
+    end_time: Option<&'a prost_types::Timestamp>,
+    kinds: &'a [String],
+    format: i32,
+}
+
+impl<'a> From<&'a ExportActivityRequest> for ExportRange<'a> {
+    fn from(request: &'a ExportActivityRequest) -> Self {
+        Self {
+            start_time: request.start_time.as_ref(),
+            end_time: request.end_time.as_ref(),
+            kinds: &request.kinds,
+            format: request.format,
+        }
+    }
+}
+
+impl<'a> From<&'a StartExportRequest> for ExportRange<'a> {
+    fn from(request: &'a StartExportRequest) -> Self {
+        Self {
+            start_time: request.start_time.as_ref(),
+            end_time: request.end_time.as_ref(),
+            kinds: &request.kinds,
+            format: request.format,
+        }
+    }
+}
+
 impl HistoryService {
     fn export_query(
         &self,
         call: &Call,
-        request: &ExportActivityRequest,
+        request: ExportRange<'_>,
     ) -> Result<(Query, Format), ApiError> {
-        let (from_micros, to_micros) = request::range(request.from.as_ref(), request.to.as_ref())?;
-        let kinds = request::kinds(&request.kinds)?;
+        let (from_micros, to_micros) = request::range(request.start_time, request.end_time)?;
+        let kinds = request::kinds(request.kinds)?;
         let format = request::export_format(request.format)?;
         Ok((
             Query {
@@ -53,8 +84,8 @@ impl HistoryService {
         &self,
         call: &Call,
         request: &ExportActivityRequest,
-    ) -> Result<ReceiverStream<Result<ExportChunk, Status>>, ApiError> {
-        let (query, format) = self.export_query(call, request)?;
+    ) -> Result<ReceiverStream<Result<ExportActivityResponse, Status>>, ApiError> {
+        let (query, format) = self.export_query(call, request.into())?;
         let open = jobs::open_count(&self.parts.pool, &call.principal.subject)
             .await
             .map_err(|e| ApiError::internal("count export jobs", e))?;
@@ -105,9 +136,9 @@ impl HistoryService {
     pub(super) async fn start_job(
         &self,
         call: &Call,
-        request: &ExportActivityRequest,
+        request: &StartExportRequest,
     ) -> Result<ExportJob, ApiError> {
-        let (query, format) = self.export_query(call, request)?;
+        let (query, format) = self.export_query(call, request.into())?;
         let limits = &self.parts.limits;
         // Held while the job is created, so this process's streams see it;
         // once its row exists, the row counts, in every API process.
@@ -168,19 +199,19 @@ impl HistoryService {
         let state = match job.state {
             JobState::Pending => ExportState::Pending,
             JobState::Running => ExportState::Running,
-            JobState::Done => ExportState::Done,
+            JobState::Done => ExportState::Succeeded,
             JobState::Failed | JobState::Expired => ExportState::Failed,
         };
         let mut message = ExportJob {
             export_id: job.export_id.to_string(),
             state: state as i32,
-            events: job.events,
-            bytes: job.bytes,
-            download_url: String::new(),
-            download_url_expires_at: None,
+            event_count: job.events,
+            size_bytes: job.bytes,
+            download_uri: String::new(),
+            download_uri_expire_time: None,
             error: job.error.clone(),
         };
-        if state == ExportState::Done {
+        if state == ExportState::Succeeded {
             let ttl = self.parts.settings.export_url_ttl;
             let url = self
                 .parts
@@ -188,8 +219,8 @@ impl HistoryService {
                 .presign_get(&job.object_key, ttl)
                 .await
                 .map_err(|e| ApiError::internal("presign export URL", e))?;
-            message.download_url = url;
-            message.download_url_expires_at = Some(proto_instant(chrono::Utc::now() + ttl));
+            message.download_uri = url;
+            message.download_uri_expire_time = Some(proto_instant(chrono::Utc::now() + ttl));
         }
         Ok(message)
     }
@@ -197,14 +228,14 @@ impl HistoryService {
 
 /// Sends export chunks to a streaming client.
 struct ChannelSink {
-    sender: mpsc::Sender<Result<ExportChunk, Status>>,
+    sender: mpsc::Sender<Result<ExportActivityResponse, Status>>,
 }
 
 impl export::Sink for ChannelSink {
     async fn accept(&mut self, chunk: Vec<u8>, _so_far: ExportTotals) -> Result<bool, ExportError> {
         Ok(self
             .sender
-            .send(Ok(ExportChunk { data: chunk }))
+            .send(Ok(ExportActivityResponse { data: chunk }))
             .await
             .is_ok())
     }

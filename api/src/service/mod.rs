@@ -1,4 +1,4 @@
-//! The `strata.v1.History` gRPC service: the tonic trait, and around
+//! The `strata.v1.HistoryService` gRPC service: the tonic trait, and around
 //! every handler admission first and audit last.
 //!
 //! Every call goes through [`Gate::admit`] first (peer rate, bearer token,
@@ -19,10 +19,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use strata_archive::ObjectStore;
-use strata_proto::v1::history_server::History;
+use strata_proto::v1::history_service_server::HistoryService as HistoryApi;
 use strata_proto::v1::{
-    Event as ProtoEvent, ExportActivityRequest, ExportChunk, ExportJob, GetEventRequest,
-    GetExportRequest, ListActivityRequest, ListActivityResponse,
+    ExportActivityRequest, ExportActivityResponse, GetEventRequest, GetEventResponse,
+    GetExportRequest, GetExportResponse, ListActivityRequest, ListActivityResponse,
+    StartExportRequest, StartExportResponse,
 };
 use tokio::sync::Notify;
 use tokio_stream::wrappers::ReceiverStream;
@@ -179,7 +180,7 @@ async fn within<T>(
 }
 
 #[tonic::async_trait]
-impl History for HistoryService {
+impl HistoryApi for HistoryService {
     async fn list_activity(
         &self,
         request: Request<ListActivityRequest>,
@@ -198,7 +199,7 @@ impl History for HistoryService {
     async fn get_event(
         &self,
         request: Request<GetEventRequest>,
-    ) -> Result<Response<ProtoEvent>, Status> {
+    ) -> Result<Response<GetEventResponse>, Status> {
         let user = request.get_ref().user_id.clone();
         let call = self
             .gate()
@@ -206,11 +207,12 @@ impl History for HistoryService {
             .await?;
         let result = self
             .bounded(&call, self.get_event_inner(&call, request.get_ref()))
-            .await;
+            .await
+            .map(|event| GetEventResponse { event: Some(event) });
         self.finish(call, result).await
     }
 
-    type ExportActivityStream = ReceiverStream<Result<ExportChunk, Status>>;
+    type ExportActivityStream = ReceiverStream<Result<ExportActivityResponse, Status>>;
 
     async fn export_activity(
         &self,
@@ -229,8 +231,8 @@ impl History for HistoryService {
 
     async fn start_export(
         &self,
-        request: Request<ExportActivityRequest>,
-    ) -> Result<Response<ExportJob>, Status> {
+        request: Request<StartExportRequest>,
+    ) -> Result<Response<StartExportResponse>, Status> {
         let user = request.get_ref().user_id.clone();
         let call = self
             .gate()
@@ -238,14 +240,17 @@ impl History for HistoryService {
             .await?;
         let result = self
             .bounded(&call, self.start_job(&call, request.get_ref()))
-            .await;
+            .await
+            .map(|job| StartExportResponse {
+                export_job: Some(job),
+            });
         self.finish(call, result).await
     }
 
     async fn get_export(
         &self,
         request: Request<GetExportRequest>,
-    ) -> Result<Response<ExportJob>, Status> {
+    ) -> Result<Response<GetExportResponse>, Status> {
         let mut call = self
             .gate()
             .admit("GetExport", &request, "", Need::Job)
@@ -257,7 +262,10 @@ impl History for HistoryService {
             started,
             self.get_job(&mut call, request.get_ref()),
         )
-        .await;
+        .await
+        .map(|job| GetExportResponse {
+            export_job: Some(job),
+        });
         self.finish(call, result).await
     }
 }

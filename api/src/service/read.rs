@@ -25,7 +25,8 @@ impl HistoryService {
         call: &Call,
         request: ListActivityRequest,
     ) -> Result<ListActivityResponse, ApiError> {
-        let (from_micros, to_micros) = request::range(request.from.as_ref(), request.to.as_ref())?;
+        let (from_micros, to_micros) =
+            request::range(request.start_time.as_ref(), request.end_time.as_ref())?;
         let kinds = request::kinds(&request.kinds)?;
         let limit = request::page_size(request.page_size)?;
         let descending = request::descending(request.order)?;

@@ -19,7 +19,7 @@ use strata_archive::ObjectStore;
 use strata_archiver::catalog::{self, CommittedFile};
 use strata_archiver::{Archiver, ArchiverOptions, Closure};
 use strata_core::config::{ApiConfig, ArchiverConfig, DatabaseUrl, Secret};
-use strata_proto::v1::history_client::HistoryClient;
+use strata_proto::v1::history_service_client::HistoryServiceClient as HistoryClient;
 use strata_proto::v1::{ExportActivityRequest, ListActivityRequest};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -344,8 +344,8 @@ async fn one_size(
     let page = |user: &str, from: prost_types::Timestamp, to: Option<prost_types::Timestamp>| {
         ListActivityRequest {
             user_id: user.to_string(),
-            from: Some(from),
-            to,
+            start_time: Some(from),
+            end_time: to,
             page_size: 100,
             ..Default::default()
         }

@@ -10,7 +10,7 @@ use anyhow::Context;
 use chrono::{NaiveDate, Utc};
 use strata_archiver::catalog;
 use strata_core::config::ApiConfig;
-use strata_proto::v1::history_client::HistoryClient;
+use strata_proto::v1::history_service_client::HistoryServiceClient as HistoryClient;
 use strata_proto::v1::ListActivityRequest;
 use tokio_util::sync::CancellationToken;
 
@@ -169,7 +169,7 @@ pub(super) async fn show_api_history(
             .events
             .iter()
             .filter(|e| {
-                e.occurred_at
+                e.event_time
                     .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
                     .is_some_and(|t| archived_days.contains(&t.date_naive()))
             })
@@ -184,11 +184,11 @@ pub(super) async fn show_api_history(
     );
     println!("\nCall it yourself (token valid 1 h, for {user} only):");
     println!(
-        "  grpcurl -plaintext -H 'authorization: Bearer {token}' -d '{{\"page_size\": 5}}' {address} strata.v1.History/ListActivity"
+        "  grpcurl -plaintext -H 'authorization: Bearer {token}' -d '{{\"page_size\": 5}}' {address} strata.v1.HistoryService/ListActivity"
     );
     println!("  python3 -m grpc_tools.protoc -Iproto --python_out=. --grpc_python_out=. strata/v1/history.proto  # pip install grpcio-tools");
     println!(
-        "  python3 -c \"import grpc; from strata.v1 import history_pb2 as p, history_pb2_grpc as g; s = g.HistoryStub(grpc.insecure_channel('{address}')); print(s.ListActivity(p.ListActivityRequest(page_size=5), metadata=[('authorization', 'Bearer {token}')]))\""
+        "  python3 -c \"import grpc; from strata.v1 import history_pb2 as p, history_pb2_grpc as g; s = g.HistoryServiceStub(grpc.insecure_channel('{address}')); print(s.ListActivity(p.ListActivityRequest(page_size=5), metadata=[('authorization', 'Bearer {token}')]))\""
     );
     Ok(())
 }
