@@ -65,7 +65,7 @@ pub static ROWS_EXPORTED: LazyLock<IntCounter> = LazyLock::new(|| {
 pub static BYTES_UPLOADED: LazyLock<IntCounter> = LazyLock::new(|| {
     must(
         register_int_counter!(
-            "strata_archiver_bytes_uploaded_total",
+            "strata_archiver_uploaded_bytes_total",
             "Parquet bytes uploaded to the object store"
         ),
         "bytes_uploaded",

@@ -149,3 +149,83 @@ fn library_code_never_decodes_with_the_panicking_row_get() {
         offenders.join("\n")
     );
 }
+
+/// Every metric name registered in the sources (the first string literal
+/// of a `register_*!` call) with the macro used: `(name, macro)`.
+fn registered_metrics() -> Vec<(String, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut files = Vec::new();
+    for dir in LIBRARY_SOURCES.iter().chain(["cli/src"].iter()) {
+        rust_files(&root.join(dir), &mut files);
+    }
+    let mut found = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("readable source");
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("register_") {
+            rest = &rest[at..];
+            let macro_end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            let name_of_macro = rest[..macro_end].to_string();
+            rest = &rest[macro_end..];
+            if !rest.starts_with("!(") {
+                continue;
+            }
+            let Some(open) = rest.find('"') else { break };
+            let literal = &rest[open + 1..];
+            let Some(close) = literal.find('"') else {
+                break;
+            };
+            found.push((literal[..close].to_string(), name_of_macro));
+            rest = &literal[close..];
+        }
+    }
+    found
+}
+
+/// Metric names follow Prometheus's conventions: `strata_` prefix, snake
+/// case; counters end in `_total` with the unit right before it
+/// (`_bytes_total`, `_seconds_total`), other kinds never end in `_total`;
+/// a unit word (`seconds`, `bytes`) only as the last word (before
+/// `_total`); no reserved suffix (`_count`, `_sum`, `_bucket`).
+#[test]
+fn metric_names_follow_prometheus_conventions() {
+    let metrics = registered_metrics();
+    assert!(metrics.len() >= 30, "found only {metrics:?}");
+    let mut problems = Vec::new();
+    for (name, kind) in &metrics {
+        let counter = kind.contains("counter");
+        let words: Vec<&str> = name.split('_').collect();
+        if !name.starts_with("strata_")
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            problems.push(format!("{name}: not strata_ snake case"));
+        }
+        if counter != name.ends_with("_total") {
+            problems.push(format!("{name} ({kind}): _total iff a counter"));
+        }
+        let base: &[&str] = if counter {
+            &words[..words.len() - 1]
+        } else {
+            &words
+        };
+        for unit in ["seconds", "bytes"] {
+            if let Some(at) = base.iter().position(|w| *w == unit) {
+                if at + 1 != base.len() {
+                    problems.push(format!(
+                        "{name}: unit {unit} must come last (before _total)"
+                    ));
+                }
+            }
+        }
+        for reserved in ["_count", "_sum", "_bucket"] {
+            if name.ends_with(reserved) {
+                problems.push(format!("{name}: reserved suffix {reserved}"));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+}
