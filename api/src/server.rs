@@ -35,6 +35,8 @@ pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 pub const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 /// How long one health check may take before the database counts as down.
 const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+/// `application_name` of the health check's own session.
+const HEALTH_APPLICATION_NAME: &str = "strata-api-health";
 
 /// Everything `serve` needs.
 #[derive(Debug, Clone)]
@@ -235,7 +237,6 @@ pub async fn serve_with_reader(
         cancel.child_token(),
     ));
 
-    let health_pool = pool.clone();
     let service = HistoryService::new(ServiceParts {
         admission,
         pool,
@@ -265,7 +266,7 @@ pub async fn serve_with_reader(
         .set_serving::<HistoryServer<HistoryService>>()
         .await;
     let health_task = tokio::spawn(watch_database(
-        health_pool,
+        url.clone(),
         health_reporter.clone(),
         cancel.child_token(),
     ));
@@ -341,18 +342,21 @@ pub async fn serve_with_reader(
 }
 
 /// Keeps the gRPC health status (the whole server's, `""`, and the
-/// history service's) at SERVING while the API's database answers
-/// `PROBE_SQL` within [`HEALTH_CHECK_TIMEOUT`], and NOT_SERVING while it
+/// history service's) at SERVING while the API's database answers a
+/// `SELECT 1` within [`HEALTH_CHECK_TIMEOUT`], and NOT_SERVING while it
 /// does not, checking every [`HEALTH_CHECK_INTERVAL`]: a load balancer
-/// then sends calls elsewhere. Cold reads do not count (an archive outage
-/// fails only reads of archived days).
+/// then sends calls elsewhere. The check has a session of its own, not one
+/// of the pool: a pool busy with calls is not a database that is down.
+/// Cold reads do not count (an archive outage fails only reads of
+/// archived days).
 async fn watch_database(
-    pool: Pool,
+    url: DatabaseUrl,
     reporter: tonic_health::server::HealthReporter,
     cancel: CancellationToken,
 ) {
     use tonic_health::ServingStatus;
     let service = <HistoryServer<HistoryService> as tonic::server::NamedService>::NAME;
+    let mut session: Option<tokio_postgres::Client> = None;
     let mut serving = true;
     loop {
         tokio::select! {
@@ -360,15 +364,24 @@ async fn watch_database(
             _ = tokio::time::sleep(HEALTH_CHECK_INTERVAL) => {}
         }
         let check = async {
-            let client = pool.get().await.map_err(|err| err.to_string())?;
+            let client = match session.take() {
+                Some(client) if !client.is_closed() => client,
+                _ => strata_pg::connect(&url, HEALTH_APPLICATION_NAME, HEALTH_CHECK_TIMEOUT)
+                    .await
+                    .map_err(|err| err.to_string())?,
+            };
             client
-                .query_one(PROBE_SQL, &[])
+                .simple_query("SELECT 1")
                 .await
-                .map(|_| ())
-                .map_err(|err| strata_pg::describe_pg_error(&err))
+                .map_err(|err| strata_pg::describe_pg_error(&err))?;
+            Ok::<_, String>(client)
         };
         let result = match tokio::time::timeout(HEALTH_CHECK_TIMEOUT, check).await {
-            Ok(result) => result,
+            Ok(Ok(client)) => {
+                session = Some(client);
+                Ok(())
+            }
+            Ok(Err(error)) => Err(error),
             Err(_) => Err(format!("no answer within {HEALTH_CHECK_TIMEOUT:?}")),
         };
         let now_serving = result.is_ok();
