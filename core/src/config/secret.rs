@@ -153,52 +153,82 @@ pub(super) fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// [`DatabaseUrl::redacted`] for a key=value string, parsed the way
-/// tokio-postgres and libpq parse it: `key`, optional spaces, `=`,
-/// optional spaces, then a value that is either `'quoted'` (with `\'` and
-/// `\\` escapes) or runs to the next whitespace (with `\` escapes).
+/// [`DatabaseUrl::redacted`] for a key=value string: the string as it
+/// is, each secret parameter's value (see [`key_value_pairs`]) replaced by
+/// `***`.
 fn redact_key_value(dsn: &str) -> String {
-    fn skip_whitespace<'a>(rest: &'a str, out: &mut String) -> &'a str {
-        let trimmed = rest.trim_start();
-        out.push_str(&rest[..rest.len() - trimmed.len()]);
-        trimmed
-    }
     let mut out = String::with_capacity(dsn.len());
-    let mut rest = dsn;
-    loop {
-        rest = skip_whitespace(rest, &mut out);
-        if rest.is_empty() {
-            return out;
+    let mut copied = 0;
+    for pair in key_value_pairs(dsn) {
+        if let Some(at) = pair
+            .value_at
+            .filter(|_| SECRET_PARAMETERS.contains(&pair.key))
+        {
+            out.push_str(&dsn[copied..at]);
+            out.push_str("***");
+            copied = at + pair.value.len();
         }
-        let keyword_end = rest
+    }
+    out.push_str(&dsn[copied..]);
+    out
+}
+
+/// One `key = value` of a key=value string.
+pub(super) struct Pair<'a> {
+    pub(super) key: &'a str,
+    /// The value as written (quotes and escapes included).
+    pub(super) value: &'a str,
+    /// Where `value` starts in the string; `None` for a word without `=`.
+    pub(super) value_at: Option<usize>,
+    /// The whole pair as written.
+    pub(super) text: &'a str,
+}
+
+/// The pairs of a key=value string, parsed the way tokio-postgres and
+/// libpq parse it: `key`, optional spaces, `=`, optional spaces, then a
+/// value that is either `'quoted'` (with `\'` and `\\` escapes) or runs
+/// to the next whitespace (with `\` escapes). A word without `=` is a pair
+/// of its own with an empty value, so that the driver still sees (and
+/// refuses) it.
+pub(super) fn key_value_pairs(dsn: &str) -> Vec<Pair<'_>> {
+    let mut pairs = Vec::new();
+    let mut rest = dsn.trim_start();
+    while !rest.is_empty() {
+        let start = dsn.len() - rest.len();
+        let key_end = rest
             .find(|c: char| c.is_whitespace() || c == '=')
             .unwrap_or(rest.len());
-        let keyword = &rest[..keyword_end];
-        out.push_str(keyword);
-        rest = &rest[keyword_end..];
-        let before_equals = rest.trim_start();
-        if !before_equals.starts_with('=') {
-            // Not `key = value` (the driver refuses it); go on with the
-            // next word. Progress is certain: the keyword was not empty,
-            // since an empty one means `rest` starts with '='.
-            continue;
-        }
-        rest = skip_whitespace(rest, &mut out);
-        out.push('=');
-        rest = skip_whitespace(&rest[1..], &mut out);
-        let value_len = key_value_len(rest);
-        if SECRET_PARAMETERS.contains(&keyword) {
-            out.push_str("***");
-        } else {
-            out.push_str(&rest[..value_len]);
-        }
-        rest = &rest[value_len..];
+        let key = &rest[..key_end];
+        let after_key = rest[key_end..].trim_start();
+        let (value, value_at, end) = match after_key.strip_prefix('=') {
+            Some(after_equals) => {
+                let value_text = after_equals.trim_start();
+                let value_len = key_value_len(value_text);
+                let value_start = dsn.len() - value_text.len();
+                (
+                    &dsn[value_start..value_start + value_len],
+                    Some(value_start),
+                    value_start + value_len,
+                )
+            }
+            // A word alone: keep it and go on (the key is not empty, since
+            // an empty one means `rest` starts with '=').
+            None => ("", None, start + key_end),
+        };
+        pairs.push(Pair {
+            key,
+            value,
+            value_at,
+            text: &dsn[start..end],
+        });
+        rest = dsn[end..].trim_start();
     }
+    pairs
 }
 
 /// Length of the value at the start of `text`, quotes included; an
 /// unterminated quoted value runs to the end.
-pub(super) fn key_value_len(text: &str) -> usize {
+fn key_value_len(text: &str) -> usize {
     let mut chars = text.char_indices();
     if text.starts_with('\'') {
         chars.next();

@@ -3,7 +3,7 @@
 //! read one, take some out (the TLS settings, which Strata interprets
 //! itself), or add one the URL does not set (the `[postgres]` defaults).
 
-use super::secret::{key_value_len, percent_decode, url_rest_start, userinfo_end};
+use super::secret::{key_value_pairs, percent_decode, url_rest_start, userinfo_end};
 use super::DatabaseUrl;
 
 impl DatabaseUrl {
@@ -100,52 +100,6 @@ fn split_query(url: &str, rest_start: usize) -> (&str, Option<&str>) {
         }
         None => (url, None),
     }
-}
-
-/// One `key = value` of a key=value string.
-struct Pair<'a> {
-    key: &'a str,
-    /// The value as written (quotes and escapes included).
-    value: &'a str,
-    /// The whole pair as written.
-    text: &'a str,
-}
-
-/// The pairs of a key=value string, parsed like the drivers parse it (see
-/// `redact_key_value`); a word without `=` is kept as a pair of its own
-/// with an empty value, so that the driver still sees (and refuses) it.
-fn key_value_pairs(dsn: &str) -> Vec<Pair<'_>> {
-    let mut pairs = Vec::new();
-    let mut rest = dsn.trim_start();
-    while !rest.is_empty() {
-        let start = dsn.len() - rest.len();
-        let key_end = rest
-            .find(|c: char| c.is_whitespace() || c == '=')
-            .unwrap_or(rest.len());
-        let key = &rest[..key_end];
-        let after_key = rest[key_end..].trim_start();
-        let (value, end) = match after_key.strip_prefix('=') {
-            Some(after_equals) => {
-                let value_text = after_equals.trim_start();
-                let value_len = key_value_len(value_text);
-                let value_start = dsn.len() - value_text.len();
-                (
-                    &dsn[value_start..value_start + value_len],
-                    value_start + value_len,
-                )
-            }
-            // A word alone, or a stray '=' (an empty key): keep it and go on.
-            None if key.is_empty() => ("", start + 1),
-            None => ("", start + key_end),
-        };
-        pairs.push(Pair {
-            key,
-            value,
-            text: &dsn[start..end],
-        });
-        rest = dsn[end..].trim_start();
-    }
-    pairs
 }
 
 /// A key=value string's value without its quotes and escapes.
