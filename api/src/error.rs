@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
 use uuid::Uuid;
 
 use crate::admission::{Cap, InFlight, RateLimit, BUSY_WAIT};
 use crate::auth::AuthError;
-use crate::convert::retention_text;
 use crate::export::ExportError;
 use crate::jobs::JobError;
 use crate::page_token::PageTokenError;
@@ -38,14 +38,16 @@ pub enum ApiError {
     /// Nothing by that id for this caller (NOT_FOUND).
     #[error(transparent)]
     NotFound(#[from] NotFound),
-    /// An export job whose file is gone, or about to go
+    /// CancelExport of a job that already ended otherwise
     /// (FAILED_PRECONDITION).
-    #[error("export {export_id} expired after {}; start a new one", retention_text(*.retention))]
-    ExportExpired {
+    #[error(
+        "export {export_id} already ended ({state}); only pending or running jobs can be cancelled"
+    )]
+    ExportAlreadyEnded {
         /// The job.
         export_id: Uuid,
-        /// How long job files are kept.
-        retention: Duration,
+        /// How it ended (`succeeded`, `failed`, `expired`).
+        state: &'static str,
     },
     /// Over a rate (RESOURCE_EXHAUSTED with a retry hint).
     #[error("{} (retry after {} ms)", rate_message(*.limit), hint_millis(*.retry_after))]
@@ -117,7 +119,7 @@ impl ApiError {
             ApiError::Unauthenticated(_) => Code::Unauthenticated,
             ApiError::PermissionDenied(_) => Code::PermissionDenied,
             ApiError::NotFound(_) => Code::NotFound,
-            ApiError::ExportExpired { .. } => Code::FailedPrecondition,
+            ApiError::ExportAlreadyEnded { .. } => Code::FailedPrecondition,
             ApiError::RateLimited { .. } | ApiError::Busy { .. } | ApiError::ExportLimit { .. } => {
                 Code::ResourceExhausted
             }
@@ -129,6 +131,94 @@ impl ApiError {
             ) => Code::Internal,
             ApiError::Internal { .. } => Code::Internal,
         }
+    }
+
+    /// The stable `google.rpc.ErrorInfo.reason` (UPPER_SNAKE_CASE, in
+    /// [`DOMAIN`]): what a client branches on; the message may change.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ApiError::InvalidArgument(invalid) => invalid.reason(),
+            ApiError::Unauthenticated(auth) => match auth {
+                AuthError::Missing => "TOKEN_MISSING",
+                AuthError::Malformed => "TOKEN_MALFORMED",
+                AuthError::UnknownKey => "TOKEN_UNKNOWN_KEY",
+                AuthError::BadSignature => "TOKEN_BAD_SIGNATURE",
+                AuthError::Expired => "TOKEN_EXPIRED",
+                AuthError::NotYetValid => "TOKEN_NOT_YET_VALID",
+                AuthError::WrongAudience => "TOKEN_WRONG_AUDIENCE",
+                AuthError::WrongIssuer => "TOKEN_WRONG_ISSUER",
+                AuthError::MissingClaim(_) => "TOKEN_MISSING_CLAIM",
+            },
+            ApiError::PermissionDenied(PermissionDenied::ExportScope) => "SCOPE_MISSING",
+            ApiError::PermissionDenied(PermissionDenied::OtherUser) => "OTHER_USER",
+            ApiError::NotFound(NotFound::Event { .. }) => "EVENT_NOT_FOUND",
+            ApiError::NotFound(NotFound::ExportJob) => "EXPORT_NOT_FOUND",
+            ApiError::ExportAlreadyEnded { .. } => "EXPORT_ALREADY_ENDED",
+            ApiError::RateLimited { .. } => "RATE_LIMITED",
+            ApiError::Busy { .. } => "TOO_MANY_IN_FLIGHT",
+            ApiError::ExportLimit { .. } => "EXPORT_LIMIT",
+            ApiError::DeadlineExceeded { .. } => "DEADLINE_EXCEEDED",
+            ApiError::Pool(_) | ApiError::Read(ReadError::Db { .. } | ReadError::Store(_)) => {
+                "STORE_UNAVAILABLE"
+            }
+            ApiError::Read(
+                ReadError::Decode { .. } | ReadError::Archive { .. } | ReadError::Scratch(_),
+            ) => "READ_FAILED",
+            ApiError::AuditUnavailable => "AUDIT_UNAVAILABLE",
+            ApiError::Internal { .. } => "INTERNAL",
+        }
+    }
+
+    /// `ErrorInfo.metadata`: the values a client may act on, by name.
+    fn error_metadata(&self) -> Vec<(String, String)> {
+        let pairs: Vec<(&str, String)> = match self {
+            ApiError::InvalidArgument(invalid) => vec![("field", invalid.field().to_string())],
+            ApiError::Unauthenticated(AuthError::MissingClaim(claim)) => {
+                vec![("claim", claim.to_string())]
+            }
+            ApiError::PermissionDenied(PermissionDenied::ExportScope) => {
+                vec![("scope", "activity:export".to_string())]
+            }
+            ApiError::ExportAlreadyEnded { export_id, state } => vec![
+                ("export_id", export_id.to_string()),
+                ("state", state.to_string()),
+            ],
+            ApiError::RateLimited { limit, .. } => vec![(
+                "limit",
+                match limit {
+                    RateLimit::Peer => "peer",
+                    RateLimit::Principal => "principal",
+                }
+                .to_string(),
+            )],
+            ApiError::Busy { cap, what } => vec![
+                (
+                    "cap",
+                    match cap {
+                        Cap::PerPrincipal => "principal",
+                        Cap::Total => "total",
+                    }
+                    .to_string(),
+                ),
+                (
+                    "in_flight",
+                    match what {
+                        InFlight::Calls => "calls",
+                        InFlight::ArchiveReads => "archive_reads",
+                    }
+                    .to_string(),
+                ),
+            ],
+            ApiError::ExportLimit { max } => vec![("max_concurrent_exports", max.to_string())],
+            ApiError::DeadlineExceeded { deadline } => {
+                vec![("deadline_ms", deadline.as_millis().to_string())]
+            }
+            _ => Vec::new(),
+        };
+        pairs
+            .into_iter()
+            .map(|(key, value)| (key.to_string(), value))
+            .collect()
     }
 
     /// How long the client should wait before retrying, when the answer
@@ -145,13 +235,13 @@ impl ApiError {
 /// A request field that is not acceptable; the text names the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidArgument {
-    /// `from` after `to`.
-    #[error("`from` is after `to`")]
+    /// `start_time` after `end_time`.
+    #[error("start_time is after end_time")]
     RangeReversed,
     /// A timestamp outside years 0001 to 9999, or with bad nanos.
-    #[error("`{field}` is not a valid timestamp (years 0001 to 9999, nanos 0..1e9)")]
+    #[error("{field} is not a valid timestamp (years 0001 to 9999, nanos 0..1e9)")]
     Timestamp {
-        /// `from` or `to`.
+        /// `start_time` or `end_time`.
         field: &'static str,
     },
     /// More kinds than one request may filter on.
@@ -194,6 +284,57 @@ pub enum InvalidArgument {
     /// `user_id` longer than a stored user id can be.
     #[error("user_id is longer than 256 bytes")]
     UserIdTooLong,
+    /// StartExport's `request_id` is not a UUID.
+    #[error("request_id must be a UUID (or empty)")]
+    RequestId,
+    /// A `request_id` this principal already used for another export.
+    #[error("request_id {request_id} was used for a different export (other user, range, kinds or format); use a new request_id for a new export")]
+    RequestIdReused {
+        /// The id.
+        request_id: Uuid,
+    },
+}
+
+impl InvalidArgument {
+    /// The request field at fault (`BadRequest.field_violations[].field`).
+    pub fn field(&self) -> &'static str {
+        match self {
+            InvalidArgument::RangeReversed => "start_time",
+            InvalidArgument::Timestamp { field } => field,
+            InvalidArgument::TooManyKinds { .. } | InvalidArgument::Kind { .. } => "kinds",
+            InvalidArgument::NegativePageSize => "page_size",
+            InvalidArgument::UnknownOrder => "order",
+            InvalidArgument::PageTokenExpired | InvalidArgument::PageTokenInvalid(_) => {
+                "page_token"
+            }
+            InvalidArgument::EventId => "event_id",
+            InvalidArgument::ExportId => "export_id",
+            InvalidArgument::ExportFormat => "format",
+            InvalidArgument::UserIdRequired | InvalidArgument::UserIdTooLong => "user_id",
+            InvalidArgument::RequestId | InvalidArgument::RequestIdReused { .. } => "request_id",
+        }
+    }
+
+    /// The stable `ErrorInfo.reason`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            InvalidArgument::RangeReversed => "RANGE_REVERSED",
+            InvalidArgument::Timestamp { .. } => "TIMESTAMP_OUT_OF_RANGE",
+            InvalidArgument::TooManyKinds { .. } => "TOO_MANY_KINDS",
+            InvalidArgument::Kind { .. } => "INVALID_KIND",
+            InvalidArgument::NegativePageSize => "NEGATIVE_PAGE_SIZE",
+            InvalidArgument::UnknownOrder => "UNKNOWN_ORDER",
+            InvalidArgument::PageTokenExpired => "PAGE_TOKEN_EXPIRED",
+            InvalidArgument::PageTokenInvalid(_) => "PAGE_TOKEN_INVALID",
+            InvalidArgument::EventId => "INVALID_EVENT_ID",
+            InvalidArgument::ExportId => "INVALID_EXPORT_ID",
+            InvalidArgument::ExportFormat => "UNKNOWN_EXPORT_FORMAT",
+            InvalidArgument::UserIdRequired => "USER_ID_REQUIRED",
+            InvalidArgument::UserIdTooLong => "USER_ID_TOO_LONG",
+            InvalidArgument::RequestId => "INVALID_REQUEST_ID",
+            InvalidArgument::RequestIdReused { .. } => "REQUEST_ID_REUSED",
+        }
+    }
 }
 
 /// What a valid token may not do.
@@ -271,9 +412,15 @@ fn hint_millis(wait: Duration) -> u64 {
     wait.as_millis().clamp(1, 60_000) as u64
 }
 
+/// `ErrorInfo.domain` of every error this API answers with.
+pub const DOMAIN: &str = "strata.dev";
+
 /// The gRPC status answering `err`, for the call `request_id`. A cause is
 /// logged (and counted) here, once; the client reads only the variant's
-/// text. A retry hint travels as `retry-after` (seconds) and
+/// text. Every status carries AIP-193 details in `grpc-status-details-bin`:
+/// `ErrorInfo` (a stable reason, [`DOMAIN`], metadata), `RequestInfo` (the
+/// request id), `BadRequest` for INVALID_ARGUMENT and `RetryInfo` with a
+/// retry hint; the hint also travels as `retry-after` (seconds) and
 /// `grpc-retry-pushback-ms`, which gRPC clients with a retry policy obey.
 pub fn status(err: ApiError, request_id: &str) -> Status {
     match &err {
@@ -292,12 +439,27 @@ pub fn status(err: ApiError, request_id: &str) -> Status {
         _ => {}
     }
     let code = err.code();
-    let retry_after = err.retry_after();
     let message = err.to_string();
-    match retry_after {
-        Some(wait) => Status::with_metadata(code, message, retry_metadata(wait)),
-        None => Status::new(code, message),
+    let mut details = ErrorDetails::new();
+    details.set_error_info(
+        err.reason(),
+        DOMAIN,
+        err.error_metadata()
+            .into_iter()
+            .collect::<std::collections::HashMap<_, _>>(),
+    );
+    details.set_request_info(request_id, "");
+    if let ApiError::InvalidArgument(invalid) = &err {
+        details.add_bad_request_violation(invalid.field(), invalid.to_string());
     }
+    let metadata = match err.retry_after() {
+        Some(wait) => {
+            details.set_retry_info(Some(Duration::from_millis(hint_millis(wait))));
+            retry_metadata(wait)
+        }
+        None => MetadataMap::new(),
+    };
+    Status::with_error_details_and_metadata(code, message, details, metadata)
 }
 
 fn retry_metadata(wait: Duration) -> MetadataMap {
@@ -409,9 +571,9 @@ mod tests {
     fn texts_and_codes_are_the_table() {
         let cases: Vec<(ApiError, Code, &str)> = vec![
             (
-                InvalidArgument::Timestamp { field: "from" }.into(),
+                InvalidArgument::Timestamp { field: "start_time" }.into(),
                 Code::InvalidArgument,
-                "`from` is not a valid timestamp (years 0001 to 9999, nanos 0..1e9)",
+                "start_time is not a valid timestamp (years 0001 to 9999, nanos 0..1e9)",
             ),
             (
                 InvalidArgument::Kind { kind: "a b".into() }.into(),
@@ -439,12 +601,12 @@ mod tests {
                 "no such event in this user's history (archived days are searched at most 7 days back from a UUIDv7 id's time, or the 7 most recent for other ids; use ListActivity with a range for older events)",
             ),
             (
-                ApiError::ExportExpired {
+                ApiError::ExportAlreadyEnded {
                     export_id: Uuid::nil(),
-                    retention: Duration::from_secs(24 * 3600),
+                    state: "succeeded",
                 },
                 Code::FailedPrecondition,
-                "export 00000000-0000-0000-0000-000000000000 expired after 24h; start a new one",
+                "export 00000000-0000-0000-0000-000000000000 already ended (succeeded); only pending or running jobs can be cancelled",
             ),
             (
                 ApiError::DeadlineExceeded {
@@ -495,5 +657,131 @@ mod tests {
             status.metadata().get("x-request-id").map(|v| v.as_bytes()),
             Some(&b"r-1"[..])
         );
+    }
+
+    /// One error of every reason.
+    fn one_of_each() -> Vec<ApiError> {
+        let auth = [
+            AuthError::Missing,
+            AuthError::Malformed,
+            AuthError::UnknownKey,
+            AuthError::BadSignature,
+            AuthError::Expired,
+            AuthError::NotYetValid,
+            AuthError::WrongAudience,
+            AuthError::WrongIssuer,
+            AuthError::MissingClaim("sub"),
+        ];
+        let invalid = [
+            InvalidArgument::RangeReversed,
+            InvalidArgument::Timestamp { field: "end_time" },
+            InvalidArgument::TooManyKinds { max: 32 },
+            InvalidArgument::Kind { kind: "a b".into() },
+            InvalidArgument::NegativePageSize,
+            InvalidArgument::UnknownOrder,
+            InvalidArgument::PageTokenExpired,
+            InvalidArgument::PageTokenInvalid(PageTokenError::BadSignature),
+            InvalidArgument::EventId,
+            InvalidArgument::ExportId,
+            InvalidArgument::ExportFormat,
+            InvalidArgument::UserIdRequired,
+            InvalidArgument::UserIdTooLong,
+            InvalidArgument::RequestId,
+            InvalidArgument::RequestIdReused {
+                request_id: Uuid::nil(),
+            },
+        ];
+        let mut all: Vec<ApiError> = auth.into_iter().map(ApiError::from).collect();
+        all.extend(invalid.into_iter().map(ApiError::from));
+        all.extend([
+            PermissionDenied::ExportScope.into(),
+            PermissionDenied::OtherUser.into(),
+            NotFound::Event { max_days: 7 }.into(),
+            NotFound::ExportJob.into(),
+            ApiError::ExportAlreadyEnded {
+                export_id: Uuid::nil(),
+                state: "failed",
+            },
+            ApiError::RateLimited {
+                limit: RateLimit::Peer,
+                retry_after: Duration::from_millis(250),
+            },
+            ApiError::Busy {
+                cap: Cap::Total,
+                what: InFlight::Calls,
+            },
+            ApiError::ExportLimit { max: 2 },
+            ApiError::DeadlineExceeded {
+                deadline: Duration::from_secs(1),
+            },
+            PoolError::Busy(4).into(),
+            ReadError::Archive {
+                key: "k".into(),
+                error: parquet::errors::ParquetError::General("x".into()).into(),
+            }
+            .into(),
+            ApiError::AuditUnavailable,
+            ApiError::internal("list export jobs", JobError::UnknownState("x".into())),
+        ]);
+        all
+    }
+
+    #[test]
+    fn every_status_carries_its_reason_and_details() {
+        use tonic_types::StatusExt;
+        for err in one_of_each() {
+            let reason = err.reason();
+            let retry = err.retry_after();
+            let field = match &err {
+                ApiError::InvalidArgument(invalid) => Some(invalid.field()),
+                _ => None,
+            };
+            let status = status(err, "r-9");
+            let info = status.get_details_error_info().expect("ErrorInfo");
+            assert_eq!(
+                (info.reason.as_str(), info.domain.as_str()),
+                (reason, DOMAIN)
+            );
+            assert_eq!(
+                status.get_details_request_info().map(|r| r.request_id),
+                Some("r-9".to_string())
+            );
+            let violations = status
+                .get_details_bad_request()
+                .map(|b| b.field_violations)
+                .unwrap_or_default();
+            assert_eq!(
+                violations.first().map(|v| v.field.as_str()),
+                field,
+                "{reason}"
+            );
+            assert_eq!(info.metadata.get("field").map(String::as_str), field);
+            let delay = status.get_details_retry_info().and_then(|r| r.retry_delay);
+            assert_eq!(delay.is_some(), retry.is_some(), "{reason}");
+        }
+    }
+
+    #[test]
+    fn reasons_are_distinct_stable_names_listed_in_the_readme() {
+        let readme = include_str!("../../README.md");
+        let reasons: Vec<&str> = one_of_each().iter().map(ApiError::reason).collect();
+        let mut distinct = reasons.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        // Unreachable stores and failed reads share STORE_UNAVAILABLE only
+        // through ReadError::Db/Store, which one_of_each leaves out.
+        assert_eq!(distinct.len(), reasons.len(), "{reasons:?}");
+        for reason in reasons {
+            assert!(
+                reason
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'),
+                "{reason}"
+            );
+            assert!(
+                readme.contains(&format!("`{reason}`")),
+                "README's error table lacks {reason}"
+            );
+        }
     }
 }

@@ -130,6 +130,9 @@ impl PageTokenKeys {
 /// and the page size, which a client may change between pages).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Binding<'a> {
+    /// The method the token pages (`ListActivity`, `ListExports`): a
+    /// token of one is never valid for the other.
+    pub method: &'a str,
     /// Whose history.
     pub user_id: &'a str,
     /// Kinds filter, in any order (empty = all kinds).
@@ -150,7 +153,9 @@ impl Binding<'_> {
         kinds.sort_unstable();
         kinds.dedup();
         let mut hasher = Sha256::new();
-        hasher.update(b"strata.v1.ListActivity\0");
+        hasher.update(b"strata.v1.");
+        hasher.update(self.method.as_bytes());
+        hasher.update(b"\0");
         hasher.update((self.user_id.len() as u64).to_be_bytes());
         hasher.update(self.user_id.as_bytes());
         hasher.update((kinds.len() as u64).to_be_bytes());
@@ -279,6 +284,7 @@ mod tests {
         let keys = keys(&["k1"]);
         let kinds = vec!["login".to_string(), "deposit".to_string()];
         let binding = Binding {
+            method: "ListActivity",
             user_id: "user-1",
             kinds: &kinds,
             from_micros: 0,
@@ -290,6 +296,7 @@ mod tests {
         assert_eq!(keys.verify(&token, &binding, NOW), Ok(cursor()));
         let reordered = vec!["deposit".to_string(), "login".to_string()];
         let same = Binding {
+            method: "ListActivity",
             kinds: &reordered,
             ..binding.clone()
         };
@@ -302,6 +309,7 @@ mod tests {
         let none: Vec<String> = Vec::new();
         let login = vec!["login".to_string()];
         let binding = Binding {
+            method: "ListActivity",
             user_id: "user-1",
             kinds: &none,
             from_micros: 10,
@@ -311,23 +319,32 @@ mod tests {
         let token = keys.issue(&cursor(), &binding, NOW + 60);
         let others = [
             Binding {
+                method: "ListActivity",
                 user_id: "user-2",
                 ..binding.clone()
             },
             Binding {
+                method: "ListActivity",
                 kinds: &login,
                 ..binding.clone()
             },
             Binding {
+                method: "ListActivity",
                 from_micros: 11,
                 ..binding.clone()
             },
             Binding {
+                method: "ListActivity",
                 to_micros: 21,
                 ..binding.clone()
             },
             Binding {
+                method: "ListActivity",
                 descending: true,
+                ..binding.clone()
+            },
+            Binding {
+                method: "ListExports",
                 ..binding.clone()
             },
         ];
@@ -344,6 +361,7 @@ mod tests {
     fn expiry_and_rotation() {
         let none: Vec<String> = Vec::new();
         let binding = Binding {
+            method: "ListActivity",
             user_id: "u",
             kinds: &none,
             from_micros: 0,
@@ -400,6 +418,7 @@ mod tests {
         let keys = keys(&["k1"]);
         let none: Vec<String> = Vec::new();
         let binding = Binding {
+            method: "ListActivity",
             user_id: "user-1",
             kinds: &none,
             from_micros: 0,

@@ -34,11 +34,11 @@ pub fn range(
     to: Option<&Timestamp>,
 ) -> Result<(i64, i64), InvalidArgument> {
     let from = match from {
-        Some(t) => micros(t, "from")?,
+        Some(t) => micros(t, "start_time")?,
         None => MIN_SECONDS * 1_000_000,
     };
     let to = match to {
-        Some(t) => micros(t, "to")?,
+        Some(t) => micros(t, "end_time")?,
         None => (MAX_SECONDS + 1) * 1_000_000,
     };
     if from > to {
@@ -107,6 +107,31 @@ pub fn event_id(text: &str) -> Result<Uuid, InvalidArgument> {
 /// GetExport's `export_id`.
 pub fn export_id(text: &str) -> Result<Uuid, InvalidArgument> {
     Uuid::parse_str(text).map_err(|_| InvalidArgument::ExportId)
+}
+
+/// StartExport's `request_id`: empty (none) or a UUID.
+pub fn export_request_id(text: &str) -> Result<Option<Uuid>, InvalidArgument> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    Uuid::parse_str(text)
+        .map(Some)
+        .map_err(|_| InvalidArgument::RequestId)
+}
+
+/// Export jobs per ListExports page when the request says 0.
+pub const DEFAULT_JOBS_PAGE_SIZE: usize = 50;
+/// Larger ListExports page sizes are coerced to this.
+pub const MAX_JOBS_PAGE_SIZE: usize = 500;
+
+/// ListExports' page size: 0 is the default, larger than the most is the
+/// most.
+pub fn jobs_page_size(requested: i32) -> Result<usize, InvalidArgument> {
+    match requested {
+        n if n < 0 => Err(InvalidArgument::NegativePageSize),
+        0 => Ok(DEFAULT_JOBS_PAGE_SIZE),
+        n => Ok((n as usize).min(MAX_JOBS_PAGE_SIZE)),
+    }
 }
 
 /// A page token that did not verify: expired, or not for this request.
@@ -222,7 +247,7 @@ mod tests {
         };
         assert_eq!(
             range(None, Some(&bad)),
-            Err(InvalidArgument::Timestamp { field: "to" })
+            Err(InvalidArgument::Timestamp { field: "end_time" })
         );
     }
 
@@ -238,6 +263,20 @@ mod tests {
         assert_eq!(page_size(0), Ok(DEFAULT_PAGE_SIZE));
         assert_eq!(page_size(5_000), Ok(MAX_PAGE_SIZE));
         assert_eq!(page_size(-1), Err(InvalidArgument::NegativePageSize));
+        assert_eq!(jobs_page_size(0), Ok(DEFAULT_JOBS_PAGE_SIZE));
+        assert_eq!(jobs_page_size(5_000), Ok(MAX_JOBS_PAGE_SIZE));
+        assert_eq!(jobs_page_size(-1), Err(InvalidArgument::NegativePageSize));
+    }
+
+    #[test]
+    fn request_ids_are_empty_or_uuids() {
+        assert_eq!(export_request_id(""), Ok(None));
+        let id = Uuid::now_v7();
+        assert_eq!(export_request_id(&id.to_string()), Ok(Some(id)));
+        assert_eq!(
+            export_request_id("retry-1"),
+            Err(InvalidArgument::RequestId)
+        );
     }
 
     #[test]

@@ -56,6 +56,21 @@ pub fn hit(name: &str) {
     }
 }
 
+/// The pause of failpoint `name` when it is armed with `sleep:`, for async
+/// code to await instead of stalling its runtime thread ([`hit`] sleeps the
+/// thread, which in a tokio worker can also hold up tasks queued on it).
+pub fn pause(name: &str) -> Option<Duration> {
+    configured()
+        .iter()
+        .find_map(|(point, action)| match *action {
+            Action::Sleep(pause) if point == name => {
+                eprintln!("strata: failpoint {name} fired, pausing {pause:?}");
+                Some(pause)
+            }
+            _ => None,
+        })
+}
+
 /// True when failpoint `name` is armed with a probability and fires; for
 /// points that inject a fault (a corrupted upload) instead of a crash.
 pub fn fires(name: &str) -> bool {

@@ -92,6 +92,11 @@ pub const STORE: MigrationSet = MigrationSet {
             name: "0006_audit_peers.sql",
             sql: include_str!("../store/0006_audit_peers.sql"),
         },
+        Migration {
+            version: 7,
+            name: "0007_export_requests.sql",
+            sql: include_str!("../store/0007_export_requests.sql"),
+        },
     ],
 };
 

@@ -38,7 +38,9 @@ mod tests {
                 "GetEvent",
                 "ExportActivity",
                 "StartExport",
-                "GetExport"
+                "GetExport",
+                "ListExports",
+                "CancelExport"
             ]
         );
     }

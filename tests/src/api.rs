@@ -42,6 +42,17 @@ impl ApiServer {
         name: &str,
         extra: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
+        Self::start_with_failpoints(env, target, name, extra, None).await
+    }
+
+    /// [`ApiServer::start`] with `STRATA_FAILPOINTS` set to `failpoints`.
+    pub async fn start_with_failpoints(
+        env: &TestEnv,
+        target: &S3Target,
+        name: &str,
+        extra: &[(&str, &str)],
+        failpoints: Option<&str>,
+    ) -> anyhow::Result<Self> {
         let port = free_port()?;
         let listen = format!("\"127.0.0.1:{port}\"");
         let page_keys = format!("[\"{PAGE_KEY}\"]");
@@ -71,7 +82,7 @@ impl ApiServer {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        let mut process = StrataProcess::spawn_command(env, &["api"], name, &borrowed, None)?;
+        let mut process = StrataProcess::spawn_command(env, &["api"], name, &borrowed, failpoints)?;
         let endpoint = format!("http://127.0.0.1:{port}");
         let up = wait_until(Duration::from_secs(30), || async {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()

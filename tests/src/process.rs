@@ -121,6 +121,8 @@ impl StrataProcess {
     /// `settings` (`hot_store.url=...`), which override [`fast_settings`].
     /// The harness's own URL variables (and their `_FILE` forms) are
     /// removed from the inherited environment first.
+    /// A variable given with an empty value is removed from the
+    /// inherited environment instead (`("AWS_ACCESS_KEY_ID", "")`).
     pub fn spawn_with_env(
         args: &[&str],
         name: &str,
@@ -151,7 +153,11 @@ impl StrataProcess {
             .stdout(log)
             .stderr(log_err);
         for (k, v) in env_vars {
-            command.env(k, v);
+            if v.is_empty() {
+                command.env_remove(k);
+            } else {
+                command.env(k, v);
+            }
         }
         for (k, v) in &merged {
             command.arg("--set").arg(format!("{k}={v}"));

@@ -17,8 +17,9 @@ use strata_archive::ArchivedRow;
 use strata_producer::NewEvent;
 use strata_proto::v1::history_service_client::HistoryServiceClient as HistoryClient;
 use strata_proto::v1::{
-    Event as ProtoEvent, ExportActivityRequest, ExportFormat, ExportState, GetEventRequest,
-    GetExportRequest, ListActivityRequest, Order, StartExportRequest,
+    CancelExportRequest, Event as ProtoEvent, ExportActivityRequest, ExportFormat, ExportState,
+    GetEventRequest, GetExportRequest, ListActivityRequest, ListExportsRequest, Order,
+    StartExportRequest,
 };
 use strata_tests::api::{authed, python_client, python_stubs, token, token_with, ApiServer};
 use strata_tests::archive::{boto3, run_archive, S3Target};
@@ -137,6 +138,27 @@ fn job_request(request: ExportActivityRequest) -> StartExportRequest {
         end_time: request.end_time,
         kinds: request.kinds,
         format: request.format,
+        ..Default::default()
+    }
+}
+
+/// The AIP-193 `ErrorInfo` of a status (reason, domain, metadata), read as
+/// any gRPC client reads it, from `grpc-status-details-bin`.
+fn error_info(
+    status: &tonic::Status,
+) -> (String, String, std::collections::HashMap<String, String>) {
+    use tonic_types::StatusExt;
+    let info = status
+        .get_details_error_info()
+        .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
+    (info.reason, info.domain, info.metadata)
+}
+
+/// The `ErrorInfo.reason` of a failed call.
+fn reason<T: std::fmt::Debug>(result: Result<T, tonic::Status>) -> String {
+    match result {
+        Ok(value) => panic!("expected an error, got {value:?}"),
+        Err(status) => error_info(&status).0,
     }
 }
 
@@ -588,6 +610,7 @@ async fn security_authentication_authorisation_tokens_and_injection() -> anyhow:
         .expect("id=secret");
     let keys = PageTokenKeys::new(vec![PageTokenKey::new(id, secret.as_bytes().to_vec())])?;
     let binding = Binding {
+        method: "ListActivity",
         user_id: "alice",
         kinds: &[],
         from_micros: -62_135_596_800 * 1_000_000,
@@ -615,18 +638,25 @@ async fn security_authentication_authorisation_tokens_and_injection() -> anyhow:
         .expect_err("expired");
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().contains("expired"), "{status:?}");
+    assert_eq!(error_info(&status).0, "PAGE_TOKEN_EXPIRED");
+    {
+        use tonic_types::StatusExt;
+        let bad_request = status.get_details_bad_request().expect("BadRequest");
+        assert_eq!(bad_request.field_violations.len(), 1, "{bad_request:?}");
+        assert_eq!(bad_request.field_violations[0].field, "page_token");
+    }
     let foreign = PageTokenKeys::new(vec![PageTokenKey::new("k9", vec![7u8; 32])])?.issue(
         &cursor,
         &binding,
         Utc::now().timestamp() + 60,
     );
     assert_eq!(
-        code(
+        reason(
             client
                 .list_activity(authed(list("", 50, Order::Ascending, &foreign), &alice))
                 .await
         ),
-        Code::InvalidArgument
+        "PAGE_TOKEN_INVALID"
     );
 
     // Bad requests: precise codes, nothing changes.
@@ -1144,6 +1174,21 @@ async fn limits_per_principal_and_page_key_rotation() -> anyhow::Result<()> {
         .await
         .expect_err("sixth call");
     assert_eq!(limited.code(), Code::ResourceExhausted);
+    let (why, domain, metadata) = error_info(&limited);
+    assert_eq!(
+        (why.as_str(), domain.as_str()),
+        ("RATE_LIMITED", "strata.dev")
+    );
+    assert_eq!(metadata.get("limit").map(String::as_str), Some("principal"));
+    {
+        use tonic_types::StatusExt;
+        let retry = limited.get_details_retry_info().expect("RetryInfo");
+        let delay = retry.retry_delay.expect("a retry delay");
+        assert!(
+            delay > Duration::ZERO && delay <= Duration::from_secs(60),
+            "{delay:?}"
+        );
+    }
     client
         .list_activity(authed(list("", 1, Order::Ascending, ""), &erin))
         .await?;
@@ -1233,10 +1278,11 @@ async fn limits_per_principal_and_page_key_rotation() -> anyhow::Result<()> {
                 to: Utc::now(),
                 kinds: Vec::new(),
                 format: Format::JsonLines,
+                request_id: None,
             };
-            strata_api::jobs::create(&pool, &spec, "exports", 2)
+            strata_api::jobs::create(&pool, &spec, "exports", || 2)
                 .await
-                .map(|job| job.is_some())
+                .map(|created| matches!(created, strata_api::jobs::Created::New(_)))
                 .map_err(|e| anyhow::anyhow!("create: {e}"))
         });
     }
@@ -1361,5 +1407,403 @@ async fn tls_listener_serves_grpc_over_tls() -> anyhow::Result<()> {
     // Plaintext against the TLS listener fails.
     let plaintext = python_client(&stubs, "history_client.py", &["health", &address]).await;
     assert!(plaintext.is_err(), "plaintext must not work: {plaintext:?}");
+    Ok(())
+}
+
+/// Every export job of `token`'s listing, page by page (`page_size` 1
+/// forces a token per job), newest first.
+async fn list_all_jobs(
+    client: &mut HistoryClient<Channel>,
+    token: &str,
+    user_id: &str,
+) -> anyhow::Result<Vec<strata_proto::v1::ExportJob>> {
+    let mut request = ListExportsRequest {
+        user_id: user_id.into(),
+        page_size: 1,
+        page_token: String::new(),
+    };
+    let mut jobs = Vec::new();
+    for _ in 0..1_000 {
+        let page = client
+            .list_exports(authed(request.clone(), token))
+            .await?
+            .into_inner();
+        assert!(page.export_jobs.len() <= 1);
+        jobs.extend(page.export_jobs);
+        if page.next_page_token.is_empty() {
+            return Ok(jobs);
+        }
+        request.page_token = page.next_page_token;
+    }
+    anyhow::bail!("ListExports did not end")
+}
+
+/// Test 9: the export jobs' contract. StartExport is idempotent by
+/// `request_id` (also under concurrent retries, and a reused id with other
+/// fields is refused); ListExports pages newest first and shows each
+/// principal its own jobs (support agents a user's); CancelExport stops an
+/// open job, is idempotent, and refuses a finished one; every error carries
+/// AIP-193 details that Rust and Python clients decode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_jobs_are_idempotent_listed_and_cancelled() -> anyhow::Result<()> {
+    use tonic_types::StatusExt;
+
+    let env = TestEnv::new("api_jobs").await?;
+    let target = S3Target::new("api-jobs").await?;
+    store_with_history(&env, &target, &[past_day(3)]).await?;
+    let mut server = ApiServer::start(&env, &target, "api-jobs", &[]).await?;
+    let mut client = server.client().await?;
+    let hot = env.hot().await?;
+    let alice = token("alice", &[EXPORT], 600);
+    let bob = token("bob", &[EXPORT], 600);
+    let agent = token("agent-7", &[READ_ANY, EXPORT], 600);
+
+    // Idempotent: the same request_id twice is one job.
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let start = |format: ExportFormat, request_id: &str| StartExportRequest {
+        format: format as i32,
+        request_id: request_id.into(),
+        kinds: vec!["login".into(), "deposit".into()],
+        ..Default::default()
+    };
+    let first = client
+        .start_export(authed(start(ExportFormat::Csv, &request_id), &alice))
+        .await?
+        .into_inner()
+        .export_job
+        .context("no export_job")?;
+    let again = client
+        .start_export(authed(start(ExportFormat::Csv, &request_id), &alice))
+        .await?
+        .into_inner()
+        .export_job
+        .context("no export_job")?;
+    assert_eq!(first.export_id, again.export_id);
+    assert_eq!(again.request_id, request_id);
+    assert_eq!(again.user_id, "alice");
+    assert_eq!(again.kinds, ["deposit", "login"], "sorted");
+    assert_eq!(again.format, ExportFormat::Csv as i32);
+    assert!(again.create_time.is_some() && again.start_time.is_some());
+    // The same id for another export: refused, with the field named.
+    let reused = client
+        .start_export(authed(start(ExportFormat::Jsonl, &request_id), &alice))
+        .await
+        .expect_err("a reused request_id");
+    assert_eq!(reused.code(), Code::InvalidArgument);
+    assert_eq!(error_info(&reused).0, "REQUEST_ID_REUSED");
+    let violations = reused
+        .get_details_bad_request()
+        .expect("BadRequest")
+        .field_violations;
+    assert_eq!(violations[0].field, "request_id");
+    // Another principal's request id space is its own.
+    let bobs = client
+        .start_export(authed(start(ExportFormat::Csv, &request_id), &bob))
+        .await?
+        .into_inner()
+        .export_job
+        .context("no export_job")?;
+    assert_ne!(bobs.export_id, first.export_id);
+    assert_eq!(
+        reason(
+            client
+                .start_export(authed(start(ExportFormat::Csv, "retry-1"), &alice))
+                .await
+        ),
+        "INVALID_REQUEST_ID"
+    );
+    // Concurrent retries of one new request: one job.
+    let racing = uuid::Uuid::new_v4().to_string();
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let mut client = client.clone();
+        let request = authed(start(ExportFormat::Jsonl, &racing), &alice);
+        calls.spawn(async move { client.start_export(request).await });
+    }
+    let mut ids = HashSet::new();
+    while let Some(answer) = calls.join_next().await {
+        let job = answer??.into_inner().export_job.context("no export_job")?;
+        ids.insert(job.export_id);
+    }
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let racing_uuid = uuid::Uuid::parse_str(&racing)?;
+    let rows: i64 = hot
+        .query_one(
+            "SELECT count(*) FROM strata.export_jobs WHERE request_id = $1",
+            &[&racing_uuid],
+        )
+        .await?
+        .try_get(0)?;
+    assert_eq!(rows, 1);
+    let done = wait_job(&mut client, &alice, &first.export_id).await?;
+    assert_eq!(done.state, ExportState::Succeeded as i32, "{done:?}");
+    assert!(done.finish_time.is_some() && done.expire_time.is_some());
+
+    // A job another API process runs (its lease held): cancelled at once.
+    let running = uuid::Uuid::now_v7();
+    hot.execute(
+        "INSERT INTO strata.export_jobs (export_id, principal, user_id, range_from, range_to,
+                kinds, format, state, object_key, lease_until)
+         VALUES ($1, 'alice', 'alice', '2020-01-01', '2021-01-01', '{}', 'csv', 'running',
+                 'exports/elsewhere.csv', now() + interval '1 hour')",
+        &[&running],
+    )
+    .await?;
+    let cancel = |id: &str| CancelExportRequest {
+        export_id: id.to_string(),
+    };
+    let cancelled = client
+        .cancel_export(authed(cancel(&running.to_string()), &alice))
+        .await?
+        .into_inner()
+        .export_job
+        .context("no export_job")?;
+    assert_eq!(cancelled.state, ExportState::Cancelled as i32);
+    assert!(cancelled.finish_time.is_some());
+    let state: String = hot
+        .query_one(
+            "SELECT state FROM strata.export_jobs WHERE export_id = $1",
+            &[&running],
+        )
+        .await?
+        .try_get(0)?;
+    assert_eq!(state, "cancelled");
+    // Again: the same answer. A finished job: FAILED_PRECONDITION.
+    let twice = client
+        .cancel_export(authed(cancel(&running.to_string()), &alice))
+        .await?
+        .into_inner()
+        .export_job
+        .context("no export_job")?;
+    assert_eq!(twice.state, ExportState::Cancelled as i32);
+    let ended = client
+        .cancel_export(authed(cancel(&first.export_id), &alice))
+        .await
+        .expect_err("a finished job");
+    assert_eq!(ended.code(), Code::FailedPrecondition);
+    let (why, _, metadata) = error_info(&ended);
+    assert_eq!(why, "EXPORT_ALREADY_ENDED");
+    assert_eq!(metadata.get("state").map(String::as_str), Some("succeeded"));
+    // Bob cannot cancel (or see) alice's job: the answer of a missing one.
+    assert_eq!(
+        reason(
+            client
+                .cancel_export(authed(cancel(&running.to_string()), &bob))
+                .await
+        ),
+        "EXPORT_NOT_FOUND"
+    );
+
+    // ListExports: newest first, a token per page, as the table holds it.
+    let listed = list_all_jobs(&mut client, &alice, "").await?;
+    let expected: Vec<String> = hot
+        .query(
+            "SELECT export_id FROM strata.export_jobs WHERE principal = 'alice'
+              ORDER BY created_at DESC, export_id DESC",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get::<_, uuid::Uuid>(0).to_string())
+        .collect();
+    assert_eq!(expected.len(), 3, "first, racing, running");
+    let listed_ids: Vec<String> = listed.iter().map(|j| j.export_id.clone()).collect();
+    assert_eq!(listed_ids, expected);
+    assert!(listed.iter().all(|j| j.download_uri.is_empty()));
+    let bobs_list = list_all_jobs(&mut client, &bob, "").await?;
+    assert_eq!(bobs_list.len(), 1);
+    assert_eq!(bobs_list[0].export_id, bobs.export_id);
+    // An agent naming alice sees every principal's jobs of alice's history.
+    let as_agent = list_all_jobs(&mut client, &agent, "alice").await?;
+    let agent_ids: Vec<String> = as_agent.iter().map(|j| j.export_id.clone()).collect();
+    assert_eq!(agent_ids, expected);
+    assert_eq!(list_all_jobs(&mut client, &agent, "").await?.len(), 0);
+    assert_eq!(
+        reason(
+            client
+                .list_exports(authed(
+                    ListExportsRequest {
+                        user_id: "alice".into(),
+                        ..Default::default()
+                    },
+                    &bob
+                ))
+                .await
+        ),
+        "OTHER_USER"
+    );
+    // A ListActivity token is no ListExports token.
+    let page = client
+        .list_activity(authed(list("", 1, Order::Ascending, ""), &alice))
+        .await?
+        .into_inner();
+    assert!(!page.next_page_token.is_empty());
+    let foreign = client
+        .list_exports(authed(
+            ListExportsRequest {
+                page_token: page.next_page_token,
+                ..Default::default()
+            },
+            &alice,
+        ))
+        .await
+        .expect_err("a ListActivity token");
+    assert_eq!(error_info(&foreign).0, "PAGE_TOKEN_INVALID");
+
+    // Details every error carries: RequestInfo with the call's id.
+    let mut reversed = authed(
+        ListActivityRequest {
+            start_time: Some(prost_types::Timestamp {
+                seconds: 2_000,
+                nanos: 0,
+            }),
+            end_time: Some(prost_types::Timestamp {
+                seconds: 1_000,
+                nanos: 0,
+            }),
+            ..list("", 5, Order::Ascending, "")
+        },
+        &alice,
+    );
+    reversed
+        .metadata_mut()
+        .insert("x-request-id", "req-reversed-1".parse()?);
+    let status = client.list_activity(reversed).await.expect_err("reversed");
+    let (why, domain, metadata) = error_info(&status);
+    assert_eq!(
+        (why.as_str(), domain.as_str()),
+        ("RANGE_REVERSED", "strata.dev")
+    );
+    assert_eq!(
+        metadata.get("field").map(String::as_str),
+        Some("start_time")
+    );
+    assert_eq!(
+        status
+            .get_details_request_info()
+            .map(|info| info.request_id),
+        Some("req-reversed-1".to_string())
+    );
+    let missing = client
+        .list_activity(tonic::Request::new(list("", 5, Order::Ascending, "")))
+        .await;
+    assert_eq!(reason(missing), "TOKEN_MISSING");
+
+    // The same details, decoded by Python grpcio (grpcio-status).
+    let stubs = python_stubs().await?;
+    let address = format!("127.0.0.1:{}", server.port);
+    let stubs = &stubs;
+    let run = |args: Vec<String>| async move {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let output = python_client(stubs, "export_client.py", &args).await?;
+        output
+            .lines()
+            .map(|line| serde_json::from_str::<serde_json::Value>(line).map_err(Into::into))
+            .collect::<anyhow::Result<Vec<_>>>()
+    };
+    let python_request = uuid::Uuid::new_v4().to_string();
+    let idempotent = run(vec![
+        "idempotent".into(),
+        address.clone(),
+        alice.clone(),
+        "alice".into(),
+        python_request.clone(),
+    ])
+    .await?;
+    assert_eq!(
+        idempotent[0]["first"], idempotent[0]["second"],
+        "{idempotent:?}"
+    );
+    assert_eq!(idempotent[0]["request_id"], python_request.as_str());
+    assert_eq!(idempotent[1]["code"], "INVALID_ARGUMENT", "{idempotent:?}");
+    assert_eq!(idempotent[1]["reason"], "REQUEST_ID_REUSED");
+    assert_eq!(idempotent[1]["domain"], "strata.dev");
+    assert_eq!(idempotent[1]["field_violations"][0][0], "request_id");
+    let listed = run(vec![
+        "list".into(),
+        address.clone(),
+        alice.clone(),
+        String::new(),
+        "2".into(),
+    ])
+    .await?;
+    assert_eq!(listed.len(), 4 + 1, "{listed:?}");
+    assert_eq!(listed[4]["pages"], 2);
+    let tampered = run(vec![
+        "error".into(),
+        address.clone(),
+        alice.clone(),
+        "ListExports".into(),
+        json!({"page_token": "AAAA"}).to_string(),
+    ])
+    .await?;
+    assert_eq!(tampered[0]["reason"], "PAGE_TOKEN_INVALID", "{tampered:?}");
+    assert_eq!(tampered[0]["field_violations"][0][0], "page_token");
+    assert!(tampered[0]["request_id"].is_string(), "{tampered:?}");
+    let cancelled = run(vec![
+        "cancel".into(),
+        address.clone(),
+        alice.clone(),
+        running.to_string(),
+    ])
+    .await?;
+    assert_eq!(
+        cancelled[0]["state"], "EXPORT_STATE_CANCELLED",
+        "{cancelled:?}"
+    );
+
+    // Cancelled while its worker uploads (held after the upload by a
+    // failpoint): the job stays cancelled and its file is deleted. The
+    // first API stops, so the held one's worker is the only one.
+    server.process.kill9();
+    let held = ApiServer::start_with_failpoints(
+        &env,
+        &target,
+        "api-jobs-held",
+        &[],
+        Some("api.export_job.after_upload=sleep:5s"),
+    )
+    .await?;
+    let mut client = held.client().await?;
+    let job = client
+        .start_export(authed(StartExportRequest::default(), &alice))
+        .await?
+        .into_inner()
+        .export_job
+        .context("no export_job")?;
+    let id = uuid::Uuid::parse_str(&job.export_id)?;
+    let key: String = hot
+        .query_one(
+            "SELECT object_key FROM strata.export_jobs WHERE export_id = $1",
+            &[&id],
+        )
+        .await?
+        .try_get(0)?;
+    let store = target.store().await?;
+    let uploaded = strata_tests::wait_until(Duration::from_secs(20), || async {
+        store.size(&key).await.is_ok()
+    })
+    .await;
+    assert!(uploaded, "never uploaded: {}", held.process.log_tail());
+    let cancelled = client
+        .cancel_export(authed(cancel(&job.export_id), &alice))
+        .await?
+        .into_inner()
+        .export_job
+        .context("no export_job")?;
+    assert_eq!(cancelled.state, ExportState::Cancelled as i32);
+    let deleted = strata_tests::wait_until(Duration::from_secs(20), || async {
+        matches!(store.size(&key).await, Err(err) if err.not_found())
+    })
+    .await;
+    assert!(deleted, "file kept: {}", held.process.log_tail());
+    let state: String = hot
+        .query_one(
+            "SELECT state FROM strata.export_jobs WHERE export_id = $1",
+            &[&id],
+        )
+        .await?
+        .try_get(0)?;
+    assert_eq!(state, "cancelled");
     Ok(())
 }

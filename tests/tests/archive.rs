@@ -1183,3 +1183,127 @@ async fn spark_reads_the_archive_and_readme_snippets_run() -> anyhow::Result<()>
     assert!(shown.contains("occurred_at"), "{shown}");
     Ok(())
 }
+
+/// Issue 14, AWS: credentials from a profile's `credential_process` (no
+/// key in the config or the environment), every archive object written
+/// with SSE-KMS and the configured key id, and an SSO profile without a
+/// login failing with an SSO error (the SSO provider is in the chain).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credential_process_profiles_and_sse_kms() -> anyhow::Result<()> {
+    const KMS_KEY: &str = "arn:aws:kms:us-east-1:123456789012:key/strata-test-key";
+    let env = TestEnv::new("arch_aws").await?;
+    let target = S3Target::new("aws-chain").await?;
+    let day = past_day(2);
+    produce_and_ship(&env, &[day], 50).await?;
+
+    let dir = tempfile::Builder::new().prefix("strata-aws").tempdir()?;
+    let called = dir.path().join("credential-process-called");
+    let script = dir.path().join("credentials.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ntouch '{}'\necho '{{\"Version\": 1, \"AccessKeyId\": \"test\", \"SecretAccessKey\": \"test\"}}'\n",
+            called.display()
+        ),
+    )?;
+    let config = dir.path().join("config");
+    std::fs::write(
+        &config,
+        format!(
+            "[profile strata-process]\nregion = us-east-1\ncredential_process = sh {}\n\n\
+             [profile strata-sso]\nsso_session = corp\nsso_account_id = 123456789012\n\
+             sso_role_name = Archiver\nregion = us-east-1\n\n\
+             [sso-session corp]\nsso_start_url = https://corp.example.com/start\nsso_region = us-east-1\n",
+            script.display()
+        ),
+    )?;
+    let missing_credentials = dir.path().join("no-credentials-file");
+    let config_path = config.display().to_string();
+    let credentials_path = missing_credentials.display().to_string();
+    let settings = strata_tests::archive::archiver_settings(
+        &target,
+        &[
+            ("object_store.access_key_id", ""),
+            ("object_store.secret_access_key", ""),
+            ("object_store.sse_kms_key_id", KMS_KEY),
+        ],
+    );
+    let settings: Vec<(&str, &str)> = settings
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let run = |profile: &'static str, name: &'static str| {
+        let env_vars = [
+            ("STRATA_HOT_STORE__URL", env.hot_url.as_str()),
+            ("STRATA_SOURCES__MAIN__URL", env.source_url.as_str()),
+            ("AWS_CONFIG_FILE", config_path.as_str()),
+            ("AWS_SHARED_CREDENTIALS_FILE", credentials_path.as_str()),
+            ("AWS_PROFILE", profile),
+            ("AWS_ACCESS_KEY_ID", ""),
+            ("AWS_SECRET_ACCESS_KEY", ""),
+            ("AWS_SESSION_TOKEN", ""),
+            // No instance metadata to fall back on here.
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ];
+        let day = day_arg(day);
+        let settings = settings.clone();
+        async move {
+            let mut process = StrataProcess::spawn_with_env(
+                &["archive", "--day", &day],
+                name,
+                &env_vars,
+                &settings,
+                None,
+            )?;
+            let status = process
+                .wait_exit(Duration::from_secs(120))
+                .await
+                .context("strata archive did not finish")?;
+            let log = std::fs::read_to_string(&process.log_path).unwrap_or_default();
+            anyhow::Ok((status.success(), log))
+        }
+    };
+
+    // An SSO profile nobody logged in with: refused, saying why.
+    let (ok, log) = run("strata-sso", "aws-sso").await?;
+    assert!(!ok, "{log}");
+    assert!(log.to_lowercase().contains("sso"), "{log}");
+    assert!(
+        !matches!(catalog(&env, day).await?, Some(c) if c.state == "committed"),
+        "nothing committed"
+    );
+
+    // credential_process: archived, every object encrypted with the key.
+    let (ok, log) = run("strata-process", "aws-process").await?;
+    assert!(ok, "{log}");
+    assert!(called.exists(), "credential_process never ran: {log}");
+    assert!(
+        matches!(catalog(&env, day).await?, Some(c) if c.state == "committed"),
+        "{log}"
+    );
+    let encryption = boto3(
+        &target,
+        &format!(
+            "import json\nout = []\nfor o in c.list_objects_v2(Bucket=B, Prefix={:?}).get('Contents', []):\n    \
+             h = c.head_object(Bucket=B, Key=o['Key'])\n    \
+             out.append([o['Key'], h.get('ServerSideEncryption'), h.get('SSEKMSKeyId')])\nprint(json.dumps(out))",
+            target.prefix
+        ),
+    )
+    .await?;
+    let objects: Vec<(String, Option<String>, Option<String>)> = serde_json::from_str(&encryption)?;
+    assert!(
+        objects.iter().any(|(key, _, _)| key.ends_with(".parquet")),
+        "{objects:?}"
+    );
+    for (key, sse, key_id) in &objects {
+        assert_eq!(sse.as_deref(), Some("aws:kms"), "{key}");
+        assert!(
+            key_id
+                .as_deref()
+                .is_some_and(|id| id.contains("strata-test-key")),
+            "{key}: {key_id:?}"
+        );
+    }
+    Ok(())
+}

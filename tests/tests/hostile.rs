@@ -708,7 +708,6 @@ async fn relays_survive_repeated_crash_restarts() -> anyhow::Result<()> {
 use anyhow::Context as _;
 use strata_proto::v1::{ExportState, GetExportRequest, StartExportRequest};
 use strata_tests::api::{authed, free_port, token, ApiServer};
-use tonic::Code;
 
 /// `(user, host, port, database)` of a `postgres://user@host:port/db` URL.
 fn url_parts(url: &str) -> anyhow::Result<(String, String, String, String)> {
@@ -1079,8 +1078,8 @@ async fn secrets_never_reach_the_logs() -> anyhow::Result<()> {
 
 /// An export job's file is deleted `api.export_retention` after the job
 /// finished (by the sweep every API process runs at start and then every
-/// minute); GetExport answers FAILED_PRECONDITION "expired" and the job
-/// row stays, marked `expired`.
+/// minute); GetExport answers EXPORT_STATE_EXPIRED without a URL and the
+/// job row stays, marked `expired`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_job_files_expire() -> anyhow::Result<()> {
     let env = TestEnv::new("exp_expire").await?;
@@ -1143,27 +1142,28 @@ async fn export_job_files_expire() -> anyhow::Result<()> {
     assert!(size > 0, "{object_key} is empty");
     assert_eq!(store.list(&object_key).await?.len(), 1, "{object_key}");
 
-    // GetExport: DONE with a URL until the retention passes, then
-    // FAILED_PRECONDITION (before the sweep has deleted anything).
-    let mut expired_message = None;
+    // GetExport: SUCCEEDED with a URL until the retention passes, then
+    // EXPIRED without one (before the sweep has deleted anything).
+    let mut expired = None;
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        match client.get_export(authed(get(), &erin)).await {
-            Err(status) if status.code() == Code::FailedPrecondition => {
-                expired_message = Some(status.message().to_string());
-                break;
-            }
-            Err(status) => anyhow::bail!("GetExport: {status}"),
-            Ok(response) => {
-                let answer = response.into_inner().export_job.unwrap_or_default();
-                assert_eq!(answer.state, ExportState::Succeeded as i32, "{answer:?}");
-                assert!(!answer.download_uri.is_empty(), "{answer:?}");
-            }
+        let answer = client
+            .get_export(authed(get(), &erin))
+            .await?
+            .into_inner()
+            .export_job
+            .unwrap_or_default();
+        if answer.state == ExportState::Expired as i32 {
+            expired = Some(answer);
+            break;
         }
+        assert_eq!(answer.state, ExportState::Succeeded as i32, "{answer:?}");
+        assert!(!answer.download_uri.is_empty(), "{answer:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let message = expired_message.context("GetExport never answered FAILED_PRECONDITION")?;
-    assert!(message.contains("expired"), "{message}");
+    let expired = expired.context("GetExport never answered EXPORT_STATE_EXPIRED")?;
+    assert!(expired.download_uri.is_empty(), "{expired:?}");
+    assert!(expired.expire_time.is_some(), "{expired:?}");
 
     // The sweep (every minute) deletes the file and marks the job.
     let mut swept = false;
@@ -1194,13 +1194,14 @@ async fn export_job_files_expire() -> anyhow::Result<()> {
         "the expired file is deleted: {gone:?}"
     );
     assert!(store.list(&object_key).await?.is_empty(), "{object_key}");
-    match client.get_export(authed(get(), &erin)).await {
-        Err(status) => {
-            assert_eq!(status.code(), Code::FailedPrecondition, "{status}");
-            assert!(status.message().contains("expired"), "{status}");
-        }
-        Ok(response) => anyhow::bail!("an expired job answered {:?}", response.into_inner()),
-    }
+    let answer = client
+        .get_export(authed(get(), &erin))
+        .await?
+        .into_inner()
+        .export_job
+        .unwrap_or_default();
+    assert_eq!(answer.state, ExportState::Expired as i32, "{answer:?}");
+    assert!(answer.download_uri.is_empty(), "{answer:?}");
     let log = std::fs::read_to_string(&server.process.log_path)?;
     assert!(log.contains("expired files deleted"), "{log}");
     assert!(

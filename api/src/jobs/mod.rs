@@ -31,7 +31,8 @@ pub use worker::Worker;
 /// The columns of [`Job`], in `job_from_row`'s order.
 macro_rules! job_columns {
     () => {
-        "export_id, principal, user_id, state, object_key, events, bytes, error, finished_at"
+        "export_id, principal, user_id, state, object_key, events, bytes, error, finished_at, \
+         range_from, range_to, kinds, format, created_at, request_id"
     };
 }
 
@@ -45,9 +46,47 @@ const COUNT_OPEN_SQL: &str = "SELECT count(*) FROM strata.export_jobs
 const INSERT_SQL: &str = concat!(
     "INSERT INTO strata.export_jobs
                    (export_id, principal, user_id, range_from, range_to, kinds, format,
-                    state, object_key)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8)
+                    state, object_key, request_id)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9)
                  RETURNING ",
+    job_columns!()
+);
+/// The job a principal started with a request id (`export_jobs_request`).
+const BY_REQUEST_SQL: &str = concat!(
+    "SELECT ",
+    job_columns!(),
+    " FROM strata.export_jobs WHERE principal = $1 AND request_id = $2"
+);
+/// A principal's jobs, newest first, after the cursor (`$2`, `$3`), at most
+/// `$4`: an ordered index scan of `export_jobs_by_principal` from the
+/// cursor that stops at the limit, also with stale statistics (checked with
+/// `reltuples = 0` and generic plans).
+const LIST_BY_PRINCIPAL_SQL: &str = concat!(
+    "SELECT ",
+    job_columns!(),
+    " FROM strata.export_jobs
+     WHERE principal = $1
+       AND (created_at, export_id) < ($2, $3)
+     ORDER BY created_at DESC, export_id DESC
+     LIMIT $4"
+);
+/// Every principal's jobs of user `$1`, newest first, after the cursor
+/// (`$2`, `$3`), at most `$4` (`export_jobs_by_user`).
+const LIST_BY_USER_SQL: &str = concat!(
+    "SELECT ",
+    job_columns!(),
+    " FROM strata.export_jobs
+     WHERE user_id = $1
+       AND (created_at, export_id) < ($2, $3)
+     ORDER BY created_at DESC, export_id DESC
+     LIMIT $4"
+);
+/// Cancels a job that has not ended.
+const CANCEL_SQL: &str = concat!(
+    "UPDATE strata.export_jobs
+        SET state = 'cancelled', lease_until = NULL, finished_at = now()
+      WHERE export_id = $1 AND state IN ('pending', 'running')
+      RETURNING ",
     job_columns!()
 );
 /// One job by id.
@@ -82,11 +121,14 @@ pub(crate) const CLAIM_SQL: &str = "UPDATE strata.export_jobs
 pub(crate) const RENEW_SQL: &str = "UPDATE strata.export_jobs
                     SET lease_until = now() + make_interval(secs => $2), events = $3, bytes = $4
                   WHERE export_id = $1 AND state = 'running'";
-/// Records a job's end: state `$2`, totals, error text.
+/// Records a job's end: state `$2`, totals, error text; only while it
+/// runs (a cancelled job stays cancelled).
 pub(crate) const FINISH_SQL: &str = "UPDATE strata.export_jobs
                         SET state = $2, events = $3, bytes = $4, error = $5,
                             lease_until = NULL, finished_at = now()
-                      WHERE export_id = $1";
+                      WHERE export_id = $1 AND state = 'running'";
+/// A job's state.
+pub(crate) const STATE_SQL: &str = "SELECT state FROM strata.export_jobs WHERE export_id = $1";
 
 /// How often each API process looks for expired export files, at most
 /// (a retention shorter than twice this is swept every half retention).
@@ -107,16 +149,19 @@ pub enum JobState {
     Failed,
     /// Done, and its file deleted after the retention.
     Expired,
+    /// Cancelled before it was done; no file is kept.
+    Cancelled,
 }
 
 impl JobState {
     /// Every state.
-    pub const ALL: [JobState; 5] = [
+    pub const ALL: [JobState; 6] = [
         JobState::Pending,
         JobState::Running,
         JobState::Done,
         JobState::Failed,
         JobState::Expired,
+        JobState::Cancelled,
     ];
 
     /// The column's text.
@@ -127,7 +172,13 @@ impl JobState {
             JobState::Done => "done",
             JobState::Failed => "failed",
             JobState::Expired => "expired",
+            JobState::Cancelled => "cancelled",
         }
+    }
+
+    /// Whether the job is still to be (or being) written.
+    pub fn is_open(self) -> bool {
+        matches!(self, JobState::Pending | JobState::Running)
     }
 
     /// The state the column's `text` names.
@@ -172,8 +223,20 @@ pub struct Job {
     pub bytes: i64,
     /// Why it failed.
     pub error: String,
-    /// When it finished (done or failed).
+    /// When it finished (done, failed or cancelled).
     pub finished_at: Option<DateTime<Utc>>,
+    /// Range start (inclusive).
+    pub from: DateTime<Utc>,
+    /// Range end (exclusive).
+    pub to: DateTime<Utc>,
+    /// Kinds filter (empty: all), sorted.
+    pub kinds: Vec<String>,
+    /// File format (the column's text).
+    pub format: String,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// The client's StartExport `request_id`.
+    pub request_id: Option<Uuid>,
 }
 
 impl Job {
@@ -186,8 +249,30 @@ impl Job {
                 (Some(finished), Ok(retention)) => now - finished >= retention,
                 _ => false,
             },
-            JobState::Pending | JobState::Running | JobState::Failed => false,
+            JobState::Pending | JobState::Running | JobState::Failed | JobState::Cancelled => false,
         }
+    }
+
+    /// When its file is (or was) deleted: `retention` after it finished,
+    /// for a job that succeeded.
+    pub fn expires_at(&self, retention: Duration) -> Option<DateTime<Utc>> {
+        match self.state {
+            JobState::Done | JobState::Expired => {
+                let retention = chrono::Duration::from_std(retention).ok()?;
+                self.finished_at?.checked_add_signed(retention)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether it was created for exactly `spec` (the same user, range,
+    /// kinds and format), so a retried StartExport may be answered with it.
+    pub fn is_for(&self, spec: &JobSpec) -> bool {
+        self.user_id == spec.user_id
+            && self.from == spec.from
+            && self.to == spec.to
+            && self.kinds == spec.kinds
+            && self.format == spec.format.name()
     }
 }
 
@@ -206,6 +291,61 @@ pub struct JobSpec {
     pub kinds: Vec<String>,
     /// File format.
     pub format: Format,
+    /// The client's idempotency key (AIP-155).
+    pub request_id: Option<Uuid>,
+}
+
+/// What [`create`] did.
+#[derive(Debug)]
+pub enum Created {
+    /// A new pending job.
+    New(Job),
+    /// The job this principal created earlier with the same request id and
+    /// the same spec.
+    Existing(Job),
+    /// The request id was used earlier for another spec.
+    RequestIdReused(Uuid),
+    /// The principal already has its most unfinished jobs.
+    OverLimit,
+}
+
+/// Where a ListExports page starts: after this job (newest first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListCursor {
+    /// The last listed job's `created_at`.
+    pub created_at: DateTime<Utc>,
+    /// The last listed job's id.
+    pub export_id: Uuid,
+}
+
+impl ListCursor {
+    /// Before every job.
+    pub fn start() -> Self {
+        Self {
+            created_at: DateTime::<Utc>::MAX_UTC,
+            export_id: Uuid::max(),
+        }
+    }
+}
+
+/// Whose jobs [`list`] reads.
+#[derive(Debug, Clone, Copy)]
+pub enum Listing<'a> {
+    /// The jobs `principal` started. (A principal without the
+    /// read-any scope only ever exports its own history, so no user filter
+    /// is needed.)
+    Principal(&'a str),
+    /// Every principal's jobs exporting `user`'s history (support agents).
+    User(&'a str),
+}
+
+/// What [`cancel`] did.
+#[derive(Debug)]
+pub enum Cancelled {
+    /// Cancelled now, or earlier.
+    Cancelled(Job),
+    /// It had already ended otherwise.
+    AlreadyEnded(Job),
 }
 
 /// A job row; a value that does not decode is an error, not the panic of
@@ -221,19 +361,28 @@ fn job_from_row(row: &tokio_postgres::Row) -> Result<Job, JobError> {
         bytes: row.try_get(6)?,
         error: row.try_get(7)?,
         finished_at: row.try_get(8)?,
+        from: row.try_get(9)?,
+        to: row.try_get(10)?,
+        kinds: row.try_get(11)?,
+        format: row.try_get(12)?,
+        created_at: row.try_get(13)?,
+        request_id: row.try_get(14)?,
     })
 }
 
 /// Records a new pending job, its file under `prefix`, unless its principal
-/// already has `max_open` unfinished jobs (`None`). Count and insert run
+/// already has `max_open()` unfinished jobs, or answers a retry: a job the
+/// principal created with the same request id. Lookup, count and insert run
 /// under a per-principal transaction lock, so concurrent StartExport calls,
-/// in any API process, cannot both pass the check.
+/// in any API process, can neither both pass the limit nor both create a
+/// job for one request id; `max_open` is asked under the lock too (what this
+/// process's streams leave), and [`reserve_stream`] takes the same lock.
 pub async fn create(
     pool: &Pool,
     spec: &JobSpec,
     prefix: &str,
-    max_open: u32,
-) -> Result<Option<Job>, JobError> {
+    max_open: impl FnOnce() -> u32,
+) -> Result<Created, JobError> {
     let id = Uuid::now_v7();
     let key = format!(
         "{}/{id}.{}",
@@ -243,12 +392,25 @@ pub async fn create(
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     tx.execute(LOCK_PRINCIPAL_SQL, &[&spec.principal]).await?;
+    if let Some(request_id) = spec.request_id {
+        if let Some(row) = tx
+            .query_opt(BY_REQUEST_SQL, &[&spec.principal, &request_id])
+            .await?
+        {
+            let job = job_from_row(&row)?;
+            return Ok(if job.is_for(spec) {
+                Created::Existing(job)
+            } else {
+                Created::RequestIdReused(request_id)
+            });
+        }
+    }
     let open: i64 = tx
         .query_one(COUNT_OPEN_SQL, &[&spec.principal])
         .await?
         .try_get(0)?;
-    if open >= i64::from(max_open) {
-        return Ok(None);
+    if open >= i64::from(max_open()) {
+        return Ok(Created::OverLimit);
     }
     let row = tx
         .query_one(
@@ -262,12 +424,66 @@ pub async fn create(
                 &spec.kinds,
                 &spec.format.name(),
                 &key,
+                &spec.request_id,
             ],
         )
         .await?;
     let job = job_from_row(&row)?;
     tx.commit().await?;
-    Ok(Some(job))
+    Ok(Created::New(job))
+}
+
+/// Up to `limit` jobs of `listing`, newest first, after `cursor`.
+pub async fn list(
+    pool: &Pool,
+    listing: Listing<'_>,
+    cursor: ListCursor,
+    limit: usize,
+) -> Result<Vec<Job>, JobError> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let client = pool.get().await?;
+    let rows = match listing {
+        Listing::Principal(principal) => {
+            client
+                .query(
+                    LIST_BY_PRINCIPAL_SQL,
+                    &[&principal, &cursor.created_at, &cursor.export_id, &limit],
+                )
+                .await?
+        }
+        Listing::User(user) => {
+            client
+                .query(
+                    LIST_BY_USER_SQL,
+                    &[&user, &cursor.created_at, &cursor.export_id, &limit],
+                )
+                .await?
+        }
+    };
+    rows.iter().map(job_from_row).collect()
+}
+
+/// Cancels `job` (read by the caller, who checked it may): a pending or
+/// running job becomes cancelled; one that ended otherwise (perhaps while
+/// the caller looked) is left as it is.
+pub async fn cancel(pool: &Pool, job: Job) -> Result<Cancelled, JobError> {
+    if !job.state.is_open() {
+        return Ok(match job.state {
+            JobState::Cancelled => Cancelled::Cancelled(job),
+            _ => Cancelled::AlreadyEnded(job),
+        });
+    }
+    let client = pool.get().await?;
+    if let Some(row) = client.query_opt(CANCEL_SQL, &[&job.export_id]).await? {
+        return Ok(Cancelled::Cancelled(job_from_row(&row)?));
+    }
+    // It ended between the read and the update.
+    let row = client.query_one(GET_SQL, &[&job.export_id]).await?;
+    let job = job_from_row(&row)?;
+    Ok(match job.state {
+        JobState::Cancelled => Cancelled::Cancelled(job),
+        _ => Cancelled::AlreadyEnded(job),
+    })
 }
 
 /// One job by id.
@@ -277,12 +493,23 @@ pub async fn get(pool: &Pool, id: Uuid) -> Result<Option<Job>, JobError> {
     row.as_ref().map(job_from_row).transpose()
 }
 
-/// Jobs of `principal` not finished yet (they count against its export
-/// concurrency limit, in every API process).
-pub async fn open_count(pool: &Pool, principal: &str) -> Result<u32, JobError> {
-    let client = pool.get().await?;
-    let row = client.query_one(COUNT_OPEN_SQL, &[&principal]).await?;
-    Ok(u32::try_from(row.try_get::<_, i64>(0)?).unwrap_or(u32::MAX))
+/// Runs `reserve` with the number of `principal`'s unfinished jobs (they
+/// count against its export limit, in every API process), under the lock
+/// [`create`] takes: a stream reserved here and a job created in this
+/// process each see the other.
+pub async fn reserve_stream<T>(
+    pool: &Pool,
+    principal: &str,
+    reserve: impl FnOnce(u32) -> Option<T>,
+) -> Result<Option<T>, JobError> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    tx.execute(LOCK_PRINCIPAL_SQL, &[&principal]).await?;
+    let row = tx.query_one(COUNT_OPEN_SQL, &[&principal]).await?;
+    let open = u32::try_from(row.try_get::<_, i64>(0)?).unwrap_or(u32::MAX);
+    let reserved = reserve(open);
+    tx.commit().await?;
+    Ok(reserved)
 }
 
 #[cfg(test)]
@@ -300,6 +527,12 @@ mod tests {
             bytes: 0,
             error: String::new(),
             finished_at: finished_ago.map(|ago| now - ago),
+            from: now,
+            to: now,
+            kinds: Vec::new(),
+            format: "csv".into(),
+            created_at: now,
+            request_id: None,
         }
     }
 
@@ -337,6 +570,9 @@ mod tests {
             MARK_EXPIRED_SQL,
             CLAIM_SQL,
             RENEW_SQL,
+            LIST_BY_PRINCIPAL_SQL,
+            CANCEL_SQL,
+            FINISH_SQL,
         ] {
             for quoted in sql.split('\'').skip(1).step_by(2) {
                 assert!(JobState::parse(quoted).is_ok(), "{quoted:?} in {sql}");

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::{
     JobError, JobState, CLAIM_SQL, DUE_SQL, EXPIRE_BATCH, EXPIRE_INTERVAL, FINISH_SQL,
-    MARK_EXPIRED_SQL, RENEW_SQL,
+    MARK_EXPIRED_SQL, RENEW_SQL, STATE_SQL,
 };
 use crate::export::{self, ExportError, Format, JOB_LEASE, JOB_MAX_ATTEMPTS};
 use crate::history::{HistoryReader, Query};
@@ -230,15 +230,24 @@ impl Worker {
         let _ = tokio::fs::remove_file(&path).await;
         match result {
             Ok(totals) => {
-                self.finish(id, JobState::Done, totals.events, totals.bytes, "")
-                    .await;
-                crate::metrics::export_finished("job", totals.bytes);
-                tracing::info!(export_id = %id, events = totals.events, bytes = totals.bytes, "export job done");
+                if self
+                    .finish(id, JobState::Done, totals.events, totals.bytes, "")
+                    .await
+                {
+                    crate::metrics::export_finished("job", totals.bytes);
+                    tracing::info!(export_id = %id, events = totals.events, bytes = totals.bytes, "export job done");
+                } else {
+                    self.discard_if_cancelled(id, &job.object_key).await;
+                }
             }
             Err(ExportError::Cancelled) => {
                 // Shutting down: the lease lapses and another process (or
                 // this one, restarted) takes the job over.
                 tracing::info!(export_id = %id, "export job interrupted by shutdown");
+            }
+            Err(ExportError::NotRunning) => {
+                // CancelExport, or a lapsed lease taken over elsewhere.
+                tracing::info!(export_id = %id, "export job stopped: cancelled or taken over");
             }
             Err(err) => {
                 tracing::warn!(export_id = %id, error = %err, "export job attempt failed");
@@ -282,6 +291,9 @@ impl Worker {
             .put_file(&job.object_key, path)
             .await
             .map_err(ExportError::Upload)?;
+        if let Some(pause) = strata_core::failpoint::pause("api.export_job.after_upload") {
+            tokio::time::sleep(pause).await;
+        }
         Ok(totals)
     }
 
@@ -303,7 +315,17 @@ impl Worker {
         Ok(())
     }
 
-    async fn finish(&self, id: Uuid, state: JobState, events: u64, bytes: u64, error: &str) {
+    /// Records a job's end; false when it was not recorded: the job no
+    /// longer runs (cancelled, or ended by a worker that took it over), or
+    /// the database could not be reached.
+    async fn finish(
+        &self,
+        id: Uuid,
+        state: JobState,
+        events: u64,
+        bytes: u64,
+        error: &str,
+    ) -> bool {
         let result = async {
             let client = self.pool.get().await?;
             client
@@ -317,13 +339,48 @@ impl Worker {
                         &error,
                     ],
                 )
-                .await?;
-            Ok::<_, JobError>(())
+                .await
+                .map_err(JobError::from)
         }
         .await;
-        if let Err(err) = result {
-            // The lease lapses and the job is run again: never lost.
-            tracing::warn!(export_id = %id, error = %err, "cannot record export job result");
+        match result {
+            Ok(updated) => updated > 0,
+            Err(err) => {
+                // The lease lapses and the job is run again: never lost.
+                tracing::warn!(export_id = %id, error = %err, "cannot record export job result");
+                false
+            }
+        }
+    }
+
+    /// Deletes the file a job wrote when the job was cancelled while it
+    /// was written (CancelExport promises no file is kept). A job taken
+    /// over and finished by another worker keeps its file: the same key
+    /// holds that worker's upload.
+    async fn discard_if_cancelled(&self, id: Uuid, key: &str) {
+        let state = async {
+            let client = self.pool.get().await?;
+            let row = client.query_opt(STATE_SQL, &[&id]).await?;
+            match row {
+                Some(row) => Ok(Some(JobState::parse(row.try_get(0)?)?)),
+                None => Ok::<_, JobError>(None),
+            }
+        }
+        .await;
+        match state {
+            Ok(Some(JobState::Cancelled)) => match self.store.delete(key).await {
+                Ok(()) => {
+                    tracing::info!(export_id = %id, "export job cancelled while written; file deleted")
+                }
+                Err(err) => {
+                    tracing::warn!(export_id = %id, key, error = %err, "cannot delete a cancelled export's file");
+                    crate::metrics::errors("export_cancel");
+                }
+            },
+            Ok(_) => {}
+            Err(err) => {
+                tracing::warn!(export_id = %id, error = %err, "cannot read a finished export job's state");
+            }
         }
     }
 }

@@ -9,7 +9,8 @@
 //! returning data) and counts it. Handlers return [`ApiError`]; `finish`
 //! turns it into the call's status through [`crate::error::status`], the
 //! one table. The handlers live in `read.rs` (ListActivity, GetEvent) and
-//! `exports.rs` (ExportActivity, StartExport, GetExport).
+//! `exports.rs` (ExportActivity and the export jobs' StartExport,
+//! GetExport, ListExports, CancelExport).
 
 mod exports;
 mod read;
@@ -21,9 +22,10 @@ use std::time::{Duration, Instant};
 use strata_archive::ObjectStore;
 use strata_proto::v1::history_service_server::HistoryService as HistoryApi;
 use strata_proto::v1::{
-    ExportActivityRequest, ExportActivityResponse, GetEventRequest, GetEventResponse,
-    GetExportRequest, GetExportResponse, ListActivityRequest, ListActivityResponse,
-    StartExportRequest, StartExportResponse,
+    CancelExportRequest, CancelExportResponse, ExportActivityRequest, ExportActivityResponse,
+    GetEventRequest, GetEventResponse, GetExportRequest, GetExportResponse, ListActivityRequest,
+    ListActivityResponse, ListExportsRequest, ListExportsResponse, StartExportRequest,
+    StartExportResponse,
 };
 use tokio::sync::Notify;
 use tokio_stream::wrappers::ReceiverStream;
@@ -264,6 +266,47 @@ impl HistoryApi for HistoryService {
         )
         .await
         .map(|job| GetExportResponse {
+            export_job: Some(job),
+        });
+        self.finish(call, result).await
+    }
+
+    async fn list_exports(
+        &self,
+        request: Request<ListExportsRequest>,
+    ) -> Result<Response<ListExportsResponse>, Status> {
+        let mut call = self
+            .gate()
+            .admit("ListExports", &request, "", Need::Job)
+            .await?;
+        let (deadline, started) = (call.deadline, call.started);
+        let result = within(
+            "ListExports",
+            deadline,
+            started,
+            self.list_jobs(&mut call, request.get_ref()),
+        )
+        .await;
+        self.finish(call, result).await
+    }
+
+    async fn cancel_export(
+        &self,
+        request: Request<CancelExportRequest>,
+    ) -> Result<Response<CancelExportResponse>, Status> {
+        let mut call = self
+            .gate()
+            .admit("CancelExport", &request, "", Need::Job)
+            .await?;
+        let (deadline, started) = (call.deadline, call.started);
+        let result = within(
+            "CancelExport",
+            deadline,
+            started,
+            self.cancel_job(&mut call, request.get_ref()),
+        )
+        .await
+        .map(|job| CancelExportResponse {
             export_job: Some(job),
         });
         self.finish(call, result).await

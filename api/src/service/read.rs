@@ -31,6 +31,7 @@ impl HistoryService {
         let limit = request::page_size(request.page_size)?;
         let descending = request::descending(request.order)?;
         let binding = Binding {
+            method: "ListActivity",
             user_id: &call.target,
             kinds: &kinds,
             from_micros,

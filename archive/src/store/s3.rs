@@ -9,7 +9,9 @@ use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::{Credentials, Region};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, Length};
-use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, ServerSideEncryption,
+};
 use aws_sdk_s3::Client;
 use strata_core::config::ObjectStoreConfig;
 use tokio::io::AsyncWriteExt;
@@ -138,6 +140,8 @@ pub struct S3Store {
     pub(super) bucket: String,
     multipart_threshold: u64,
     part_size: u64,
+    /// SSE-KMS key for every object written (`object_store.sse_kms_key_id`).
+    sse_kms_key_id: Option<String>,
 }
 
 impl S3Store {
@@ -181,7 +185,15 @@ impl S3Store {
             bucket: config.bucket.clone(),
             multipart_threshold: config.multipart_threshold_bytes,
             part_size: config.part_size_bytes,
+            sse_kms_key_id: config.sse_kms_key_id.clone(),
         }
+    }
+
+    /// `aws:kms` when a KMS key is configured.
+    fn sse(&self) -> Option<ServerSideEncryption> {
+        self.sse_kms_key_id
+            .as_ref()
+            .map(|_| ServerSideEncryption::AwsKms)
     }
 
     pub(super) async fn put_file(&self, key: &str, path: &Path) -> Result<u64, StoreError> {
@@ -200,6 +212,8 @@ impl S3Store {
                 .put_object()
                 .bucket(&self.bucket)
                 .key(key)
+                .set_server_side_encryption(self.sse())
+                .set_ssekms_key_id(self.sse_kms_key_id.clone())
                 .checksum_algorithm(ChecksumAlgorithm::Crc32C)
                 .body(body)
                 .send()
@@ -212,6 +226,8 @@ impl S3Store {
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
+            .set_server_side_encryption(self.sse())
+            .set_ssekms_key_id(self.sse_kms_key_id.clone())
             .checksum_algorithm(ChecksumAlgorithm::Crc32C)
             .send()
             .await
@@ -304,6 +320,8 @@ impl S3Store {
             .put_object()
             .bucket(&self.bucket)
             .key(key)
+            .set_server_side_encryption(self.sse())
+            .set_ssekms_key_id(self.sse_kms_key_id.clone())
             .checksum_algorithm(ChecksumAlgorithm::Crc32C)
             .body(ByteStream::from(bytes))
             .send()
@@ -423,6 +441,9 @@ impl S3Store {
             .copy_object()
             .bucket(&self.bucket)
             .key(to)
+            // A copy is encrypted as the request says, not as its source.
+            .set_server_side_encryption(self.sse())
+            .set_ssekms_key_id(self.sse_kms_key_id.clone())
             .copy_source(format!("{}/{}", self.bucket, from))
             .send()
             .await

@@ -68,7 +68,7 @@ pub struct ApiConfig {
     pub export_url_ttl: Duration,
     /// Export job files are deleted this long after their job finished
     /// (by the job worker of every API process); `GetExport` then answers
-    /// FAILED_PRECONDITION.
+    /// EXPORT_STATE_EXPIRED, without a URL.
     #[serde(with = "serde_text")]
     pub export_retention: Duration,
     /// Every unary call ends by this deadline (DEADLINE_EXCEEDED), or by

@@ -135,6 +135,12 @@ pub struct ObjectStoreConfig {
     pub access_key_id: Option<String>,
     /// Secret of `access_key_id`.
     pub secret_access_key: Secret,
+    /// SSE-KMS: every object written (archive files, manifests, export
+    /// files) is encrypted with this KMS key (id, alias or ARN), sent as
+    /// `x-amz-server-side-encryption: aws:kms` with the key id. Unset (or
+    /// `""`): the bucket's default encryption applies. `s3` only.
+    #[serde(deserialize_with = "empty_as_none")]
+    pub sse_kms_key_id: Option<String>,
     /// Directory (`local`); `""` is unset.
     #[serde(deserialize_with = "empty_as_none")]
     pub local_dir: Option<PathBuf>,
@@ -161,6 +167,7 @@ impl Default for ObjectStoreConfig {
             path_style: false,
             access_key_id: None,
             secret_access_key: Secret::default(),
+            sse_kms_key_id: None,
             local_dir: None,
             multipart_threshold_bytes: 32 << 20,
             part_size_bytes: 16 << 20,
@@ -191,6 +198,12 @@ impl ObjectStoreConfig {
             return Err(invalid(
                 "object_store.bucket",
                 "is required when kind = \"s3\"",
+            ));
+        }
+        if self.sse_kms_key_id.is_some() && self.kind != Some(ObjectStoreKind::S3) {
+            return Err(invalid(
+                "object_store.sse_kms_key_id",
+                "applies only to kind = \"s3\"",
             ));
         }
         if self.kind == Some(ObjectStoreKind::Local) && self.local_dir.is_none() {
