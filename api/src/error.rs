@@ -285,7 +285,7 @@ pub enum InvalidArgument {
     #[error("user_id is longer than 256 bytes")]
     UserIdTooLong,
     /// StartExport's `request_id` is not a UUID.
-    #[error("request_id must be a UUID (or empty)")]
+    #[error("request_id must be a UUID in its 36-character hyphenated form, not nil (or empty)")]
     RequestId,
     /// A `request_id` this principal already used for another export.
     #[error("request_id {request_id} was used for a different export (other user, range, kinds or format); use a new request_id for a new export")]
@@ -425,7 +425,7 @@ pub const DOMAIN: &str = "strata.dev";
 pub fn status(err: ApiError, request_id: &str) -> Status {
     match &err {
         ApiError::Pool(source) => {
-            tracing::warn!(error = %source, "api database pool");
+            tracing::warn!(%request_id, error = %source, "api database pool");
             crate::metrics::errors("pool");
         }
         ApiError::Read(source) => {
@@ -433,7 +433,7 @@ pub fn status(err: ApiError, request_id: &str) -> Status {
             crate::metrics::errors("read");
         }
         ApiError::Internal { what, source } => {
-            tracing::error!(error = %source, "{what}");
+            tracing::error!(%request_id, error = %source, "{what}");
             crate::metrics::errors("internal");
         }
         _ => {}

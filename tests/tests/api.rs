@@ -1545,7 +1545,7 @@ async fn export_jobs_are_idempotent_listed_and_cancelled() -> anyhow::Result<()>
         "INSERT INTO strata.export_jobs (export_id, principal, user_id, range_from, range_to,
                 kinds, format, state, object_key, lease_until)
          VALUES ($1, 'alice', 'alice', '2020-01-01', '2021-01-01', '{}', 'csv', 'running',
-                 'exports/elsewhere.csv', now() + interval '1 hour')",
+                 'exports/elsewhere.csv', now() + interval '20 seconds')",
         &[&running],
     )
     .await?;
@@ -1797,13 +1797,53 @@ async fn export_jobs_are_idempotent_listed_and_cancelled() -> anyhow::Result<()>
     })
     .await;
     assert!(deleted, "file kept: {}", held.process.log_tail());
-    let state: String = hot
-        .query_one(
-            "SELECT state FROM strata.export_jobs WHERE export_id = $1",
+    // Released by its worker: no longer counted as open.
+    let released = strata_tests::wait_until(Duration::from_secs(20), || async {
+        hot.query_one(
+            "SELECT state = 'cancelled' AND lease_until IS NULL AND file_deleted
+               FROM strata.export_jobs WHERE export_id = $1",
             &[&id],
         )
+        .await
+        .and_then(|row| row.try_get::<_, bool>(0))
+        .unwrap_or(false)
+    })
+    .await;
+    assert!(released, "not released: {}", held.process.log_tail());
+
+    // A subject holding an agent token and a customer token: the jobs the
+    // agent token started for other users stay out of the customer
+    // token's sight.
+    let as_agent = token("dana", &[READ_ANY, EXPORT], 600);
+    let as_customer = token("dana", &[EXPORT], 600);
+    let for_alice = client
+        .start_export(authed(
+            StartExportRequest {
+                user_id: "alice".into(),
+                ..Default::default()
+            },
+            &as_agent,
+        ))
         .await?
-        .try_get(0)?;
-    assert_eq!(state, "cancelled");
+        .into_inner()
+        .export_job
+        .context("no export_job")?;
+    assert_eq!(list_all_jobs(&mut client, &as_agent, "").await?.len(), 1);
+    assert!(list_all_jobs(&mut client, &as_customer, "")
+        .await?
+        .is_empty());
+    assert_eq!(
+        reason(
+            client
+                .get_export(authed(
+                    GetExportRequest {
+                        export_id: for_alice.export_id.clone(),
+                    },
+                    &as_customer,
+                ))
+                .await
+        ),
+        "EXPORT_NOT_FOUND"
+    );
     Ok(())
 }

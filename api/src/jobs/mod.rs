@@ -39,9 +39,14 @@ macro_rules! job_columns {
 /// Serialises the job creations of one principal, in every API process.
 const LOCK_PRINCIPAL_SQL: &str =
     "SELECT pg_advisory_xact_lock(hashtextextended('strata.export_jobs.' || $1, 0))";
-/// A principal's open jobs.
+/// A principal's open jobs: pending, running, and cancelled while a
+/// worker may still be on them (its lease not lapsed or released), so
+/// starting and cancelling jobs in a loop cannot keep more workers busy
+/// than the limit.
 const COUNT_OPEN_SQL: &str = "SELECT count(*) FROM strata.export_jobs
-              WHERE principal = $1 AND state IN ('pending', 'running')";
+              WHERE principal = $1
+                AND (state IN ('pending', 'running')
+                     OR (state = 'cancelled' AND lease_until > now()))";
 /// A new pending job.
 const INSERT_SQL: &str = concat!(
     "INSERT INTO strata.export_jobs
@@ -60,7 +65,7 @@ const BY_REQUEST_SQL: &str = concat!(
 /// A principal's jobs, newest first, after the cursor (`$2`, `$3`), at most
 /// `$4`: an ordered index scan of `export_jobs_by_principal` from the
 /// cursor that stops at the limit, also with stale statistics (checked with
-/// `reltuples = 0` and generic plans).
+/// `reltuples = 0` and generic plans). So are the two below.
 const LIST_BY_PRINCIPAL_SQL: &str = concat!(
     "SELECT ",
     job_columns!(),
@@ -69,6 +74,17 @@ const LIST_BY_PRINCIPAL_SQL: &str = concat!(
        AND (created_at, export_id) < ($2, $3)
      ORDER BY created_at DESC, export_id DESC
      LIMIT $4"
+);
+/// A principal's jobs of user `$2`, newest first, after the cursor (`$3`,
+/// `$4`), at most `$5` (`export_jobs_by_principal_user`).
+const LIST_BY_PRINCIPAL_USER_SQL: &str = concat!(
+    "SELECT ",
+    job_columns!(),
+    " FROM strata.export_jobs
+     WHERE principal = $1 AND user_id = $2
+       AND (created_at, export_id) < ($3, $4)
+     ORDER BY created_at DESC, export_id DESC
+     LIMIT $5"
 );
 /// Every principal's jobs of user `$1`, newest first, after the cursor
 /// (`$2`, `$3`), at most `$4` (`export_jobs_by_user`).
@@ -81,10 +97,12 @@ const LIST_BY_USER_SQL: &str = concat!(
      ORDER BY created_at DESC, export_id DESC
      LIMIT $4"
 );
-/// Cancels a job that has not ended.
+/// Cancels a job that has not ended. A running job keeps its lease: its
+/// worker stops at its next lease check and releases it
+/// ([`RELEASE_CANCELLED_SQL`]); until then the job counts as open.
 const CANCEL_SQL: &str = concat!(
     "UPDATE strata.export_jobs
-        SET state = 'cancelled', lease_until = NULL, finished_at = now()
+        SET state = 'cancelled', finished_at = now()
       WHERE export_id = $1 AND state IN ('pending', 'running')
       RETURNING ",
     job_columns!()
@@ -117,6 +135,26 @@ pub(crate) const CLAIM_SQL: &str = "UPDATE strata.export_jobs
                          LIMIT 1)
               RETURNING export_id, user_id, range_from, range_to, kinds, format,
                         object_key, attempts";
+/// Extends a running job's lease (`$2` seconds), without progress: the
+/// worker's lease check, on a timer.
+pub(crate) const HOLD_SQL: &str = "UPDATE strata.export_jobs
+                    SET lease_until = now() + make_interval(secs => $2)
+                  WHERE export_id = $1 AND state = 'running'";
+/// A cancelled job's worker has stopped: it no longer counts as open; `$2`
+/// when the worker deleted what it had uploaded.
+pub(crate) const RELEASE_CANCELLED_SQL: &str = "UPDATE strata.export_jobs
+                    SET lease_until = NULL, file_deleted = file_deleted OR $2
+                  WHERE export_id = $1 AND state = 'cancelled'";
+/// Cancelled jobs no worker holds whose file (if any) is not deleted yet,
+/// oldest first, at most `$1`.
+pub(crate) const CANCELLED_DUE_SQL: &str = "SELECT export_id, object_key FROM strata.export_jobs
+                      WHERE state = 'cancelled' AND NOT file_deleted
+                        AND (lease_until IS NULL OR lease_until < now())
+                      ORDER BY finished_at
+                      LIMIT $1";
+/// Records that cancelled jobs' files are deleted.
+pub(crate) const MARK_FILE_DELETED_SQL: &str = "UPDATE strata.export_jobs SET file_deleted = true
+                  WHERE export_id = ANY($1) AND state = 'cancelled'";
 /// Extends a running job's lease (`$2` seconds) and records its progress.
 pub(crate) const RENEW_SQL: &str = "UPDATE strata.export_jobs
                     SET lease_until = now() + make_interval(secs => $2), events = $3, bytes = $4
@@ -331,10 +369,15 @@ impl ListCursor {
 /// Whose jobs [`list`] reads.
 #[derive(Debug, Clone, Copy)]
 pub enum Listing<'a> {
-    /// The jobs `principal` started. (A principal without the
-    /// read-any scope only ever exports its own history, so no user filter
-    /// is needed.)
+    /// The jobs `principal` started.
     Principal(&'a str),
+    /// The jobs `principal` started exporting `user`'s history.
+    PrincipalUser {
+        /// Who started them.
+        principal: &'a str,
+        /// Whose history.
+        user: &'a str,
+    },
     /// Every principal's jobs exporting `user`'s history (support agents).
     User(&'a str),
 }
@@ -448,6 +491,20 @@ pub async fn list(
                 .query(
                     LIST_BY_PRINCIPAL_SQL,
                     &[&principal, &cursor.created_at, &cursor.export_id, &limit],
+                )
+                .await?
+        }
+        Listing::PrincipalUser { principal, user } => {
+            client
+                .query(
+                    LIST_BY_PRINCIPAL_USER_SQL,
+                    &[
+                        &principal,
+                        &user,
+                        &cursor.created_at,
+                        &cursor.export_id,
+                        &limit,
+                    ],
                 )
                 .await?
         }
@@ -573,6 +630,10 @@ mod tests {
             LIST_BY_PRINCIPAL_SQL,
             CANCEL_SQL,
             FINISH_SQL,
+            HOLD_SQL,
+            RELEASE_CANCELLED_SQL,
+            CANCELLED_DUE_SQL,
+            MARK_FILE_DELETED_SQL,
         ] {
             for quoted in sql.split('\'').skip(1).step_by(2) {
                 assert!(JobState::parse(quoted).is_ok(), "{quoted:?} in {sql}");

@@ -12,8 +12,9 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{
-    JobError, JobState, CLAIM_SQL, DUE_SQL, EXPIRE_BATCH, EXPIRE_INTERVAL, FINISH_SQL,
-    MARK_EXPIRED_SQL, RENEW_SQL, STATE_SQL,
+    JobError, JobState, CANCELLED_DUE_SQL, CLAIM_SQL, DUE_SQL, EXPIRE_BATCH, EXPIRE_INTERVAL,
+    FINISH_SQL, HOLD_SQL, MARK_EXPIRED_SQL, MARK_FILE_DELETED_SQL, RELEASE_CANCELLED_SQL,
+    RENEW_SQL, STATE_SQL,
 };
 use crate::export::{self, ExportError, Format, JOB_LEASE, JOB_MAX_ATTEMPTS};
 use crate::history::{HistoryReader, Query};
@@ -64,6 +65,10 @@ impl export::Sink for FileSink<'_> {
         Ok(true)
     }
 }
+
+/// How often a running job's lease is checked and extended, whatever the
+/// export produces: a cancelled job stops within this.
+pub(super) const HOLD_INTERVAL: Duration = Duration::from_secs(5);
 
 /// What the worker needs.
 pub struct Worker {
@@ -127,6 +132,10 @@ impl Worker {
     /// never hands out a URL to a deleted file. A file that cannot be
     /// deleted leaves its job done, for the next sweep.
     pub async fn expire(&self) -> Result<usize, JobError> {
+        let swept = self.sweep_cancelled().await?;
+        if swept > 0 {
+            tracing::info!(swept, "export jobs: cancelled jobs' files deleted");
+        }
         let retention = self.retention.as_secs_f64();
         let due: Vec<(Uuid, String)> = {
             let client = self.pool.get().await?;
@@ -152,6 +161,39 @@ impl Worker {
         }
         let client = self.pool.get().await?;
         let marked = client.execute(MARK_EXPIRED_SQL, &[&expired]).await?;
+        Ok(usize::try_from(marked).unwrap_or(usize::MAX))
+    }
+
+    /// Deletes the files cancelled jobs may have left (a worker that
+    /// crashed between upload and finish, or whose delete failed) once no
+    /// worker holds them; deleting a key that was never written is
+    /// harmless. Returns how many jobs it settled.
+    async fn sweep_cancelled(&self) -> Result<usize, JobError> {
+        let due: Vec<(Uuid, String)> = {
+            let client = self.pool.get().await?;
+            let rows = client.query(CANCELLED_DUE_SQL, &[&EXPIRE_BATCH]).await?;
+            let mut due = Vec::with_capacity(rows.len());
+            for row in &rows {
+                due.push((row.try_get(0)?, row.try_get(1)?));
+            }
+            due
+        };
+        let mut deleted: Vec<Uuid> = Vec::with_capacity(due.len());
+        for (id, key) in due {
+            match self.store.delete(&key).await {
+                Ok(()) => deleted.push(id),
+                Err(err) if err.not_found() => deleted.push(id),
+                Err(err) => {
+                    tracing::warn!(export_id = %id, error = %err, "export jobs: cannot delete a cancelled job's file");
+                    crate::metrics::errors("export_cancel");
+                }
+            }
+        }
+        if deleted.is_empty() {
+            return Ok(0);
+        }
+        let client = self.pool.get().await?;
+        let marked = client.execute(MARK_FILE_DELETED_SQL, &[&deleted]).await?;
         Ok(usize::try_from(marked).unwrap_or(usize::MAX))
     }
 
@@ -226,7 +268,13 @@ impl Worker {
         let path = self
             .spool_dir
             .join(format!("strata-export-{id}.{}", job.format));
-        let result = self.write(&job, format, &path, cancel).await;
+        // The lease is checked on a timer as well as with each chunk, so
+        // a cancelled job stops within HOLD_INTERVAL even while a sparse
+        // range or the upload produces no chunk (the write is dropped).
+        let result = tokio::select! {
+            result = self.write(&job, format, &path, cancel) => result,
+            stopped = self.hold(id) => Err(stopped),
+        };
         let _ = tokio::fs::remove_file(&path).await;
         match result {
             Ok(totals) => {
@@ -248,6 +296,7 @@ impl Worker {
             Err(ExportError::NotRunning) => {
                 // CancelExport, or a lapsed lease taken over elsewhere.
                 tracing::info!(export_id = %id, "export job stopped: cancelled or taken over");
+                self.discard_if_cancelled(id, &job.object_key).await;
             }
             Err(err) => {
                 tracing::warn!(export_id = %id, error = %err, "export job attempt failed");
@@ -295,6 +344,29 @@ impl Worker {
             tokio::time::sleep(pause).await;
         }
         Ok(totals)
+    }
+
+    /// Extends the job's lease every [`HOLD_INTERVAL`] until it is no
+    /// longer running (cancelled, or taken over after a lapse); a database
+    /// that does not answer is retried (the lease may then lapse, and the
+    /// job run again elsewhere: never lost).
+    async fn hold(&self, id: Uuid) -> ExportError {
+        let lease = JOB_LEASE.as_secs_f64();
+        loop {
+            tokio::time::sleep(HOLD_INTERVAL).await;
+            let held = async {
+                let client = self.pool.get().await?;
+                Ok::<_, JobError>(client.execute(HOLD_SQL, &[&id, &lease]).await?)
+            }
+            .await;
+            match held {
+                Ok(0) => return ExportError::NotRunning,
+                Ok(_) => {}
+                Err(err) => {
+                    tracing::warn!(export_id = %id, error = %err, "export jobs: cannot extend a lease");
+                }
+            }
+        }
     }
 
     /// Extends the lease and records progress; fails when the job is no
@@ -354,9 +426,10 @@ impl Worker {
     }
 
     /// Deletes the file a job wrote when the job was cancelled while it
-    /// was written (CancelExport promises no file is kept). A job taken
-    /// over and finished by another worker keeps its file: the same key
-    /// holds that worker's upload.
+    /// was written (CancelExport promises no file is kept), and releases
+    /// the job so it stops counting as open. A job taken over and finished
+    /// by another worker keeps its file: the same key holds that worker's
+    /// upload. What is not deleted here the sweep deletes.
     async fn discard_if_cancelled(&self, id: Uuid, key: &str) {
         let state = async {
             let client = self.pool.get().await?;
@@ -368,15 +441,32 @@ impl Worker {
         }
         .await;
         match state {
-            Ok(Some(JobState::Cancelled)) => match self.store.delete(key).await {
-                Ok(()) => {
-                    tracing::info!(export_id = %id, "export job cancelled while written; file deleted")
+            Ok(Some(JobState::Cancelled)) => {
+                let deleted = match self.store.delete(key).await {
+                    Ok(()) => {
+                        tracing::info!(export_id = %id, "export job cancelled while written; file deleted");
+                        true
+                    }
+                    Err(err) if err.not_found() => true,
+                    Err(err) => {
+                        tracing::warn!(export_id = %id, key, error = %err, "cannot delete a cancelled export's file");
+                        crate::metrics::errors("export_cancel");
+                        false
+                    }
+                };
+                let released = async {
+                    let client = self.pool.get().await?;
+                    client
+                        .execute(RELEASE_CANCELLED_SQL, &[&id, &deleted])
+                        .await?;
+                    Ok::<_, JobError>(())
                 }
-                Err(err) => {
-                    tracing::warn!(export_id = %id, key, error = %err, "cannot delete a cancelled export's file");
-                    crate::metrics::errors("export_cancel");
+                .await;
+                if let Err(err) = released {
+                    // The lease lapses on its own.
+                    tracing::warn!(export_id = %id, error = %err, "cannot release a cancelled export job");
                 }
-            },
+            }
             Ok(_) => {}
             Err(err) => {
                 tracing::warn!(export_id = %id, error = %err, "cannot read a finished export job's state");

@@ -180,16 +180,21 @@ impl HistoryService {
         }
     }
 
-    /// The job `export_id` names, if the caller may see it (the principal
-    /// that started it, or a support agent); NOT_FOUND otherwise, the same
-    /// answer as for a job that does not exist.
+    /// The job `export_id` names, if the caller may see it: a support agent
+    /// sees every job; anyone else only the jobs it started of its own
+    /// history (a subject may also hold a read-any token, and the jobs that
+    /// token started for other users stay out of its customer token's
+    /// sight). NOT_FOUND otherwise, the same answer as for a job that does
+    /// not exist.
     async fn visible_job(&self, call: &mut Call, export_id: &str) -> Result<jobs::Job, ApiError> {
         let id = request::export_id(export_id)?;
         let job = jobs::get(&self.parts.pool, id)
             .await
             .map_err(|e| ApiError::internal("read export job", e))?
             .ok_or(ApiError::NotFound(NotFound::ExportJob))?;
-        if job.principal != call.principal.subject && !call.principal.read_any {
+        let principal = &call.principal;
+        let own = job.principal == principal.subject && job.user_id == principal.subject;
+        if !own && !principal.read_any {
             return Err(ApiError::NotFound(NotFound::ExportJob));
         }
         call.target = job.user_id.clone();
@@ -245,21 +250,34 @@ impl HistoryService {
         if request.user_id.len() > strata_core::event::MAX_USER_ID_BYTES {
             return Err(InvalidArgument::UserIdTooLong.into());
         }
-        // A customer's jobs are all of its own history, so its user filter
-        // (empty or its own id) selects them all.
-        let listing = if principal.read_any && !request.user_id.is_empty() {
-            Listing::User(&request.user_id)
-        } else {
+        // What GetExport would show this caller: an agent, its own jobs or
+        // a user's; anyone else, the jobs it started of its own history.
+        let listing = if !principal.read_any {
+            Listing::PrincipalUser {
+                principal: &principal.subject,
+                user: &principal.subject,
+            }
+        } else if request.user_id.is_empty() {
             Listing::Principal(&principal.subject)
+        } else {
+            Listing::User(&request.user_id)
         };
         call.target = request.user_id.clone();
+        // A token pages one listing of one caller: bound to both.
+        let listed = match listing {
+            Listing::Principal(who) => format!("principal\0{who}"),
+            Listing::PrincipalUser { principal, user } => {
+                format!("principal-user\0{principal}\0{user}")
+            }
+            Listing::User(user) => format!("user\0{}\0{user}", principal.subject),
+        };
         let binding = Binding {
             method: "ListExports",
-            user_id: &request.user_id,
+            user_id: &listed,
             kinds: &[],
             from_micros: 0,
             to_micros: 0,
-            descending: matches!(listing, Listing::User(_)),
+            descending: true,
         };
         let cursor = if request.page_token.is_empty() {
             ListCursor::start()
