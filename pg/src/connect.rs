@@ -101,6 +101,22 @@ fn config(
     } else {
         tls.driver_mode()
     };
+    // tokio-postgres does TLS only with a host name to give the handshake,
+    // and a URL with `hostaddr=` alone has none, so every server with TLS
+    // would fail (and be retried). libpq does TLS there without a name:
+    // use the address as the name, which only `verify-full` checks.
+    let hostaddr_only = config.get_hosts().is_empty() && !config.get_hostaddrs().is_empty();
+    if hostaddr_only && driver_mode != tokio_postgres::config::SslMode::Disable {
+        if tls.mode == SslMode::VerifyFull {
+            return Err(PgError::Tls {
+                url: url.redacted(),
+                message: "sslmode=verify-full checks the server certificate's host name, and this URL gives only hostaddr=: add host=<the name in the certificate> (hostaddr= then only picks the address), or use sslmode=verify-ca".into(),
+            });
+        }
+        for addr in config.get_hostaddrs().to_vec() {
+            config.host(addr.to_string());
+        }
+    }
     config
         .application_name(application_name)
         .connect_timeout(timeout)
@@ -188,6 +204,28 @@ fn connect_error(url: &DatabaseUrl, mode: SslMode, error: tokio_postgres::Error)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hostaddr_alone_gets_a_host_name_for_tls_but_not_for_verify_full() {
+        let url = DatabaseUrl::new("postgres://strata@/hot?hostaddr=10.0.0.7&sslmode=require");
+        let (with_tls, _) = config(&url, "strata-test", Duration::from_secs(7)).expect("valid url");
+        assert_eq!(
+            with_tls.get_hosts(),
+            [tokio_postgres::config::Host::Tcp("10.0.0.7".into())]
+        );
+        let plain = DatabaseUrl::new("postgres://strata@/hot?hostaddr=10.0.0.7&sslmode=disable");
+        let (without, _) =
+            config(&plain, "strata-test", Duration::from_secs(7)).expect("valid url");
+        assert!(without.get_hosts().is_empty());
+        let full = DatabaseUrl::new(
+            "postgres://strata@/hot?hostaddr=10.0.0.7&sslmode=verify-full&sslrootcert=/dev/null",
+        );
+        let err = config(&full, "strata-test", Duration::from_secs(7)).expect_err("no name");
+        assert!(
+            matches!(&err, PgError::Tls { message, .. } if message.contains("host=")),
+            "{err:?}"
+        );
+    }
 
     #[test]
     fn every_session_gets_its_name_keepalives_and_connect_timeout() {

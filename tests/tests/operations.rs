@@ -329,3 +329,177 @@ async fn grpc_health_follows_the_api_database() -> anyhow::Result<()> {
     assert!(up, "health still {:?}", status("").await);
     Ok(())
 }
+
+/// The lines `strata demo` prints for a user to paste, run as printed (the
+/// venv's Python for `python3`; DuckDB's SQL through its Python module, as
+/// the CLI is not installed; grpcurl, not installable here, only checked
+/// for the address and method): README's first command, end to end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_runs_and_the_commands_it_prints_work() -> anyhow::Result<()> {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let python = std::env::var("STRATA_TEST_PYTHON")
+        .map_err(|_| anyhow::anyhow!("STRATA_TEST_PYTHON is not set: run scripts/test"))?;
+    let root = tempfile::Builder::new().prefix("strata-demo").tempdir()?;
+    let dir = root.path().join("cluster");
+    let dir_arg = dir.display().to_string();
+    let mut demo = tokio::process::Command::new(strata_bin())
+        .args([
+            "demo",
+            "--dir",
+            &dir_arg,
+            "--duration",
+            "3s",
+            "--rate",
+            "100",
+            "--users",
+            "20",
+            "--backfill-days",
+            "1",
+            "--backfill-events",
+            "300",
+            "--api-for",
+            "30s",
+        ])
+        .env_remove("STRATA_HOT_STORE__URL")
+        .env_remove("STRATA_SOURCES__MAIN__URL")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = demo
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let mut lines = BufReader::new(stdout).lines();
+    let mut printed = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(240), async {
+        while let Some(line) = lines.next_line().await? {
+            let done = line.starts_with("Serving for");
+            printed.push(line);
+            if done {
+                break;
+            }
+        }
+        anyhow::Ok(())
+    })
+    .await;
+    let transcript = printed.join("\n");
+    anyhow::ensure!(
+        matches!(read, Ok(Ok(()))) && transcript.contains("Serving for"),
+        "the demo did not reach its API: {transcript}"
+    );
+    // The rest of its output, until it exits (after --api-for).
+    let rest = tokio::spawn(async move {
+        let mut rest = Vec::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            rest.push(line);
+        }
+        rest
+    });
+
+    let pasted = |prefix: &str| {
+        printed
+            .iter()
+            .map(|line| line.trim_start())
+            .filter(|line| line.starts_with(prefix))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    // Python, in a folder where `proto` is the repository's.
+    let work = root.path().join("client");
+    std::fs::create_dir_all(&work)?;
+    let proto = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto");
+    std::os::unix::fs::symlink(&proto, work.join("proto"))?;
+    let python_lines = pasted("python3 ");
+    assert_eq!(python_lines.len(), 2, "{transcript}");
+    let mut last_output = String::new();
+    for line in &python_lines {
+        let command = format!("{} {}", python, line.trim_start_matches("python3 "));
+        let out = tokio::process::Command::new("sh")
+            .args(["-c", &command])
+            .current_dir(&work)
+            .output()
+            .await?;
+        assert!(
+            out.status.success(),
+            "{line}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        last_output = String::from_utf8_lossy(&out.stdout).to_string();
+    }
+    assert_eq!(
+        last_output.matches("events {").count(),
+        5,
+        "ListActivity(page_size=5) from the printed line: {last_output}"
+    );
+    // grpcurl: the address the API serves and the method's full name.
+    let grpcurl = pasted("grpcurl ");
+    assert_eq!(grpcurl.len(), 1, "{transcript}");
+    assert!(
+        grpcurl[0].contains("strata.v1.HistoryService/ListActivity"),
+        "{}",
+        grpcurl[0]
+    );
+    // DuckDB: the printed SQL over the printed archive folder.
+    let duckdb = pasted("duckdb -c ");
+    assert_eq!(duckdb.len(), 1, "{transcript}");
+    let sql = duckdb[0]
+        .trim_start_matches("duckdb -c \"")
+        .trim_end_matches('"');
+    let out = tokio::process::Command::new(&python)
+        .args([
+            "-c",
+            "import duckdb, sys; print(duckdb.sql(sys.argv[1]).fetchall())",
+            sql,
+        ])
+        .output()
+        .await?;
+    assert!(
+        out.status.success(),
+        "{sql}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = String::from_utf8_lossy(&out.stdout);
+    assert!(rows.contains("login") || rows.contains("deposit"), "{rows}");
+
+    // The demo ends by itself after --api-for and leaves its cluster
+    // running; psql as printed, then --stop as printed.
+    let ended = tokio::time::timeout(Duration::from_secs(90), demo.wait()).await;
+    assert!(
+        matches!(&ended, Ok(Ok(status)) if status.success()),
+        "the demo did not end well: {ended:?}"
+    );
+    printed.extend(rest.await?);
+    let transcript = printed.join("\n");
+    let psql: Vec<String> = printed
+        .iter()
+        .map(|line| line.trim_start())
+        .filter(|line| line.starts_with("psql "))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(psql.len(), 1, "{transcript}");
+    let query = "SELECT count(*) > 0 FROM strata.activity";
+    let out = tokio::process::Command::new("sh")
+        .args(["-c", &format!("{} -AtX -c '{query}'", psql[0])])
+        .output()
+        .await?;
+    let answer = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        answer.trim(),
+        "t",
+        "{}\n{}",
+        psql[0],
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(transcript.contains("strata demo --stop"), "{transcript}");
+    let stop = Command::new(strata_bin())
+        .args(["demo", "--stop", "--dir", &dir_arg])
+        .output()?;
+    assert!(
+        stop.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stop.stderr)
+    );
+    Ok(())
+}

@@ -287,6 +287,22 @@ async fn whole_pipeline_runs_over_verify_full_and_bad_settings_are_named() -> an
     );
     // verify-ca checks the chain only, so the same address is accepted.
     strata_tests::connect(&tls.url("tls_hot", "127.0.0.1", "verify-ca", "ca.crt")).await?;
+    // An address alone (hostaddr=, no host=) works with require and
+    // verify-ca, as in libpq; verify-full says it needs a host name.
+    for sslmode in ["require", "verify-ca"] {
+        let by_address = format!(
+            "postgres://strata@/tls_hot?hostaddr=127.0.0.1&port={}&sslmode={sslmode}&sslrootcert={}&sslcert={}&sslkey={}",
+            tls.cluster.port(),
+            tls.pki.path("ca.crt").display(),
+            tls.pki.path("client.crt").display(),
+            tls.pki.path("client.key").display(),
+        );
+        strata_tests::connect(&by_address)
+            .await
+            .with_context(|| format!("hostaddr only, sslmode={sslmode}"))?
+            .batch_execute("SELECT 1")
+            .await?;
+    }
 
     // Plaintext: the server refuses, and the error says why.
     let plaintext = DatabaseUrl::new(tls.url("tls_hot", "localhost", "disable", "ca.crt"));
