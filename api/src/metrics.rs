@@ -46,7 +46,7 @@ pub static EXPORTS_RUNNING: LazyLock<IntGauge> = LazyLock::new(|| {
     must(
         register_int_gauge!(
             "strata_api_exports_running",
-            "Exports (streamed) running in this process"
+            "Exports running in this process: streams, and jobs its worker is writing"
         ),
         "exports_running",
     )

@@ -217,6 +217,8 @@ pub async fn serve_with_reader(
         wake: wake_jobs.clone(),
         spool_dir: std::env::temp_dir(),
         retention: api.export_retention,
+        export_prefix: export_prefix.clone(),
+        abandoned_upload_after: options.object_store.abandoned_upload_after,
     };
     let worker_task = tokio::spawn(worker.run(cancel.child_token()));
 

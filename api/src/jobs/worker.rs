@@ -84,6 +84,11 @@ pub struct Worker {
     pub spool_dir: std::path::PathBuf,
     /// Job files are deleted this long after their job finished.
     pub retention: Duration,
+    /// Where job files go (`object_store.prefix` + `api.export_prefix`).
+    pub export_prefix: String,
+    /// Multipart uploads of job files left unfinished this long (a worker
+    /// stopped mid-upload by a crash, a shutdown or a cancel) are aborted.
+    pub abandoned_upload_after: Duration,
 }
 
 struct Claimed {
@@ -135,6 +140,23 @@ impl Worker {
         let swept = self.sweep_cancelled().await?;
         if swept > 0 {
             tracing::info!(swept, "export jobs: cancelled jobs' files deleted");
+        }
+        // S3 bills the parts of an unfinished multipart upload until it is
+        // aborted; the archiver's sweep covers only its staging prefix.
+        let uploads = format!("{}/", self.export_prefix.trim_end_matches('/'));
+        match self
+            .store
+            .abort_abandoned_uploads(&uploads, self.abandoned_upload_after)
+            .await
+        {
+            Ok(0) => {}
+            Ok(aborted) => {
+                tracing::info!(aborted, "export jobs: abandoned multipart uploads aborted")
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "export jobs: cannot list abandoned multipart uploads");
+                crate::metrics::errors("export_expire");
+            }
         }
         let retention = self.retention.as_secs_f64();
         let due: Vec<(Uuid, String)> = {
@@ -271,10 +293,12 @@ impl Worker {
         // The lease is checked on a timer as well as with each chunk, so
         // a cancelled job stops within HOLD_INTERVAL even while a sparse
         // range or the upload produces no chunk (the write is dropped).
+        crate::metrics::EXPORTS_RUNNING.inc();
         let result = tokio::select! {
             result = self.write(&job, format, &path, cancel) => result,
             stopped = self.hold(id) => Err(stopped),
         };
+        crate::metrics::EXPORTS_RUNNING.dec();
         let _ = tokio::fs::remove_file(&path).await;
         match result {
             Ok(totals) => {
