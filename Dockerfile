@@ -21,10 +21,12 @@ WORKDIR /src
 COPY . .
 # The registry and target caches survive between builds (BuildKit or
 # buildah); the binary is copied out of the cached target in the same step.
+# Its line tables are stripped (symbols stay, so backtraces name functions):
+# 50 MB instead of 254 MB.
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
     --mount=type=cache,target=/src/target,sharing=locked \
-    cargo build --release -p strata-cli --locked \
+    CARGO_PROFILE_RELEASE_STRIP=debuginfo cargo build --release -p strata-cli --locked \
  && install -D -m 0755 target/release/strata /out/strata
 
 FROM debian:bookworm-slim

@@ -103,18 +103,33 @@ async fn insert(pool: &Pool, values: &[(&(dyn ToSql + Sync), Type)]) -> Result<(
     Ok(())
 }
 
+/// `text` as Postgres text can hold it: NUL characters (which a refused
+/// call's `user_id` or a token's subject may carry, and which Postgres
+/// refuses in text) become U+FFFD, so hostile input cannot make the
+/// audit row fail and the call go unaudited.
+fn storable(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\0') {
+        std::borrow::Cow::Owned(text.replace('\0', "\u{FFFD}"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
 /// Writes one audit row; false (logged and counted) when it could not be
 /// written.
 pub async fn write(pool: &Pool, record: &AuditRecord<'_>) -> bool {
     let code = code_name(record.code);
-    let detail = truncate(record.detail, DETAIL_BYTES);
+    let detail = storable(truncate(record.detail, DETAIL_BYTES));
     let decision = record.decision.as_str();
+    let request_id = storable(record.request_id);
+    let principal = storable(record.principal);
+    let target = storable(record.target);
     let result = insert(
         pool,
         &[
-            (&record.request_id, Type::TEXT),
-            (&record.principal, Type::TEXT),
-            (&record.target, Type::TEXT),
+            (&request_id, Type::TEXT),
+            (&principal, Type::TEXT),
+            (&target, Type::TEXT),
             (&record.method, Type::TEXT),
             (&decision, Type::TEXT),
             (&code, Type::TEXT),
@@ -229,6 +244,13 @@ pub async fn write_summaries(pool: &Pool, admission: &Admission) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nul_characters_are_stored_as_replacement_characters() {
+        assert_eq!(storable("alice"), "alice");
+        assert!(matches!(storable("alice"), std::borrow::Cow::Borrowed(_)));
+        assert_eq!(storable("a\0b\0"), "a\u{FFFD}b\u{FFFD}");
+    }
 
     #[test]
     fn decisions_read_as_the_column_stores_them() {

@@ -284,6 +284,9 @@ pub enum InvalidArgument {
     /// `user_id` longer than a stored user id can be.
     #[error("user_id is longer than 256 bytes")]
     UserIdTooLong,
+    /// `user_id` holding a NUL character, which no stored user id can.
+    #[error("user_id contains a NUL character, which no stored user id can")]
+    UserIdNul,
     /// StartExport's `request_id` is not a UUID.
     #[error("request_id must be a UUID in its 36-character hyphenated form, not nil (or empty)")]
     RequestId,
@@ -310,7 +313,9 @@ impl InvalidArgument {
             InvalidArgument::EventId => "event_id",
             InvalidArgument::ExportId => "export_id",
             InvalidArgument::ExportFormat => "format",
-            InvalidArgument::UserIdRequired | InvalidArgument::UserIdTooLong => "user_id",
+            InvalidArgument::UserIdRequired
+            | InvalidArgument::UserIdTooLong
+            | InvalidArgument::UserIdNul => "user_id",
             InvalidArgument::RequestId | InvalidArgument::RequestIdReused { .. } => "request_id",
         }
     }
@@ -331,6 +336,7 @@ impl InvalidArgument {
             InvalidArgument::ExportFormat => "UNKNOWN_EXPORT_FORMAT",
             InvalidArgument::UserIdRequired => "USER_ID_REQUIRED",
             InvalidArgument::UserIdTooLong => "USER_ID_TOO_LONG",
+            InvalidArgument::UserIdNul => "INVALID_USER_ID",
             InvalidArgument::RequestId => "INVALID_REQUEST_ID",
             InvalidArgument::RequestIdReused { .. } => "REQUEST_ID_REUSED",
         }
@@ -686,6 +692,7 @@ mod tests {
             InvalidArgument::ExportFormat,
             InvalidArgument::UserIdRequired,
             InvalidArgument::UserIdTooLong,
+            InvalidArgument::UserIdNul,
             InvalidArgument::RequestId,
             InvalidArgument::RequestIdReused {
                 request_id: Uuid::nil(),

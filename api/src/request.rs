@@ -109,14 +109,23 @@ pub fn export_id(text: &str) -> Result<Uuid, InvalidArgument> {
     Uuid::parse_str(text).map_err(|_| InvalidArgument::ExportId)
 }
 
-/// StartExport's `request_id`: empty (none) or a UUID.
+/// StartExport's `request_id`: empty (none) or a UUID in its 36-character
+/// hyphenated form (any case), neither nil nor max: a client whose unset
+/// default is the nil UUID is told so instead of getting its first job
+/// back on every call, and braced, `urn:uuid:` or hyphen-less spellings
+/// are refused as the README says.
 pub fn export_request_id(text: &str) -> Result<Option<Uuid>, InvalidArgument> {
     if text.is_empty() {
         return Ok(None);
     }
-    Uuid::parse_str(text)
-        .map(Some)
-        .map_err(|_| InvalidArgument::RequestId)
+    let hyphenated = text.len() == 36
+        && text
+            .char_indices()
+            .all(|(at, c)| matches!(at, 8 | 13 | 18 | 23) == (c == '-'));
+    match Uuid::try_parse(text) {
+        Ok(id) if hyphenated && !id.is_nil() && !id.is_max() => Ok(Some(id)),
+        _ => Err(InvalidArgument::RequestId),
+    }
 }
 
 /// Export jobs per ListExports page when the request says 0.
@@ -273,10 +282,24 @@ mod tests {
         assert_eq!(export_request_id(""), Ok(None));
         let id = Uuid::now_v7();
         assert_eq!(export_request_id(&id.to_string()), Ok(Some(id)));
-        assert_eq!(
-            export_request_id("retry-1"),
-            Err(InvalidArgument::RequestId)
-        );
+        let upper = id.to_string().to_uppercase();
+        assert_eq!(export_request_id(&upper), Ok(Some(id)));
+        for refused in [
+            "retry-1".to_owned(),
+            Uuid::nil().to_string(),
+            Uuid::max().to_string(),
+            id.simple().to_string(),
+            id.braced().to_string(),
+            id.urn().to_string(),
+            format!(" {}", &id.to_string()[1..]),
+            id.to_string().replacen('-', "", 1) + "0",
+        ] {
+            assert_eq!(
+                export_request_id(&refused),
+                Err(InvalidArgument::RequestId),
+                "{refused}"
+            );
+        }
     }
 
     #[test]

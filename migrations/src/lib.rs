@@ -97,6 +97,11 @@ pub const STORE: MigrationSet = MigrationSet {
             name: "0007_export_requests.sql",
             sql: include_str!("../store/0007_export_requests.sql"),
         },
+        Migration {
+            version: 8,
+            name: "0008_export_open_jobs.sql",
+            sql: include_str!("../store/0008_export_open_jobs.sql"),
+        },
     ],
 };
 

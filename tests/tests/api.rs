@@ -414,6 +414,37 @@ async fn security_authentication_authorisation_tokens_and_injection() -> anyhow:
     assert!(unauthenticated
         .iter()
         .all(|(_, _, c)| c == "UNAUTHENTICATED"));
+    // A NUL character (which Postgres text cannot hold) in user_id: a
+    // specific refusal, and the refused calls are audited all the same
+    // (the audit row's text cannot hold it either).
+    let nul_user = "al\0ice";
+    let no_token = client
+        .list_activity(tonic::Request::new(list(
+            nul_user,
+            10,
+            Order::Ascending,
+            "",
+        )))
+        .await;
+    assert_eq!(code(no_token), Code::Unauthenticated);
+    assert_eq!(
+        reason(
+            client
+                .list_activity(authed(list(nul_user, 10, Order::Ascending, ""), &agent))
+                .await
+        ),
+        "INVALID_USER_ID"
+    );
+    let audited: i64 = env
+        .hot()
+        .await?
+        .query_one(
+            "SELECT count(*) FROM strata.api_audit WHERE target_user = $1",
+            &[&"al\u{FFFD}ice"],
+        )
+        .await?
+        .try_get(0)?;
+    assert_eq!(audited, 2, "NUL user ids not audited");
 
     // Test 3: bob (a customer with the export scope) against alice.
     let alice_event = expected[0].event_id.to_string();
@@ -1438,6 +1469,38 @@ async fn list_all_jobs(
     anyhow::bail!("ListExports did not end")
 }
 
+/// Starts an export job for `token`'s own history and waits until its
+/// worker (held after the upload by a failpoint) has uploaded the file of
+/// its first attempt; returns the job, its id and that file's key.
+async fn start_until_uploaded(
+    client: &mut HistoryClient<Channel>,
+    token: &str,
+    hot: &tokio_postgres::Client,
+    store: &strata_archive::ObjectStore,
+    server: &ApiServer,
+) -> anyhow::Result<(strata_proto::v1::ExportJob, uuid::Uuid, String)> {
+    let job = client
+        .start_export(authed(StartExportRequest::default(), token))
+        .await?
+        .into_inner()
+        .export_job
+        .context("no export_job")?;
+    let id = uuid::Uuid::parse_str(&job.export_id)?;
+    let key: String = hot
+        .query_one(
+            "SELECT object_key FROM strata.export_jobs WHERE export_id = $1",
+            &[&id],
+        )
+        .await?
+        .try_get(0)?;
+    let uploaded = strata_tests::wait_until(Duration::from_secs(20), || async {
+        store.size(&key).await.is_ok()
+    })
+    .await;
+    anyhow::ensure!(uploaded, "never uploaded: {}", server.process.log_tail());
+    Ok((job, id, key))
+}
+
 /// Test 9: the export jobs' contract. StartExport is idempotent by
 /// `request_id` (also under concurrent retries, and a reused id with other
 /// fields is refused); ListExports pages newest first and shows each
@@ -1765,26 +1828,8 @@ async fn export_jobs_are_idempotent_listed_and_cancelled() -> anyhow::Result<()>
     )
     .await?;
     let mut client = held.client().await?;
-    let job = client
-        .start_export(authed(StartExportRequest::default(), &alice))
-        .await?
-        .into_inner()
-        .export_job
-        .context("no export_job")?;
-    let id = uuid::Uuid::parse_str(&job.export_id)?;
-    let key: String = hot
-        .query_one(
-            "SELECT object_key FROM strata.export_jobs WHERE export_id = $1",
-            &[&id],
-        )
-        .await?
-        .try_get(0)?;
     let store = target.store().await?;
-    let uploaded = strata_tests::wait_until(Duration::from_secs(20), || async {
-        store.size(&key).await.is_ok()
-    })
-    .await;
-    assert!(uploaded, "never uploaded: {}", held.process.log_tail());
+    let (job, id, key) = start_until_uploaded(&mut client, &alice, &hot, &store, &held).await?;
     let cancelled = client
         .cancel_export(authed(cancel(&job.export_id), &alice))
         .await?
@@ -1810,6 +1855,53 @@ async fn export_jobs_are_idempotent_listed_and_cancelled() -> anyhow::Result<()>
     })
     .await;
     assert!(released, "not released: {}", held.process.log_tail());
+
+    // A worker whose job is claimed again while it uploads (its lease
+    // lapsed: here the claim is made by hand, as another process's would
+    // be) can neither finish the job nor leave its file behind: it deletes
+    // what it uploaded, and the attempt that takes the job over finishes
+    // it with a file of its own, the one GetExport serves.
+    let (job, id, first_key) =
+        start_until_uploaded(&mut client, &alice, &hot, &store, &held).await?;
+    let claimed = hot
+        .execute(
+            "UPDATE strata.export_jobs
+                SET attempts = attempts + 1, lease_until = now() + interval '1 second'
+              WHERE export_id = $1 AND state = 'running' AND attempts = 1",
+            &[&id],
+        )
+        .await?;
+    assert_eq!(claimed, 1, "not running its first attempt");
+    let done = wait_job(&mut client, &alice, &job.export_id).await?;
+    assert_eq!(
+        done.state,
+        ExportState::Succeeded as i32,
+        "{done:?}: {}",
+        held.process.log_tail()
+    );
+    let attempts: i32 = hot
+        .query_one(
+            "SELECT attempts FROM strata.export_jobs WHERE export_id = $1",
+            &[&id],
+        )
+        .await?
+        .try_get(0)?;
+    assert_eq!(attempts, 3, "finished by the fenced-out attempt");
+    let last_key = first_key.replace(".jsonl", ".attempt-3.jsonl");
+    assert_ne!(last_key, first_key);
+    assert!(store.size(&last_key).await.is_ok(), "{last_key} missing");
+    assert!(
+        matches!(store.size(&first_key).await, Err(err) if err.not_found()),
+        "the fenced-out attempt's file was kept"
+    );
+    assert!(
+        done.download_uri.contains(".attempt-3.jsonl"),
+        "{}",
+        done.download_uri
+    );
+    let (status, body) = download(&done.download_uri).await?;
+    assert_eq!(status, 200);
+    assert!(!body.is_empty());
 
     // A subject holding an agent token and a customer token: the jobs the
     // agent token started for other users stay out of the customer

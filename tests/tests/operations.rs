@@ -330,6 +330,17 @@ async fn grpc_health_follows_the_api_database() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs `strata demo --stop --dir <dir>` when dropped.
+struct StopDemoCluster(String);
+
+impl Drop for StopDemoCluster {
+    fn drop(&mut self) {
+        let _ = Command::new(strata_bin())
+            .args(["demo", "--stop", "--dir", &self.0])
+            .output();
+    }
+}
+
 /// The lines `strata demo` prints for a user to paste, run as printed (the
 /// venv's Python for `python3`; DuckDB's SQL through its Python module, as
 /// the CLI is not installed; grpcurl, not installable here, only checked
@@ -343,6 +354,9 @@ async fn demo_runs_and_the_commands_it_prints_work() -> anyhow::Result<()> {
     let root = tempfile::Builder::new().prefix("strata-demo").tempdir()?;
     let dir = root.path().join("cluster");
     let dir_arg = dir.display().to_string();
+    // The demo leaves its cluster running: stopped however the test ends
+    // (dropped before `root`, the folder the cluster lives in).
+    let _stop_cluster = StopDemoCluster(dir_arg.clone());
     let mut demo = tokio::process::Command::new(strata_bin())
         .args([
             "demo",
@@ -363,6 +377,9 @@ async fn demo_runs_and_the_commands_it_prints_work() -> anyhow::Result<()> {
         ])
         .env_remove("STRATA_HOT_STORE__URL")
         .env_remove("STRATA_SOURCES__MAIN__URL")
+        // Any free port (the demo prints the one it got), not 50051, which
+        // a developer's own demo may hold.
+        .env("STRATA_API__LISTEN", "127.0.0.1:0")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)

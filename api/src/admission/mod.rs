@@ -275,6 +275,12 @@ impl Gate<'_> {
                 Refusal::InvalidArgument(InvalidArgument::UserIdTooLong),
             ));
         }
+        if target.contains('\0') {
+            return Err(refused(
+                subject,
+                Refusal::InvalidArgument(InvalidArgument::UserIdNul),
+            ));
+        }
         let in_flight = self
             .admission
             .enter_call(subject)

@@ -137,6 +137,16 @@ fn agents_name_the_user_and_exports_need_their_scope() {
         refusal(gate.decide(None, Some(&exporter), &long, Need::Read)).1,
         Refusal::InvalidArgument(InvalidArgument::UserIdTooLong)
     );
+    assert_eq!(
+        refusal(gate.decide(
+            None,
+            Some(&bearer("agent-2", "activity:read:any")),
+            "u\0",
+            Need::Read
+        ))
+        .1,
+        Refusal::InvalidArgument(InvalidArgument::UserIdNul)
+    );
     let job = gate
         .decide(None, Some(&exporter), "", Need::Job)
         .expect("job");

@@ -1,10 +1,15 @@
 //! Export jobs (`StartExport`/`GetExport`): rows in `strata.export_jobs`,
 //! run by a worker in every API process ([`Worker`], `worker.rs`). A job is
-//! claimed with a lease that the runner renews; when a process dies its
-//! jobs are taken over once the lease lapses and written again from the
-//! start (the file's key is the job's, so the rerun replaces a partial
-//! upload: uploads are atomic anyway). Job state therefore survives API
-//! restarts.
+//! claimed with a lease that the runner renews; when a process dies (or
+//! stalls past its lease) its jobs are taken over once the lease lapses
+//! and written again from the start. Each claim is a numbered attempt: the
+//! attempt fences every later statement of its worker, and uploads to a
+//! key of its own (`attempt_key`), so a stalled worker that wakes up can
+//! neither finish the job nor overwrite the file of the attempt that took
+//! it over; it deletes what it uploaded. A done job's file is its last
+//! attempt's, and the finishing attempt deletes the keys earlier attempts
+//! may have left (the sweeps delete them all again). Job state
+//! therefore survives API restarts.
 //!
 //! The same worker deletes job files once `api.export_retention` has passed
 //! since their job finished, and marks those jobs `expired`. Spool files are
@@ -32,7 +37,7 @@ pub use worker::Worker;
 macro_rules! job_columns {
     () => {
         "export_id, principal, user_id, state, object_key, events, bytes, error, finished_at, \
-         range_from, range_to, kinds, format, created_at, request_id"
+         range_from, range_to, kinds, format, created_at, request_id, attempts"
     };
 }
 
@@ -114,7 +119,7 @@ const GET_SQL: &str = concat!(
     " FROM strata.export_jobs WHERE export_id = $1"
 );
 /// Done jobs past their retention (`$1` seconds), oldest first, at most `$2`.
-pub(crate) const DUE_SQL: &str = "SELECT export_id, object_key FROM strata.export_jobs
+pub(crate) const DUE_SQL: &str = "SELECT export_id, object_key, attempts FROM strata.export_jobs
                       WHERE state = 'done'
                         AND finished_at < now() - make_interval(secs => $1)
                       ORDER BY finished_at
@@ -136,37 +141,71 @@ pub(crate) const CLAIM_SQL: &str = "UPDATE strata.export_jobs
               RETURNING export_id, user_id, range_from, range_to, kinds, format,
                         object_key, attempts";
 /// Extends a running job's lease (`$2` seconds), without progress: the
-/// worker's lease check, on a timer.
+/// worker's lease check, on a timer. Like every statement a worker runs on
+/// its job, it is fenced by the attempt it claimed (`$3`): a worker whose
+/// lease lapsed and whose job was claimed again changes nothing.
 pub(crate) const HOLD_SQL: &str = "UPDATE strata.export_jobs
                     SET lease_until = now() + make_interval(secs => $2)
-                  WHERE export_id = $1 AND state = 'running'";
-/// A cancelled job's worker has stopped: it no longer counts as open; `$2`
-/// when the worker deleted what it had uploaded.
+                  WHERE export_id = $1 AND state = 'running' AND attempts = $3";
+/// A cancelled job's worker (attempt `$3`) has stopped: the job no longer
+/// counts as open; `$2` when every file its attempts may have uploaded is
+/// deleted.
 pub(crate) const RELEASE_CANCELLED_SQL: &str = "UPDATE strata.export_jobs
                     SET lease_until = NULL, file_deleted = file_deleted OR $2
-                  WHERE export_id = $1 AND state = 'cancelled'";
-/// Cancelled jobs no worker holds whose file (if any) is not deleted yet,
-/// oldest first, at most `$1`.
-pub(crate) const CANCELLED_DUE_SQL: &str = "SELECT export_id, object_key FROM strata.export_jobs
+                  WHERE export_id = $1 AND state = 'cancelled' AND attempts = $3";
+/// Cancelled jobs no worker holds whose files (if any) are not deleted
+/// yet, oldest first, at most `$1`.
+pub(crate) const CANCELLED_DUE_SQL: &str =
+    "SELECT export_id, object_key, attempts FROM strata.export_jobs
                       WHERE state = 'cancelled' AND NOT file_deleted
                         AND (lease_until IS NULL OR lease_until < now())
                       ORDER BY finished_at
                       LIMIT $1";
-/// Records that cancelled jobs' files are deleted.
-pub(crate) const MARK_FILE_DELETED_SQL: &str = "UPDATE strata.export_jobs SET file_deleted = true
+/// Records that cancelled jobs' files are deleted, and that no worker
+/// holds them (their leases lapsed: a worker that crashed never released
+/// its job), so they leave `export_jobs_open_by_principal`.
+pub(crate) const MARK_FILE_DELETED_SQL: &str = "UPDATE strata.export_jobs
+                  SET file_deleted = true, lease_until = NULL
                   WHERE export_id = ANY($1) AND state = 'cancelled'";
-/// Extends a running job's lease (`$2` seconds) and records its progress.
+/// Extends a running job's lease (`$2` seconds) and records its progress
+/// (attempt `$5`).
 pub(crate) const RENEW_SQL: &str = "UPDATE strata.export_jobs
                     SET lease_until = now() + make_interval(secs => $2), events = $3, bytes = $4
-                  WHERE export_id = $1 AND state = 'running'";
-/// Records a job's end: state `$2`, totals, error text; only while it
-/// runs (a cancelled job stays cancelled).
+                  WHERE export_id = $1 AND state = 'running' AND attempts = $5";
+/// Records a job's end by attempt `$6`: state `$2`, totals, error text;
+/// only while that attempt runs (a cancelled job stays cancelled, a job
+/// claimed again is not ours). A done job's file is therefore the one its
+/// last attempt uploaded ([`Job::file_key`]).
 pub(crate) const FINISH_SQL: &str = "UPDATE strata.export_jobs
                         SET state = $2, events = $3, bytes = $4, error = $5,
                             lease_until = NULL, finished_at = now()
-                      WHERE export_id = $1 AND state = 'running'";
+                      WHERE export_id = $1 AND state = 'running' AND attempts = $6";
 /// A job's state.
 pub(crate) const STATE_SQL: &str = "SELECT state FROM strata.export_jobs WHERE export_id = $1";
+
+/// The key attempt `attempt` of a job uploads its file to: the job's own
+/// key for the first, the same name with `.attempt-N` before the extension
+/// for the next ones.
+pub(crate) fn attempt_key(job_key: &str, attempt: i32) -> String {
+    if attempt <= 1 {
+        return job_key.to_owned();
+    }
+    let name_start = job_key.rfind('/').map_or(0, |slash| slash + 1);
+    match job_key[name_start..].rfind('.') {
+        Some(dot) => {
+            let (stem, extension) = job_key.split_at(name_start + dot);
+            format!("{stem}.attempt-{attempt}{extension}")
+        }
+        None => format!("{job_key}.attempt-{attempt}"),
+    }
+}
+
+/// Every key the first `attempts` attempts of a job may have uploaded to.
+pub(crate) fn attempt_keys(job_key: &str, attempts: i32) -> Vec<String> {
+    (1..=attempts.clamp(1, crate::export::JOB_MAX_ATTEMPTS))
+        .map(|attempt| attempt_key(job_key, attempt))
+        .collect()
+}
 
 /// How often each API process looks for expired export files, at most
 /// (a retention shorter than twice this is swept every half retention).
@@ -253,7 +292,7 @@ pub struct Job {
     pub user_id: String,
     /// Where it is.
     pub state: JobState,
-    /// Where the file goes.
+    /// Where the first attempt's file goes (see [`Job::file_key`]).
     pub object_key: String,
     /// Events written (so far).
     pub events: i64,
@@ -275,9 +314,17 @@ pub struct Job {
     pub created_at: DateTime<Utc>,
     /// The client's StartExport `request_id`.
     pub request_id: Option<Uuid>,
+    /// Times a worker claimed it.
+    pub attempts: i32,
 }
 
 impl Job {
+    /// Where a done job's file is: the key of its last attempt, the one
+    /// that finished it.
+    pub fn file_key(&self) -> String {
+        attempt_key(&self.object_key, self.attempts)
+    }
+
     /// Whether its file is gone or about to go: marked expired, or done
     /// longer ago than `retention` (the sweep may not have run yet).
     pub fn is_expired(&self, retention: Duration, now: DateTime<Utc>) -> bool {
@@ -410,6 +457,7 @@ fn job_from_row(row: &tokio_postgres::Row) -> Result<Job, JobError> {
         format: row.try_get(12)?,
         created_at: row.try_get(13)?,
         request_id: row.try_get(14)?,
+        attempts: row.try_get(15)?,
     })
 }
 
@@ -590,7 +638,26 @@ mod tests {
             format: "csv".into(),
             created_at: now,
             request_id: None,
+            attempts: 1,
         }
+    }
+
+    #[test]
+    fn each_attempt_uploads_to_a_key_of_its_own() {
+        assert_eq!(attempt_key("exports/x.csv", 1), "exports/x.csv");
+        assert_eq!(attempt_key("exports/x.csv", 0), "exports/x.csv");
+        assert_eq!(attempt_key("exports/x.csv", 2), "exports/x.attempt-2.csv");
+        assert_eq!(attempt_key("a.b/x", 3), "a.b/x.attempt-3");
+        assert_eq!(
+            attempt_keys("p/x.jsonl", 3),
+            ["p/x.jsonl", "p/x.attempt-2.jsonl", "p/x.attempt-3.jsonl"]
+        );
+        // A job given up after its last attempt wrote nothing more.
+        assert_eq!(attempt_keys("p/x.jsonl", 99).len(), 3);
+        let mut done = job(JobState::Done, None, Utc::now());
+        assert_eq!(done.file_key(), "exports/x.csv");
+        done.attempts = 2;
+        assert_eq!(done.file_key(), "exports/x.attempt-2.csv");
     }
 
     #[test]

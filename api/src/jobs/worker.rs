@@ -12,9 +12,9 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{
-    JobError, JobState, CANCELLED_DUE_SQL, CLAIM_SQL, DUE_SQL, EXPIRE_BATCH, EXPIRE_INTERVAL,
-    FINISH_SQL, HOLD_SQL, MARK_EXPIRED_SQL, MARK_FILE_DELETED_SQL, RELEASE_CANCELLED_SQL,
-    RENEW_SQL, STATE_SQL,
+    attempt_key, attempt_keys, JobError, JobState, CANCELLED_DUE_SQL, CLAIM_SQL, DUE_SQL,
+    EXPIRE_BATCH, EXPIRE_INTERVAL, FINISH_SQL, HOLD_SQL, MARK_EXPIRED_SQL, MARK_FILE_DELETED_SQL,
+    RELEASE_CANCELLED_SQL, RENEW_SQL, STATE_SQL,
 };
 use crate::export::{self, ExportError, Format, JOB_LEASE, JOB_MAX_ATTEMPTS};
 use crate::history::{HistoryReader, Query};
@@ -43,6 +43,7 @@ async fn create_spool_file(path: &std::path::Path) -> std::io::Result<tokio::fs:
 struct FileSink<'a> {
     worker: &'a Worker,
     export_id: Uuid,
+    attempt: i32,
     file: tokio::fs::File,
     last_renewal: tokio::time::Instant,
 }
@@ -60,7 +61,9 @@ impl export::Sink for FileSink<'_> {
             .map_err(ExportError::Spool)?;
         if self.last_renewal.elapsed() > JOB_LEASE / 3 {
             self.last_renewal = tokio::time::Instant::now();
-            self.worker.renew(self.export_id, so_far).await?;
+            self.worker
+                .renew(self.export_id, self.attempt, so_far)
+                .await?;
         }
         Ok(true)
     }
@@ -159,23 +162,13 @@ impl Worker {
             }
         }
         let retention = self.retention.as_secs_f64();
-        let due: Vec<(Uuid, String)> = {
-            let client = self.pool.get().await?;
-            let rows = client.query(DUE_SQL, &[&retention, &EXPIRE_BATCH]).await?;
-            let mut due = Vec::with_capacity(rows.len());
-            for row in &rows {
-                due.push((row.try_get(0)?, row.try_get(1)?));
-            }
-            due
-        };
+        let due = self
+            .due_files(DUE_SQL, &[&retention, &EXPIRE_BATCH])
+            .await?;
         let mut expired: Vec<Uuid> = Vec::with_capacity(due.len());
-        for (id, key) in due {
-            match self.store.delete(&key).await {
-                Ok(()) => expired.push(id),
-                Err(err) => {
-                    tracing::warn!(export_id = %id, error = %err, "export jobs: cannot delete an expired file");
-                    crate::metrics::errors("export_expire");
-                }
+        for (id, keys) in due {
+            if self.delete_all(id, &keys, "export_expire").await {
+                expired.push(id);
             }
         }
         if expired.is_empty() {
@@ -191,24 +184,11 @@ impl Worker {
     /// worker holds them; deleting a key that was never written is
     /// harmless. Returns how many jobs it settled.
     async fn sweep_cancelled(&self) -> Result<usize, JobError> {
-        let due: Vec<(Uuid, String)> = {
-            let client = self.pool.get().await?;
-            let rows = client.query(CANCELLED_DUE_SQL, &[&EXPIRE_BATCH]).await?;
-            let mut due = Vec::with_capacity(rows.len());
-            for row in &rows {
-                due.push((row.try_get(0)?, row.try_get(1)?));
-            }
-            due
-        };
+        let due = self.due_files(CANCELLED_DUE_SQL, &[&EXPIRE_BATCH]).await?;
         let mut deleted: Vec<Uuid> = Vec::with_capacity(due.len());
-        for (id, key) in due {
-            match self.store.delete(&key).await {
-                Ok(()) => deleted.push(id),
-                Err(err) if err.not_found() => deleted.push(id),
-                Err(err) => {
-                    tracing::warn!(export_id = %id, error = %err, "export jobs: cannot delete a cancelled job's file");
-                    crate::metrics::errors("export_cancel");
-                }
+        for (id, keys) in due {
+            if self.delete_all(id, &keys, "export_cancel").await {
+                deleted.push(id);
             }
         }
         if deleted.is_empty() {
@@ -217,6 +197,41 @@ impl Worker {
         let client = self.pool.get().await?;
         let marked = client.execute(MARK_FILE_DELETED_SQL, &[&deleted]).await?;
         Ok(usize::try_from(marked).unwrap_or(usize::MAX))
+    }
+
+    /// The jobs `sql` selects (`export_id, object_key, attempts`), each
+    /// with every key its attempts may have uploaded to.
+    async fn due_files(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<(Uuid, Vec<String>)>, JobError> {
+        let client = self.pool.get().await?;
+        let rows = client.query(sql, params).await?;
+        let mut due = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let key: String = row.try_get(1)?;
+            due.push((row.try_get(0)?, attempt_keys(&key, row.try_get(2)?)));
+        }
+        Ok(due)
+    }
+
+    /// Deletes `keys` (a key never written is fine); false when one could
+    /// not be deleted, counted as an error of `what`.
+    async fn delete_all(&self, id: Uuid, keys: &[String], what: &'static str) -> bool {
+        let mut all = true;
+        for key in keys {
+            match self.store.delete(key).await {
+                Ok(()) => {}
+                Err(err) if err.not_found() => {}
+                Err(err) => {
+                    tracing::warn!(export_id = %id, key, error = %err, "export jobs: cannot delete a job's file");
+                    crate::metrics::errors(what);
+                    all = false;
+                }
+            }
+        }
+        all
     }
 
     /// Claims and runs jobs until `cancel`.
@@ -272,65 +287,117 @@ impl Worker {
     async fn execute(&self, job: Claimed, cancel: &CancellationToken) {
         let id = job.export_id;
         if job.attempts > JOB_MAX_ATTEMPTS {
-            self.finish(
-                id,
-                JobState::Failed,
-                0,
-                0,
-                "gave up after repeated failures",
-            )
-            .await;
+            if self
+                .finish(
+                    &job,
+                    JobState::Failed,
+                    0,
+                    0,
+                    "gave up after repeated failures",
+                )
+                .await
+            {
+                self.delete_earlier_attempts(&job).await;
+            }
             return;
         }
         let Some(format) = Format::from_name(&job.format) else {
-            self.finish(id, JobState::Failed, 0, 0, "unknown format")
+            self.finish(&job, JobState::Failed, 0, 0, "unknown format")
                 .await;
             return;
         };
         let path = self
             .spool_dir
             .join(format!("strata-export-{id}.{}", job.format));
-        // The lease is checked on a timer as well as with each chunk, so
-        // a cancelled job stops within HOLD_INTERVAL even while a sparse
-        // range or the upload produces no chunk (the write is dropped).
+        let key = attempt_key(&job.object_key, job.attempts);
         crate::metrics::EXPORTS_RUNNING.inc();
-        let result = tokio::select! {
-            result = self.write(&job, format, &path, cancel) => result,
-            stopped = self.hold(id) => Err(stopped),
-        };
+        let result = self.attempt(&job, format, &path, &key, cancel).await;
         crate::metrics::EXPORTS_RUNNING.dec();
         let _ = tokio::fs::remove_file(&path).await;
         match result {
             Ok(totals) => {
                 if self
-                    .finish(id, JobState::Done, totals.events, totals.bytes, "")
+                    .finish(&job, JobState::Done, totals.events, totals.bytes, "")
                     .await
                 {
                     crate::metrics::export_finished("job", totals.bytes);
-                    tracing::info!(export_id = %id, events = totals.events, bytes = totals.bytes, "export job done");
+                    tracing::info!(export_id = %id, attempt = job.attempts, events = totals.events, bytes = totals.bytes, "export job done");
+                    self.delete_earlier_attempts(&job).await;
                 } else {
-                    self.discard_if_cancelled(id, &job.object_key).await;
+                    self.discard(&job, &key).await;
                 }
             }
             Err(ExportError::Cancelled) => {
-                // Shutting down: the lease lapses and another process (or
-                // this one, restarted) takes the job over.
+                // Shutting down (before the upload): the lease lapses and
+                // another process (or this one, restarted) takes the job
+                // over.
                 tracing::info!(export_id = %id, "export job interrupted by shutdown");
             }
             Err(ExportError::NotRunning) => {
                 // CancelExport, or a lapsed lease taken over elsewhere.
-                tracing::info!(export_id = %id, "export job stopped: cancelled or taken over");
-                self.discard_if_cancelled(id, &job.object_key).await;
+                tracing::info!(export_id = %id, attempt = job.attempts, "export job stopped: cancelled or taken over");
+                self.discard(&job, &key).await;
             }
             Err(err) => {
                 tracing::warn!(export_id = %id, error = %err, "export job attempt failed");
                 crate::metrics::errors("export_job");
-                // Retried after the lease lapses, up to JOB_MAX_ATTEMPTS.
+                // Retried after the lease lapses, up to JOB_MAX_ATTEMPTS,
+                // by a new attempt with a key of its own; a failed upload
+                // may still have landed.
+                self.discard(&job, &key).await;
             }
         }
     }
 
-    async fn write(
+    /// One attempt: the job written to the spool file, then uploaded to
+    /// `key`, while the lease is checked and extended on a timer
+    /// ([`HOLD_INTERVAL`]), so a cancelled job stops within it even when a
+    /// sparse range produces no chunk. Writing the spool file is dropped at
+    /// once when the lease is lost; the upload never is: a request dropped
+    /// after its body was sent may still complete after the delete meant to
+    /// remove it, so it runs to its end and the caller deletes afterwards.
+    async fn attempt(
+        &self,
+        job: &Claimed,
+        format: Format,
+        path: &std::path::Path,
+        key: &str,
+        cancel: &CancellationToken,
+    ) -> Result<export::ExportTotals, ExportError> {
+        let hold = self.hold(job.export_id, job.attempts);
+        tokio::pin!(hold);
+        let totals = tokio::select! {
+            totals = self.spool(job, format, path, cancel) => totals?,
+            stopped = &mut hold => return Err(stopped),
+        };
+        self.renew(job.export_id, job.attempts, totals).await?;
+        let upload = async {
+            self.store
+                .put_file(key, path)
+                .await
+                .map_err(ExportError::Upload)?;
+            if let Some(pause) = strata_core::failpoint::pause("api.export_job.after_upload") {
+                tokio::time::sleep(pause).await;
+            }
+            Ok::<_, ExportError>(())
+        };
+        tokio::pin!(upload);
+        let mut lost = None;
+        let uploaded = loop {
+            tokio::select! {
+                uploaded = &mut upload => break uploaded,
+                stopped = &mut hold, if lost.is_none() => lost = Some(stopped),
+            }
+        };
+        uploaded?;
+        match lost {
+            Some(stopped) => Err(stopped),
+            None => Ok(totals),
+        }
+    }
+
+    /// Writes the job's file to the spool, renewing the lease as it grows.
+    async fn spool(
         &self,
         job: &Claimed,
         format: Format,
@@ -351,6 +418,7 @@ impl Worker {
         let mut sink = FileSink {
             worker: self,
             export_id: job.export_id,
+            attempt: job.attempts,
             file,
             last_renewal: tokio::time::Instant::now(),
         };
@@ -358,29 +426,20 @@ impl Worker {
             export::run(&self.reader, &self.pool, query, format, cancel, &mut sink).await?;
         sink.file.flush().await.map_err(ExportError::Spool)?;
         sink.file.sync_all().await.map_err(ExportError::Spool)?;
-        drop(sink);
-        self.renew(job.export_id, totals).await?;
-        self.store
-            .put_file(&job.object_key, path)
-            .await
-            .map_err(ExportError::Upload)?;
-        if let Some(pause) = strata_core::failpoint::pause("api.export_job.after_upload") {
-            tokio::time::sleep(pause).await;
-        }
         Ok(totals)
     }
 
-    /// Extends the job's lease every [`HOLD_INTERVAL`] until it is no
-    /// longer running (cancelled, or taken over after a lapse); a database
-    /// that does not answer is retried (the lease may then lapse, and the
-    /// job run again elsewhere: never lost).
-    async fn hold(&self, id: Uuid) -> ExportError {
+    /// Extends the lease of attempt `attempt` every [`HOLD_INTERVAL`] until
+    /// the job is no longer that attempt's (cancelled, or claimed again
+    /// after a lapse); a database that does not answer is retried (the
+    /// lease may then lapse, and the job run again elsewhere: never lost).
+    async fn hold(&self, id: Uuid, attempt: i32) -> ExportError {
         let lease = JOB_LEASE.as_secs_f64();
         loop {
             tokio::time::sleep(HOLD_INTERVAL).await;
             let held = async {
                 let client = self.pool.get().await?;
-                Ok::<_, JobError>(client.execute(HOLD_SQL, &[&id, &lease]).await?)
+                Ok::<_, JobError>(client.execute(HOLD_SQL, &[&id, &lease, &attempt]).await?)
             }
             .await;
             match held {
@@ -394,14 +453,26 @@ impl Worker {
     }
 
     /// Extends the lease and records progress; fails when the job is no
-    /// longer ours (lease lapsed and taken over).
-    async fn renew(&self, id: Uuid, so_far: export::ExportTotals) -> Result<(), ExportError> {
+    /// longer this attempt's (cancelled, or its lease lapsed and the job
+    /// was claimed again).
+    async fn renew(
+        &self,
+        id: Uuid,
+        attempt: i32,
+        so_far: export::ExportTotals,
+    ) -> Result<(), ExportError> {
         let client = self.pool.get().await?;
         let lease = JOB_LEASE.as_secs_f64();
         let updated = client
             .execute(
                 RENEW_SQL,
-                &[&id, &lease, &(so_far.events as i64), &(so_far.bytes as i64)],
+                &[
+                    &id,
+                    &lease,
+                    &(so_far.events as i64),
+                    &(so_far.bytes as i64),
+                    &attempt,
+                ],
             )
             .await
             .map_err(ExportError::Renew)?;
@@ -411,17 +482,18 @@ impl Worker {
         Ok(())
     }
 
-    /// Records a job's end; false when it was not recorded: the job no
-    /// longer runs (cancelled, or ended by a worker that took it over), or
-    /// the database could not be reached.
+    /// Records a job's end; false when it was not recorded: the job is no
+    /// longer this attempt's (cancelled, or claimed again), or the database
+    /// could not be reached.
     async fn finish(
         &self,
-        id: Uuid,
+        job: &Claimed,
         state: JobState,
         events: u64,
         bytes: u64,
         error: &str,
     ) -> bool {
+        let id = job.export_id;
         let result = async {
             let client = self.pool.get().await?;
             client
@@ -433,6 +505,7 @@ impl Worker {
                         &(events as i64),
                         &(bytes as i64),
                         &error,
+                        &job.attempts,
                     ],
                 )
                 .await
@@ -449,12 +522,27 @@ impl Worker {
         }
     }
 
-    /// Deletes the file a job wrote when the job was cancelled while it
-    /// was written (CancelExport promises no file is kept), and releases
-    /// the job so it stops counting as open. A job taken over and finished
-    /// by another worker keeps its file: the same key holds that worker's
-    /// upload. What is not deleted here the sweep deletes.
-    async fn discard_if_cancelled(&self, id: Uuid, key: &str) {
+    /// After the attempt that finished a job: deletes what earlier attempts
+    /// of it may have uploaded (a worker that crashed between its upload
+    /// and its finish). Best effort: an attempt still uploading deletes
+    /// its own file when it finds the job no longer its.
+    async fn delete_earlier_attempts(&self, job: &Claimed) {
+        let earlier = attempt_keys(&job.object_key, job.attempts - 1);
+        if job.attempts > 1 {
+            self.delete_all(job.export_id, &earlier, "export_job").await;
+        }
+    }
+
+    /// An attempt that did not finish its job deletes the file it may have
+    /// uploaded (its key is its own: no other attempt's file is touched),
+    /// and, when the job was cancelled, releases it so it stops counting as
+    /// open (CancelExport promises no file is kept: what is not deleted
+    /// here the sweep deletes, every attempt's key).
+    async fn discard(&self, job: &Claimed, key: &str) {
+        let id = job.export_id;
+        let deleted = self
+            .delete_all(id, &[key.to_owned()], "export_cancel")
+            .await;
         let state = async {
             let client = self.pool.get().await?;
             let row = client.query_opt(STATE_SQL, &[&id]).await?;
@@ -466,22 +554,15 @@ impl Worker {
         .await;
         match state {
             Ok(Some(JobState::Cancelled)) => {
-                let deleted = match self.store.delete(key).await {
-                    Ok(()) => {
-                        tracing::info!(export_id = %id, "export job cancelled while written; file deleted");
-                        true
-                    }
-                    Err(err) if err.not_found() => true,
-                    Err(err) => {
-                        tracing::warn!(export_id = %id, key, error = %err, "cannot delete a cancelled export's file");
-                        crate::metrics::errors("export_cancel");
-                        false
-                    }
-                };
+                if deleted {
+                    tracing::info!(export_id = %id, "export job cancelled while written; its file deleted");
+                }
+                // Earlier attempts' files are left to the sweep.
+                let all_deleted = deleted && job.attempts == 1;
                 let released = async {
                     let client = self.pool.get().await?;
                     client
-                        .execute(RELEASE_CANCELLED_SQL, &[&id, &deleted])
+                        .execute(RELEASE_CANCELLED_SQL, &[&id, &all_deleted, &job.attempts])
                         .await?;
                     Ok::<_, JobError>(())
                 }

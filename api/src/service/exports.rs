@@ -250,6 +250,9 @@ impl HistoryService {
         if request.user_id.len() > strata_core::event::MAX_USER_ID_BYTES {
             return Err(InvalidArgument::UserIdTooLong.into());
         }
+        if request.user_id.contains('\0') {
+            return Err(InvalidArgument::UserIdNul.into());
+        }
         // What GetExport would show this caller: an agent, its own jobs or
         // a user's; anyone else, the jobs it started of its own history.
         let listing = if !principal.read_any {
@@ -373,7 +376,7 @@ impl HistoryService {
             let url = self
                 .parts
                 .store
-                .presign_get(&job.object_key, ttl)
+                .presign_get(&job.file_key(), ttl)
                 .await
                 .map_err(|e| ApiError::internal("presign export URL", e))?;
             message.download_uri = url;
