@@ -110,7 +110,14 @@ fn config(
         if tls.mode == SslMode::VerifyFull {
             return Err(PgError::Tls {
                 url: url.redacted(),
-                message: "sslmode=verify-full checks the server certificate's host name, and this URL gives only hostaddr=: add host=<the name in the certificate> (hostaddr= then only picks the address), or use sslmode=verify-ca".into(),
+                message: format!(
+                    "sslmode=verify-full checks the server certificate's host name, and this URL gives only hostaddr=: add host=<the name in the certificate> (hostaddr= then only picks the address){}",
+                    if tls.root_is_system() {
+                        "; sslrootcert=system always checks the name"
+                    } else {
+                        ", or use sslmode=verify-ca"
+                    }
+                ),
             });
         }
         for addr in config.get_hostaddrs().to_vec() {
@@ -222,7 +229,15 @@ mod tests {
         );
         let err = config(&full, "strata-test", Duration::from_secs(7)).expect_err("no name");
         assert!(
-            matches!(&err, PgError::Tls { message, .. } if message.contains("host=")),
+            matches!(&err, PgError::Tls { message, .. } if message.contains("host=") && message.contains("verify-ca")),
+            "{err:?}"
+        );
+        // The system's roots only go with verify-full: not offered.
+        let system =
+            DatabaseUrl::new("postgres://strata@/hot?hostaddr=10.0.0.7&sslrootcert=system");
+        let err = config(&system, "strata-test", Duration::from_secs(7)).expect_err("no name");
+        assert!(
+            matches!(&err, PgError::Tls { message, .. } if message.contains("host=") && !message.contains("verify-ca")),
             "{err:?}"
         );
     }

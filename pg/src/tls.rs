@@ -68,6 +68,12 @@ impl std::fmt::Display for RootCert {
 }
 
 impl TlsSettings {
+    /// Whether the roots are the operating system's (`sslrootcert=system`),
+    /// which only `verify-full` may use.
+    pub(crate) fn root_is_system(&self) -> bool {
+        self.root_cert == Some(RootCert::System)
+    }
+
     /// Reads the parameters taken out of a URL (the last of a key wins);
     /// `home` is where libpq's default root certificate is looked for.
     /// The error names the setting.
