@@ -1866,12 +1866,41 @@ async fn export_jobs_are_idempotent_listed_and_cancelled() -> anyhow::Result<()>
     let claimed = hot
         .execute(
             "UPDATE strata.export_jobs
-                SET attempts = attempts + 1, lease_until = now() + interval '1 second'
+                SET attempts = attempts + 1, lease_until = now() + interval '1 hour'
               WHERE export_id = $1 AND state = 'running' AND attempts = 1",
             &[&id],
         )
         .await?;
     assert_eq!(claimed, 1, "not running its first attempt");
+    // The fenced-out attempt deletes its own file (while the job is still
+    // the other attempt's), then that claim's lease lapses as if its
+    // process had died, and a third attempt runs.
+    let deleted = strata_tests::wait_until(Duration::from_secs(30), || async {
+        matches!(store.size(&first_key).await, Err(err) if err.not_found())
+    })
+    .await;
+    assert!(
+        deleted,
+        "the fenced-out attempt's file was kept: {}",
+        held.process.log_tail()
+    );
+    let untouched: (String, i32) = hot
+        .query_one(
+            "SELECT state, attempts FROM strata.export_jobs WHERE export_id = $1",
+            &[&id],
+        )
+        .await
+        .map(|row| (row.get(0), row.get(1)))?;
+    assert_eq!(
+        untouched,
+        ("running".to_string(), 2),
+        "finished by the fenced-out attempt"
+    );
+    hot.execute(
+        "UPDATE strata.export_jobs SET lease_until = now() WHERE export_id = $1",
+        &[&id],
+    )
+    .await?;
     let done = wait_job(&mut client, &alice, &job.export_id).await?;
     assert_eq!(
         done.state,
@@ -1886,14 +1915,10 @@ async fn export_jobs_are_idempotent_listed_and_cancelled() -> anyhow::Result<()>
         )
         .await?
         .try_get(0)?;
-    assert_eq!(attempts, 3, "finished by the fenced-out attempt");
+    assert_eq!(attempts, 3);
     let last_key = first_key.replace(".jsonl", ".attempt-3.jsonl");
     assert_ne!(last_key, first_key);
     assert!(store.size(&last_key).await.is_ok(), "{last_key} missing");
-    assert!(
-        matches!(store.size(&first_key).await, Err(err) if err.not_found()),
-        "the fenced-out attempt's file was kept"
-    );
     assert!(
         done.download_uri.contains(".attempt-3.jsonl"),
         "{}",

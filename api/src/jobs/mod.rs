@@ -37,7 +37,7 @@ pub use worker::Worker;
 macro_rules! job_columns {
     () => {
         "export_id, principal, user_id, state, object_key, events, bytes, error, finished_at, \
-         range_from, range_to, kinds, format, created_at, request_id, attempts"
+         range_from, range_to, kinds, format, created_at, request_id, file_attempt"
     };
 }
 
@@ -147,26 +147,34 @@ pub(crate) const CLAIM_SQL: &str = "UPDATE strata.export_jobs
 pub(crate) const HOLD_SQL: &str = "UPDATE strata.export_jobs
                     SET lease_until = now() + make_interval(secs => $2)
                   WHERE export_id = $1 AND state = 'running' AND attempts = $3";
+/// Extends the lease (`$2` seconds) of attempt `$3` while it uploads,
+/// cancelled or not: the sweep must not delete a cancelled job's files
+/// while a PUT of it may still land (the attempt deletes its file when
+/// the upload ends).
+pub(crate) const KEEP_SQL: &str = "UPDATE strata.export_jobs
+                    SET lease_until = now() + make_interval(secs => $2)
+                  WHERE export_id = $1 AND state IN ('running', 'cancelled') AND attempts = $3";
 /// A cancelled job's worker (attempt `$3`) has stopped: the job no longer
 /// counts as open; `$2` when every file its attempts may have uploaded is
-/// deleted.
+/// deleted, else the sweep deletes them (again).
 pub(crate) const RELEASE_CANCELLED_SQL: &str = "UPDATE strata.export_jobs
-                    SET lease_until = NULL, file_deleted = file_deleted OR $2
+                    SET lease_until = NULL, file_deleted = $2
                   WHERE export_id = $1 AND state = 'cancelled' AND attempts = $3";
-/// Cancelled jobs no worker holds whose files (if any) are not deleted
-/// yet, oldest first, at most `$1`.
-pub(crate) const CANCELLED_DUE_SQL: &str =
+/// Cancelled and failed jobs no worker holds whose files (if any attempt
+/// uploaded one) are not deleted yet, oldest first, at most `$1`
+/// (`export_jobs_unswept`).
+pub(crate) const UNSWEPT_SQL: &str =
     "SELECT export_id, object_key, attempts FROM strata.export_jobs
-                      WHERE state = 'cancelled' AND NOT file_deleted
+                      WHERE state IN ('cancelled', 'failed') AND NOT file_deleted
                         AND (lease_until IS NULL OR lease_until < now())
                       ORDER BY finished_at
                       LIMIT $1";
-/// Records that cancelled jobs' files are deleted, and that no worker
-/// holds them (their leases lapsed: a worker that crashed never released
-/// its job), so they leave `export_jobs_open_by_principal`.
+/// Records that cancelled or failed jobs' files are deleted, and that no
+/// worker holds them (their leases lapsed: a worker that crashed never
+/// released its job), so they leave `export_jobs_open_by_principal`.
 pub(crate) const MARK_FILE_DELETED_SQL: &str = "UPDATE strata.export_jobs
                   SET file_deleted = true, lease_until = NULL
-                  WHERE export_id = ANY($1) AND state = 'cancelled'";
+                  WHERE export_id = ANY($1) AND state IN ('cancelled', 'failed')";
 /// Extends a running job's lease (`$2` seconds) and records its progress
 /// (attempt `$5`).
 pub(crate) const RENEW_SQL: &str = "UPDATE strata.export_jobs
@@ -174,14 +182,16 @@ pub(crate) const RENEW_SQL: &str = "UPDATE strata.export_jobs
                   WHERE export_id = $1 AND state = 'running' AND attempts = $5";
 /// Records a job's end by attempt `$6`: state `$2`, totals, error text;
 /// only while that attempt runs (a cancelled job stays cancelled, a job
-/// claimed again is not ours). A done job's file is therefore the one its
-/// last attempt uploaded ([`Job::file_key`]).
+/// claimed again is not ours). A done job records the attempt whose file
+/// it serves ([`Job::file_key`]).
 pub(crate) const FINISH_SQL: &str = "UPDATE strata.export_jobs
                         SET state = $2, events = $3, bytes = $4, error = $5,
+                            file_attempt = CASE WHEN $2 = 'done' THEN $6 END,
                             lease_until = NULL, finished_at = now()
                       WHERE export_id = $1 AND state = 'running' AND attempts = $6";
-/// A job's state.
-pub(crate) const STATE_SQL: &str = "SELECT state FROM strata.export_jobs WHERE export_id = $1";
+/// A job's state and the attempt whose file a done job serves.
+pub(crate) const STATE_SQL: &str =
+    "SELECT state, file_attempt FROM strata.export_jobs WHERE export_id = $1";
 
 /// The key attempt `attempt` of a job uploads its file to: the job's own
 /// key for the first, the same name with `.attempt-N` before the extension
@@ -314,15 +324,16 @@ pub struct Job {
     pub created_at: DateTime<Utc>,
     /// The client's StartExport `request_id`.
     pub request_id: Option<Uuid>,
-    /// Times a worker claimed it.
-    pub attempts: i32,
+    /// The attempt whose file a done job serves (none: the first's, as
+    /// every job finished before attempts had keys of their own).
+    pub file_attempt: Option<i32>,
 }
 
 impl Job {
-    /// Where a done job's file is: the key of its last attempt, the one
-    /// that finished it.
+    /// Where a done job's file is: the key of the attempt that finished
+    /// it.
     pub fn file_key(&self) -> String {
-        attempt_key(&self.object_key, self.attempts)
+        attempt_key(&self.object_key, self.file_attempt.unwrap_or(1))
     }
 
     /// Whether its file is gone or about to go: marked expired, or done
@@ -457,7 +468,7 @@ fn job_from_row(row: &tokio_postgres::Row) -> Result<Job, JobError> {
         format: row.try_get(12)?,
         created_at: row.try_get(13)?,
         request_id: row.try_get(14)?,
-        attempts: row.try_get(15)?,
+        file_attempt: row.try_get(15)?,
     })
 }
 
@@ -638,7 +649,7 @@ mod tests {
             format: "csv".into(),
             created_at: now,
             request_id: None,
-            attempts: 1,
+            file_attempt: None,
         }
     }
 
@@ -656,7 +667,7 @@ mod tests {
         assert_eq!(attempt_keys("p/x.jsonl", 99).len(), 3);
         let mut done = job(JobState::Done, None, Utc::now());
         assert_eq!(done.file_key(), "exports/x.csv");
-        done.attempts = 2;
+        done.file_attempt = Some(2);
         assert_eq!(done.file_key(), "exports/x.attempt-2.csv");
     }
 
@@ -699,7 +710,8 @@ mod tests {
             FINISH_SQL,
             HOLD_SQL,
             RELEASE_CANCELLED_SQL,
-            CANCELLED_DUE_SQL,
+            KEEP_SQL,
+            UNSWEPT_SQL,
             MARK_FILE_DELETED_SQL,
         ] {
             for quoted in sql.split('\'').skip(1).step_by(2) {

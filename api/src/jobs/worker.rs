@@ -12,9 +12,9 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{
-    attempt_key, attempt_keys, JobError, JobState, CANCELLED_DUE_SQL, CLAIM_SQL, DUE_SQL,
-    EXPIRE_BATCH, EXPIRE_INTERVAL, FINISH_SQL, HOLD_SQL, MARK_EXPIRED_SQL, MARK_FILE_DELETED_SQL,
-    RELEASE_CANCELLED_SQL, RENEW_SQL, STATE_SQL,
+    attempt_key, attempt_keys, JobError, JobState, CLAIM_SQL, DUE_SQL, EXPIRE_BATCH,
+    EXPIRE_INTERVAL, FINISH_SQL, HOLD_SQL, KEEP_SQL, MARK_EXPIRED_SQL, MARK_FILE_DELETED_SQL,
+    RELEASE_CANCELLED_SQL, RENEW_SQL, STATE_SQL, UNSWEPT_SQL,
 };
 use crate::export::{self, ExportError, Format, JOB_LEASE, JOB_MAX_ATTEMPTS};
 use crate::history::{HistoryReader, Query};
@@ -140,9 +140,12 @@ impl Worker {
     /// never hands out a URL to a deleted file. A file that cannot be
     /// deleted leaves its job done, for the next sweep.
     pub async fn expire(&self) -> Result<usize, JobError> {
-        let swept = self.sweep_cancelled().await?;
+        let swept = self.sweep_unfinished().await?;
         if swept > 0 {
-            tracing::info!(swept, "export jobs: cancelled jobs' files deleted");
+            tracing::info!(
+                swept,
+                "export jobs: files of cancelled or failed jobs deleted"
+            );
         }
         // S3 bills the parts of an unfinished multipart upload until it is
         // aborted; the archiver's sweep covers only its staging prefix.
@@ -179,12 +182,12 @@ impl Worker {
         Ok(usize::try_from(marked).unwrap_or(usize::MAX))
     }
 
-    /// Deletes the files cancelled jobs may have left (a worker that
-    /// crashed between upload and finish, or whose delete failed) once no
-    /// worker holds them; deleting a key that was never written is
-    /// harmless. Returns how many jobs it settled.
-    async fn sweep_cancelled(&self) -> Result<usize, JobError> {
-        let due = self.due_files(CANCELLED_DUE_SQL, &[&EXPIRE_BATCH]).await?;
+    /// Deletes the files cancelled and failed jobs' attempts may have left
+    /// (a worker that crashed between upload and finish, or whose delete
+    /// failed) once no worker holds them; deleting a key that was never
+    /// written is harmless. Returns how many jobs it settled.
+    async fn sweep_unfinished(&self) -> Result<usize, JobError> {
+        let due = self.due_files(UNSWEPT_SQL, &[&EXPIRE_BATCH]).await?;
         let mut deleted: Vec<Uuid> = Vec::with_capacity(due.len());
         for (id, keys) in due {
             if self.delete_all(id, &keys, "export_cancel").await {
@@ -287,18 +290,15 @@ impl Worker {
     async fn execute(&self, job: Claimed, cancel: &CancellationToken) {
         let id = job.export_id;
         if job.attempts > JOB_MAX_ATTEMPTS {
-            if self
-                .finish(
-                    &job,
-                    JobState::Failed,
-                    0,
-                    0,
-                    "gave up after repeated failures",
-                )
-                .await
-            {
-                self.delete_earlier_attempts(&job).await;
-            }
+            // What earlier attempts left, the sweep deletes.
+            self.finish(
+                &job,
+                JobState::Failed,
+                0,
+                0,
+                "gave up after repeated failures",
+            )
+            .await;
             return;
         }
         let Some(format) = Format::from_name(&job.format) else {
@@ -353,9 +353,11 @@ impl Worker {
     /// `key`, while the lease is checked and extended on a timer
     /// ([`HOLD_INTERVAL`]), so a cancelled job stops within it even when a
     /// sparse range produces no chunk. Writing the spool file is dropped at
-    /// once when the lease is lost; the upload never is: a request dropped
-    /// after its body was sent may still complete after the delete meant to
-    /// remove it, so it runs to its end and the caller deletes afterwards.
+    /// once when the job is no longer this attempt's; the upload never is:
+    /// a request dropped after its body was sent may still complete after
+    /// the delete meant to remove it. So it runs to its end, its lease kept
+    /// even if the job is cancelled meanwhile (the sweep waits), and the
+    /// fenced finish tells whether the file is the job's or to be deleted.
     async fn attempt(
         &self,
         job: &Claimed,
@@ -364,7 +366,7 @@ impl Worker {
         key: &str,
         cancel: &CancellationToken,
     ) -> Result<export::ExportTotals, ExportError> {
-        let hold = self.hold(job.export_id, job.attempts);
+        let hold = self.hold(job.export_id, job.attempts, HOLD_SQL);
         tokio::pin!(hold);
         let totals = tokio::select! {
             totals = self.spool(job, format, path, cancel) => totals?,
@@ -382,17 +384,15 @@ impl Worker {
             Ok::<_, ExportError>(())
         };
         tokio::pin!(upload);
-        let mut lost = None;
-        let uploaded = loop {
+        let keep = self.hold(job.export_id, job.attempts, KEEP_SQL);
+        tokio::pin!(keep);
+        let mut kept = true;
+        loop {
             tokio::select! {
-                uploaded = &mut upload => break uploaded,
-                stopped = &mut hold, if lost.is_none() => lost = Some(stopped),
+                uploaded = &mut upload => break uploaded.map(|()| totals),
+                // Claimed again: nothing left to keep.
+                _ = &mut keep, if kept => kept = false,
             }
-        };
-        uploaded?;
-        match lost {
-            Some(stopped) => Err(stopped),
-            None => Ok(totals),
         }
     }
 
@@ -429,17 +429,18 @@ impl Worker {
         Ok(totals)
     }
 
-    /// Extends the lease of attempt `attempt` every [`HOLD_INTERVAL`] until
-    /// the job is no longer that attempt's (cancelled, or claimed again
-    /// after a lapse); a database that does not answer is retried (the
-    /// lease may then lapse, and the job run again elsewhere: never lost).
-    async fn hold(&self, id: Uuid, attempt: i32) -> ExportError {
+    /// Extends the lease of attempt `attempt` every [`HOLD_INTERVAL`] with
+    /// `sql` (`HOLD_SQL`, or `KEEP_SQL` while uploading) until it changes no
+    /// row (the job cancelled, or claimed again after a lapse); a database
+    /// that does not answer is retried (the lease may then lapse, and the
+    /// job run again elsewhere: never lost).
+    async fn hold(&self, id: Uuid, attempt: i32, sql: &'static str) -> ExportError {
         let lease = JOB_LEASE.as_secs_f64();
         loop {
             tokio::time::sleep(HOLD_INTERVAL).await;
             let held = async {
                 let client = self.pool.get().await?;
-                Ok::<_, JobError>(client.execute(HOLD_SQL, &[&id, &lease, &attempt]).await?)
+                Ok::<_, JobError>(client.execute(sql, &[&id, &lease, &attempt]).await?)
             }
             .await;
             match held {
@@ -533,49 +534,63 @@ impl Worker {
         }
     }
 
-    /// An attempt that did not finish its job deletes the file it may have
-    /// uploaded (its key is its own: no other attempt's file is touched),
-    /// and, when the job was cancelled, releases it so it stops counting as
-    /// open (CancelExport promises no file is kept: what is not deleted
-    /// here the sweep deletes, every attempt's key).
+    /// An attempt whose finish was not recorded deletes the file it may
+    /// have uploaded (its key is its own: no other attempt's file is
+    /// touched), unless the job is done with its file after all (the finish
+    /// committed and only its answer was lost), and, when the job was
+    /// cancelled, releases it so it stops counting as open (CancelExport
+    /// promises no file is kept: what is not deleted here the sweep
+    /// deletes, every attempt's key). When the job cannot be read nothing
+    /// is deleted: the lease lapses and the job's next attempt or the sweep
+    /// settles it.
     async fn discard(&self, job: &Claimed, key: &str) {
         let id = job.export_id;
-        let deleted = self
-            .delete_all(id, &[key.to_owned()], "export_cancel")
-            .await;
         let state = async {
             let client = self.pool.get().await?;
             let row = client.query_opt(STATE_SQL, &[&id]).await?;
             match row {
-                Some(row) => Ok(Some(JobState::parse(row.try_get(0)?)?)),
+                Some(row) => Ok(Some((
+                    JobState::parse(row.try_get(0)?)?,
+                    row.try_get::<_, Option<i32>>(1)?,
+                ))),
                 None => Ok::<_, JobError>(None),
             }
         }
         .await;
-        match state {
-            Ok(Some(JobState::Cancelled)) => {
-                if deleted {
-                    tracing::info!(export_id = %id, "export job cancelled while written; its file deleted");
-                }
-                // Earlier attempts' files are left to the sweep.
-                let all_deleted = deleted && job.attempts == 1;
-                let released = async {
-                    let client = self.pool.get().await?;
-                    client
-                        .execute(RELEASE_CANCELLED_SQL, &[&id, &all_deleted, &job.attempts])
-                        .await?;
-                    Ok::<_, JobError>(())
-                }
-                .await;
-                if let Err(err) = released {
-                    // The lease lapses on its own.
-                    tracing::warn!(export_id = %id, error = %err, "cannot release a cancelled export job");
-                }
+        let state = match state {
+            Ok(Some((JobState::Done, Some(attempt)))) if attempt == job.attempts => {
+                tracing::info!(export_id = %id, "export job done (its finish was recorded after all)");
+                return;
             }
-            Ok(_) => {}
+            Ok(Some((state, _))) => state,
+            Ok(None) => return,
             Err(err) => {
-                tracing::warn!(export_id = %id, error = %err, "cannot read a finished export job's state");
+                tracing::warn!(export_id = %id, error = %err, "cannot read an unfinished export job's state; its file is left to the job's next attempt or the sweep");
+                return;
             }
+        };
+        let deleted = self
+            .delete_all(id, &[key.to_owned()], "export_cancel")
+            .await;
+        if state != JobState::Cancelled {
+            return;
+        }
+        if deleted {
+            tracing::info!(export_id = %id, "export job cancelled while written; its file deleted");
+        }
+        // Earlier attempts' files are left to the sweep.
+        let all_deleted = deleted && job.attempts == 1;
+        let released = async {
+            let client = self.pool.get().await?;
+            client
+                .execute(RELEASE_CANCELLED_SQL, &[&id, &all_deleted, &job.attempts])
+                .await?;
+            Ok::<_, JobError>(())
+        }
+        .await;
+        if let Err(err) = released {
+            // The lease lapses on its own.
+            tracing::warn!(export_id = %id, error = %err, "cannot release a cancelled export job");
         }
     }
 }
