@@ -17,6 +17,9 @@ use serde::{Deserialize, Serialize};
 pub const SCOPE_READ_ANY: &str = "activity:read:any";
 /// Lets a token export a history (streamed or as a job).
 pub const SCOPE_EXPORT: &str = "activity:export";
+/// Lets a token subscribe to any users' events (services); without it a
+/// token subscribes to its own user's only.
+pub const SCOPE_SUBSCRIBE: &str = "activity:subscribe";
 
 /// Longest bearer token looked at; longer ones are refused unparsed.
 const MAX_TOKEN_LEN: usize = 8 * 1024;
@@ -30,6 +33,8 @@ pub struct Principal {
     pub read_any: bool,
     /// May export.
     pub export: bool,
+    /// May subscribe to any users' events.
+    pub subscribe: bool,
 }
 
 /// Why a request is not authenticated. The messages are safe to return.
@@ -297,6 +302,7 @@ fn principal(claims: Claims) -> Result<Principal, AuthError> {
     Ok(Principal {
         read_any: scopes.contains(&SCOPE_READ_ANY),
         export: scopes.contains(&SCOPE_EXPORT),
+        subscribe: scopes.contains(&SCOPE_SUBSCRIBE),
         subject: claims.sub,
     })
 }

@@ -75,6 +75,13 @@ pub enum ApiError {
         /// Exports per principal.
         max: u32,
     },
+    /// A subscription's start is older than the hot store still holds
+    /// (OUT_OF_RANGE).
+    #[error("the subscription's start is older than what the hot store still holds (positions up to {floor} went with dropped partitions); read that part with ListActivity or an export, then subscribe from_beginning")]
+    PositionNotRetained {
+        /// The newest position no longer readable.
+        floor: i64,
+    },
     /// The call's deadline passed (DEADLINE_EXCEEDED).
     #[error("the call did not finish within its deadline ({} ms)", .deadline.as_millis())]
     DeadlineExceeded {
@@ -120,6 +127,7 @@ impl ApiError {
             ApiError::PermissionDenied(_) => Code::PermissionDenied,
             ApiError::NotFound(_) => Code::NotFound,
             ApiError::ExportAlreadyEnded { .. } => Code::FailedPrecondition,
+            ApiError::PositionNotRetained { .. } => Code::OutOfRange,
             ApiError::RateLimited { .. } | ApiError::Busy { .. } | ApiError::ExportLimit { .. } => {
                 Code::ResourceExhausted
             }
@@ -127,7 +135,10 @@ impl ApiError {
             ApiError::Pool(_) | ApiError::AuditUnavailable => Code::Unavailable,
             ApiError::Read(ReadError::Db { .. } | ReadError::Store(_)) => Code::Unavailable,
             ApiError::Read(
-                ReadError::Decode { .. } | ReadError::Archive { .. } | ReadError::Scratch(_),
+                ReadError::Decode { .. }
+                | ReadError::Unexpected(_)
+                | ReadError::Archive { .. }
+                | ReadError::Scratch(_),
             ) => Code::Internal,
             ApiError::Internal { .. } => Code::Internal,
         }
@@ -154,6 +165,7 @@ impl ApiError {
             ApiError::NotFound(NotFound::Event { .. }) => "EVENT_NOT_FOUND",
             ApiError::NotFound(NotFound::ExportJob) => "EXPORT_NOT_FOUND",
             ApiError::ExportAlreadyEnded { .. } => "EXPORT_ALREADY_ENDED",
+            ApiError::PositionNotRetained { .. } => "POSITION_NOT_RETAINED",
             ApiError::RateLimited { .. } => "RATE_LIMITED",
             ApiError::Busy { .. } => "TOO_MANY_IN_FLIGHT",
             ApiError::ExportLimit { .. } => "EXPORT_LIMIT",
@@ -162,7 +174,10 @@ impl ApiError {
                 "STORE_UNAVAILABLE"
             }
             ApiError::Read(
-                ReadError::Decode { .. } | ReadError::Archive { .. } | ReadError::Scratch(_),
+                ReadError::Decode { .. }
+                | ReadError::Unexpected(_)
+                | ReadError::Archive { .. }
+                | ReadError::Scratch(_),
             ) => "READ_FAILED",
             ApiError::AuditUnavailable => "AUDIT_UNAVAILABLE",
             ApiError::Internal { .. } => "INTERNAL",
@@ -205,11 +220,13 @@ impl ApiError {
                     match what {
                         InFlight::Calls => "calls",
                         InFlight::ArchiveReads => "archive_reads",
+                        InFlight::Subscriptions => "subscriptions",
                     }
                     .to_string(),
                 ),
             ],
             ApiError::ExportLimit { max } => vec![("max_concurrent_exports", max.to_string())],
+            ApiError::PositionNotRetained { floor } => vec![("floor", floor.to_string())],
             ApiError::DeadlineExceeded { deadline } => {
                 vec![("deadline_ms", deadline.as_millis().to_string())]
             }
@@ -287,6 +304,18 @@ pub enum InvalidArgument {
     /// `user_id` holding a NUL character, which no stored user id can.
     #[error("user_id contains a NUL character, which no stored user id can")]
     UserIdNul,
+    /// A subscription filter that breaks its rules or limits.
+    #[error("{field}: {problem}")]
+    Filter {
+        /// The filter's field (`filter.kinds`, ...).
+        field: &'static str,
+        /// What is wrong, without echoing large input.
+        problem: String,
+    },
+    /// A resume token that does not verify for this subscription (every
+    /// reason reads the same to the caller).
+    #[error("resume_token is not valid for this subscription (it must come from a response to a subscription with the same filter)")]
+    ResumeTokenInvalid(#[source] PageTokenError),
     /// StartExport's `request_id` is not a UUID.
     #[error("request_id must be a UUID in its 36-character hyphenated form, not nil (or empty)")]
     RequestId,
@@ -317,6 +346,8 @@ impl InvalidArgument {
             | InvalidArgument::UserIdTooLong
             | InvalidArgument::UserIdNul => "user_id",
             InvalidArgument::RequestId | InvalidArgument::RequestIdReused { .. } => "request_id",
+            InvalidArgument::Filter { field, .. } => field,
+            InvalidArgument::ResumeTokenInvalid(_) => "resume_token",
         }
     }
 
@@ -339,6 +370,8 @@ impl InvalidArgument {
             InvalidArgument::UserIdNul => "INVALID_USER_ID",
             InvalidArgument::RequestId => "INVALID_REQUEST_ID",
             InvalidArgument::RequestIdReused { .. } => "REQUEST_ID_REUSED",
+            InvalidArgument::Filter { .. } => "INVALID_FILTER",
+            InvalidArgument::ResumeTokenInvalid(_) => "RESUME_TOKEN_INVALID",
         }
     }
 }
@@ -400,6 +433,7 @@ fn busy_message(cap: Cap, what: InFlight) -> String {
     let what = match what {
         InFlight::Calls => "calls",
         InFlight::ArchiveReads => "archive reads",
+        InFlight::Subscriptions => "subscriptions",
     };
     format!("{whose} {what} in flight it may have; retry when one has finished")
 }
@@ -407,7 +441,10 @@ fn busy_message(cap: Cap, what: InFlight) -> String {
 fn read_message(err: &ReadError) -> &'static str {
     match err {
         ReadError::Db { .. } | ReadError::Store(_) => "the history store is unreachable; retry",
-        ReadError::Decode { .. } | ReadError::Archive { .. } | ReadError::Scratch(_) => {
+        ReadError::Decode { .. }
+        | ReadError::Unexpected(_)
+        | ReadError::Archive { .. }
+        | ReadError::Scratch(_) => {
             "the history could not be read; the error is logged under this request id"
         }
     }
@@ -697,6 +734,11 @@ mod tests {
             InvalidArgument::RequestIdReused {
                 request_id: Uuid::nil(),
             },
+            InvalidArgument::Filter {
+                field: "filter.kinds",
+                problem: "at most 50 values".into(),
+            },
+            InvalidArgument::ResumeTokenInvalid(PageTokenError::BadSignature),
         ];
         let mut all: Vec<ApiError> = auth.into_iter().map(ApiError::from).collect();
         all.extend(invalid.into_iter().map(ApiError::from));
@@ -718,6 +760,7 @@ mod tests {
                 what: InFlight::Calls,
             },
             ApiError::ExportLimit { max: 2 },
+            ApiError::PositionNotRetained { floor: 7 },
             ApiError::DeadlineExceeded {
                 deadline: Duration::from_secs(1),
             },

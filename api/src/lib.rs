@@ -43,6 +43,7 @@ pub mod read_error;
 pub mod request;
 pub mod server;
 pub mod service;
+pub mod subscribe;
 
 pub use event::Event;
 pub use history::{HistoryReader, Page, Query, ReadAhead};

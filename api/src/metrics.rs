@@ -167,3 +167,76 @@ pub fn errors(stage: &str) {
 pub fn export_finished(kind: &str, bytes: u64) {
     EXPORT_BYTES.with_label_values(&[kind]).inc_by(bytes);
 }
+
+/// Subscriptions open in this process.
+pub static SUBSCRIBERS: LazyLock<IntGauge> = LazyLock::new(|| {
+    must(
+        register_int_gauge!(
+            "strata_api_subscribers",
+            "Subscribe streams open in this process"
+        ),
+        "subscribers",
+    )
+});
+
+/// Events delivered to subscribers, by mode (catch_up, live).
+pub static SUBSCRIPTION_EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    must(
+        register_int_counter_vec!(
+            "strata_api_subscription_events_total",
+            "Events delivered to subscribers, by how they were read (catch_up, live)",
+            &["mode"]
+        ),
+        "subscription_events",
+    )
+});
+
+/// Live subscribers that fell behind their buffer and went back to
+/// reading the store.
+pub static SUBSCRIPTION_FELL_BEHIND: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
+    must(
+        prometheus::register_int_counter!(
+            "strata_api_subscription_fell_behind_total",
+            "Live subscribers dropped to catch-up because they did not keep up with their buffer"
+        ),
+        "subscription_fell_behind",
+    )
+});
+
+/// How far each subscription is behind the newest commit, in
+/// transactions, by subscription (its request id; removed when it ends).
+pub static SUBSCRIPTION_LAG_TRANSACTIONS: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
+    must(
+        prometheus::register_int_gauge_vec!(
+            "strata_api_subscription_lag_transactions",
+            "Relay transactions committed after a subscription's position, by subscription",
+            &["subscription"]
+        ),
+        "subscription_lag_transactions",
+    )
+});
+
+/// How old each subscription's position is, in seconds: now minus the
+/// commit time of the newest transaction it delivered, by subscription.
+pub static SUBSCRIPTION_LAG_SECONDS: LazyLock<prometheus::GaugeVec> = LazyLock::new(|| {
+    must(
+        prometheus::register_gauge_vec!(
+            "strata_api_subscription_lag_seconds",
+            "Seconds between now and the commit of a subscription's position, while it is behind",
+            &["subscription"]
+        ),
+        "subscription_lag_seconds",
+    )
+});
+
+/// Statements the live feeds ran (one per filter and wake-up, or more
+/// pages when much was committed).
+pub static FEED_READS: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
+    must(
+        prometheus::register_int_counter!(
+            "strata_api_feed_reads_total",
+            "Reads of the live feeds shared by subscriptions with the same filter"
+        ),
+        "feed_reads",
+    )
+});

@@ -179,6 +179,30 @@ pub struct Cursor {
     pub event_id: [u8; 16],
 }
 
+/// A token's bytes and its key id's length, after the length, base64,
+/// version and key-id-length checks. Nothing in it is believed yet.
+fn decode_header(
+    token: &str,
+    max_len: usize,
+    version: u8,
+) -> Result<(Vec<u8>, usize), PageTokenError> {
+    if token.len() > max_len {
+        return Err(PageTokenError::Malformed);
+    }
+    let raw = URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| PageTokenError::Malformed)?;
+    match raw.as_slice() {
+        [found, kid_len, ..]
+            if *found == version && (1..=MAX_KEY_ID_LEN).contains(&usize::from(*kid_len)) =>
+        {
+            let kid_len = usize::from(*kid_len);
+            Ok((raw, kid_len))
+        }
+        _ => Err(PageTokenError::Malformed),
+    }
+}
+
 fn mac(key: &PageTokenKey, body: &[u8], binding: &[u8; 32]) -> HmacSha256 {
     // HMAC accepts keys of any length.
     let mut mac = match HmacSha256::new_from_slice(&key.secret) {
@@ -216,18 +240,8 @@ impl PageTokenKeys {
         binding: &Binding<'_>,
         now: i64,
     ) -> Result<Cursor, PageTokenError> {
-        if token.len() > MAX_TOKEN_LEN {
-            return Err(PageTokenError::Malformed);
-        }
-        let raw = URL_SAFE_NO_PAD
-            .decode(token)
-            .map_err(|_| PageTokenError::Malformed)?;
-        let (&version, rest) = raw.split_first().ok_or(PageTokenError::Malformed)?;
-        let (&kid_len, rest) = rest.split_first().ok_or(PageTokenError::Malformed)?;
-        let kid_len = usize::from(kid_len);
-        if version != VERSION || kid_len == 0 || kid_len > MAX_KEY_ID_LEN {
-            return Err(PageTokenError::Malformed);
-        }
+        let (raw, kid_len) = decode_header(token, MAX_TOKEN_LEN, VERSION)?;
+        let rest = &raw[2..];
         if rest.len() != kid_len + 8 + 8 + 16 + MAC_LEN {
             return Err(PageTokenError::Malformed);
         }
@@ -253,6 +267,49 @@ impl PageTokenKeys {
             occurred_at_micros: i64::from_be_bytes(field(8)),
             event_id,
         })
+    }
+}
+
+/// Version byte of sealed tokens ([`PageTokenKeys::seal`]); page tokens
+/// are [`VERSION`], so neither is ever read as the other.
+const SEALED_VERSION: u8 = 2;
+/// Longest sealed token text accepted; anything longer is rejected unread.
+pub const MAX_SEALED_TOKEN_LEN: usize = 1024;
+
+impl PageTokenKeys {
+    /// Signs `payload` (at most a few hundred bytes) for `binding`, the
+    /// digest of what the token is valid for (domain-separated by the
+    /// caller): `version(2) | kid_len | kid | payload | mac(32)`, base64url.
+    /// Sealed tokens do not expire; the caller decides what a payload may
+    /// still mean (resume tokens: the stream's floor).
+    pub fn seal(&self, payload: &[u8], binding: &[u8; 32]) -> String {
+        let key = self.signing();
+        let mut body = Vec::with_capacity(2 + key.id.len() + payload.len() + MAC_LEN);
+        body.push(SEALED_VERSION);
+        body.push(key.id.len() as u8);
+        body.extend_from_slice(key.id.as_bytes());
+        body.extend_from_slice(payload);
+        let tag = mac(key, &body, binding).finalize().into_bytes();
+        body.extend_from_slice(&tag);
+        URL_SAFE_NO_PAD.encode(body)
+    }
+
+    /// The payload of a token made by [`Self::seal`] for `binding`; the
+    /// MAC is compared in constant time before the payload is returned.
+    pub fn open(&self, token: &str, binding: &[u8; 32]) -> Result<Vec<u8>, PageTokenError> {
+        let (raw, kid_len) = decode_header(token, MAX_SEALED_TOKEN_LEN, SEALED_VERSION)?;
+        let rest = &raw[2..];
+        if rest.len() < kid_len + MAC_LEN {
+            return Err(PageTokenError::Malformed);
+        }
+        let key = self
+            .find(&rest[..kid_len])
+            .ok_or(PageTokenError::UnknownKey)?;
+        let (body, tag) = raw.split_at(raw.len() - MAC_LEN);
+        mac(key, body, binding)
+            .verify_slice(tag)
+            .map_err(|_| PageTokenError::BadSignature)?;
+        Ok(body[2 + kid_len..].to_vec())
     }
 }
 

@@ -56,6 +56,8 @@ struct Inner {
     url: DatabaseUrl,
     role: Option<String>,
     statement_timeout: Duration,
+    /// More `SET`s every session runs (see [`Pool::with_session_settings`]).
+    session_settings: &'static str,
     size: usize,
     idle: Mutex<Vec<Connection>>,
     permits: Arc<Semaphore>,
@@ -169,9 +171,27 @@ impl Pool {
                 url: DatabaseUrl::new(url),
                 role: role.map(str::to_string),
                 statement_timeout,
+                session_settings: "",
                 size,
                 idle: Mutex::new(Vec::new()),
                 permits: Arc::new(Semaphore::new(size)),
+            }),
+        }
+    }
+
+    /// The same pool whose sessions also run `settings` (constant `SET`
+    /// statements) before their first use. Call before the first `get`.
+    pub fn with_session_settings(self, settings: &'static str) -> Self {
+        let inner = &self.inner;
+        Self {
+            inner: Arc::new(Inner {
+                url: inner.url.clone(),
+                role: inner.role.clone(),
+                statement_timeout: inner.statement_timeout,
+                session_settings: settings,
+                size: inner.size,
+                idle: Mutex::new(Vec::new()),
+                permits: Arc::new(Semaphore::new(inner.size)),
             }),
         }
     }
@@ -218,6 +238,10 @@ impl Pool {
         );
         if let Some(role) = &self.inner.role {
             setup.push_str(&format!(" SET ROLE {};", quote_identifier(role)));
+        }
+        if !self.inner.session_settings.is_empty() {
+            setup.push(' ');
+            setup.push_str(self.inner.session_settings);
         }
         match client.batch_execute(&setup).await {
             Ok(()) => Ok(client),

@@ -27,6 +27,9 @@ pub enum ReadError {
         /// The driver's error (shown in the message).
         error: tokio_postgres::Error,
     },
+    /// The hot store answered in a shape the statement cannot produce.
+    #[error("{0}: unexpected answer from the hot store")]
+    Unexpected(&'static str),
     /// The object store.
     #[error(transparent)]
     Store(#[from] StoreError),

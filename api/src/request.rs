@@ -47,7 +47,8 @@ pub fn range(
     Ok((from, to))
 }
 
-fn micros(t: &Timestamp, field: &'static str) -> Result<i64, InvalidArgument> {
+/// A timestamp field as UTC microseconds, within years 0001 to 9999.
+pub fn micros(t: &Timestamp, field: &'static str) -> Result<i64, InvalidArgument> {
     if !(0..1_000_000_000).contains(&t.nanos) || !(MIN_SECONDS..=MAX_SECONDS).contains(&t.seconds) {
         return Err(InvalidArgument::Timestamp { field });
     }

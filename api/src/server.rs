@@ -11,6 +11,7 @@ use std::time::Duration;
 use strata_archive::ObjectStore;
 use strata_core::config::{ApiConfig, DatabaseUrl, ObjectStoreConfig};
 use strata_proto::v1::history_service_server::HistoryServiceServer as HistoryServer;
+use strata_proto::v1::subscription_service_server::SubscriptionServiceServer as SubscriptionServer;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -22,6 +23,7 @@ use crate::limits::Limits;
 use crate::page_token::{KeyError, PageTokenKey, PageTokenKeys};
 use crate::pool::{Pool, PoolError};
 use crate::service::{HistoryService, ServiceParts, ServiceSettings};
+use crate::subscribe::{Streams, Tail};
 
 /// Fails fast, at start-up, on a wrong URL or a role that cannot read the
 /// audit table.
@@ -209,6 +211,35 @@ pub async fn serve_with_reader(
         })?;
     drop(probe);
 
+    // Subscriptions read with connections of their own (a replica when
+    // configured); wake-ups come from the primary's notifications.
+    let stream_url = api
+        .subscribe_database_url
+        .clone()
+        .unwrap_or_else(|| url.clone());
+    let stream_pool = Pool::new(
+        stream_url.expose(),
+        api.db_role.as_deref(),
+        api.statement_timeout,
+        api.subscribe_pool_size,
+    )
+    .with_session_settings(crate::subscribe::read::SESSION_SETTINGS);
+    let tail = Arc::new(Tail::new(stream_pool.clone()));
+    let tail_task = tokio::spawn(
+        tail.clone()
+            .run(api.subscribe_poll_interval, cancel.child_token()),
+    );
+    let listen_task = tokio::spawn(crate::subscribe::tail::listen(
+        tail.clone(),
+        url.clone(),
+        api.statement_timeout,
+        cancel.child_token(),
+    ));
+    let streams = Arc::new(Streams {
+        pool: stream_pool,
+        tail,
+    });
+
     let wake_jobs = Arc::new(Notify::new());
     let worker = Worker {
         pool: pool.clone(),
@@ -231,6 +262,8 @@ pub async fn serve_with_reader(
         calls_total: api.max_calls_in_flight,
         cold_reads_per_principal: api.max_cold_reads_per_principal,
         cold_reads_total: api.max_cold_reads,
+        subscriptions_per_principal: api.max_subscriptions_per_principal,
+        subscriptions_total: api.max_subscriptions,
     }));
     let summaries_task = tokio::spawn(audit_summaries(
         pool.clone(),
@@ -251,6 +284,7 @@ pub async fn serve_with_reader(
             api.rate_burst,
             api.max_concurrent_exports,
         ),
+        streams,
         wake_jobs,
         cancel: cancel.clone(),
         settings: ServiceSettings {
@@ -326,6 +360,11 @@ pub async fn serve_with_reader(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(
+            SubscriptionServer::new(service.clone())
+                .max_decoding_message_size(MAX_REQUEST_BYTES)
+                .max_encoding_message_size(16 * 1024 * 1024),
+        )
+        .add_service(
             HistoryServer::new(service)
                 .max_decoding_message_size(MAX_REQUEST_BYTES)
                 .max_encoding_message_size(16 * 1024 * 1024),
@@ -339,6 +378,8 @@ pub async fn serve_with_reader(
     let _ = worker_task.await;
     let _ = summaries_task.await;
     let _ = health_task.await;
+    let _ = tail_task.await;
+    let _ = listen_task.await;
     result?;
     Ok(())
 }

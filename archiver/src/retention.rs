@@ -76,6 +76,7 @@ impl Archiver {
             if partition.attached {
                 catalog::detach_partition(&self.hot, &partition).await?;
             }
+            catalog::raise_stream_floor(&self.hot, &partition).await?;
             catalog::drop_partition(&self.hot, &partition).await?;
             catalog::record_partition_dropped(&self.hot, day).await?;
             metrics::PARTITIONS_DROPPED.inc();

@@ -102,6 +102,11 @@ pub const STORE: MigrationSet = MigrationSet {
             name: "0008_export_open_jobs.sql",
             sql: include_str!("../store/0008_export_open_jobs.sql"),
         },
+        Migration {
+            version: 9,
+            name: "0009_stream.sql",
+            sql: include_str!("../store/0009_stream.sql"),
+        },
     ],
 };
 

@@ -1,8 +1,10 @@
-//! The history API's contract (`proto/strata/v1/history.proto`) as Rust:
+//! The API's contract (`proto/strata/v1/history.proto`,
+//! `subscription.proto`) as Rust:
 //! messages, the tonic server trait and client, and the encoded descriptor
 //! set that server reflection serves.
 
-/// `strata.v1`: generated from `strata/v1/history.proto`.
+/// `strata.v1`: generated from `strata/v1/history.proto` and
+/// `strata/v1/subscription.proto`.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod v1 {
     tonic::include_proto!("strata.v1");

@@ -18,6 +18,21 @@ pub const COPY_SQL: &str =
     "COPY strata.activity (event_id, user_id, kind, occurred_at, source, payload) \
      FROM STDIN (FORMAT binary)";
 
+/// The last statement of every transaction that stored events: numbers
+/// the transaction in `strata.stream_log` (the subscription position, see
+/// `migrations/store/0009_stream.sql`) with how many events it stored ($1)
+/// and the range of their `occurred_at` ($2, $3), and wakes the API's live
+/// readers. The head's row lock it takes is held until the commit, so
+/// numbers follow commit order; run it as late as possible, right before
+/// COMMIT. Returns the number.
+pub const STREAM_APPEND_SQL: &str = "WITH next AS (\
+         UPDATE strata.stream_head SET head = head + 1 RETURNING head), \
+     logged AS (\
+         INSERT INTO strata.stream_log (seq, txid, events, first_at, last_at) \
+         SELECT head, pg_current_xact_id(), $1::int4, $2::timestamptz, $3::timestamptz FROM next \
+         RETURNING seq) \
+     SELECT seq, pg_notify('strata_stream', seq::text) IS NULL AS quiet FROM logged";
+
 /// The columns [`COPY_SQL`] names, in order.
 pub const COLUMNS: [&str; 6] = [
     "event_id",

@@ -54,6 +54,7 @@ const INSERT_DEAD_SQL: &str = "INSERT INTO strata.dead_letters \
 /// Statements prepared on a connection that writes to the hot store.
 pub(crate) struct HotStatements {
     insert_hot: Statement,
+    stream_append: Statement,
     conflicts: Statement,
     insert_dead: Statement,
 }
@@ -65,6 +66,12 @@ impl HotStatements {
                 "prepare hot insert",
                 timeout,
                 client.prepare(INSERT_HOT_SQL),
+            )
+            .await?,
+            stream_append: db(
+                "prepare stream append",
+                timeout,
+                client.prepare(hot_copy::STREAM_APPEND_SQL),
             )
             .await?,
             conflicts: db(
@@ -201,7 +208,31 @@ impl DeadColumns {
 }
 
 impl Shipper {
-    /// Writes the batch inside `tx`. Large batches (a backlog) go by binary
+    /// Numbers `tx` in the subscription stream; its last statement before
+    /// COMMIT (the head's lock is held from here to the commit).
+    pub(crate) async fn append_stream(
+        &self,
+        tx: &Transaction<'_>,
+        statements: &HotStatements,
+        stored: usize,
+        good: &HotColumns,
+    ) -> Result<i64, RelayError> {
+        let events = i32::try_from(stored).unwrap_or(i32::MAX);
+        // `stored > 0` means `good` has rows; the defaults never apply.
+        let first = good.times.iter().min().copied().unwrap_or_default();
+        let last = good.times.iter().max().copied().unwrap_or_default();
+        let row = db(
+            "append to the stream log",
+            self.timeout,
+            tx.query_one(&statements.stream_append, &[&events, &first, &last]),
+        )
+        .await?;
+        row.try_get(0)
+            .map_err(RelayError::row("append to the stream log"))
+    }
+
+    /// Writes the batch inside `tx`; returns how many events it stored
+    /// (re-shipped ones the hot store already held are not counted). Large batches (a backlog) go by binary
     /// COPY, the fast path; if the hot store already holds one of the
     /// events, the COPY is rolled back to a savepoint and the batch goes in
     /// with `INSERT ... ON CONFLICT DO NOTHING`. Small batches (live
@@ -213,8 +244,9 @@ impl Shipper {
         good: &mut HotColumns,
         dead: &mut DeadColumns,
         isolating: bool,
-    ) -> Result<(), RelayError> {
+    ) -> Result<usize, RelayError> {
         let timeout = self.timeout;
+        let mut stored = 0;
         if !good.is_empty() {
             let inserted = if isolating && good.len() == 1 {
                 // A batch of one after failures: if the hot store refuses
@@ -224,7 +256,7 @@ impl Shipper {
             } else {
                 self.insert_events(tx, statements, good).await
             };
-            let stored = match inserted {
+            stored = match inserted {
                 Ok(stored) => stored,
                 // No partition for a row's day (dropped after archiving).
                 Err(err) if err.is_missing_partition() => {
@@ -263,7 +295,7 @@ impl Shipper {
             )
             .await?;
         }
-        Ok(())
+        Ok(stored)
     }
 
     /// Tries the batch's one event under a savepoint; a refusal that is

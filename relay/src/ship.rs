@@ -6,7 +6,9 @@
 //!    committed rows are visible, whatever order their ids committed in,
 //!    and the uncommitted delete locks them against other relays;
 //! 2. the hot store commits the batch with `ON CONFLICT DO NOTHING`, so a
-//!    batch shipped twice is stored once;
+//!    batch shipped twice is stored once; its last statement before the
+//!    commit numbers the transaction in the subscription stream
+//!    (`hot_copy::STREAM_APPEND_SQL`), so numbers follow commit order;
 //! 3. only then the source transaction commits, releasing the rows for good.
 //!
 //! A crash before 3 rolls the source transaction back (the connection dies
@@ -52,6 +54,15 @@ const ANALYZE_EVERY: Duration = Duration::from_secs(60);
 /// Called with the event ids of each batch right after its hot commit
 /// (the moment they became visible); used by benchmarks and the demo.
 pub type ShipObserver = Arc<dyn Fn(&str, &[Uuid]) + Send + Sync>;
+
+/// Test failpoint `hold_hot_transaction=sleep:5s`: the batch's hot
+/// transaction stays open (rows written, not yet numbered in the stream)
+/// while other relays commit theirs; awaited, so the runtime keeps going.
+async fn hold_hot_transaction() {
+    if let Some(pause) = failpoint::pause("hold_hot_transaction") {
+        tokio::time::sleep(pause).await;
+    }
+}
 
 /// Which rows a claim may take.
 #[derive(Debug, Clone, Copy)]
@@ -227,23 +238,35 @@ impl Shipper {
 
         if let Some(statements) = same_database {
             // One transaction: claim (delete), insert, commit.
-            self.write_hot(&mut source_tx, statements, &mut good, &mut dead, isolating)
+            let stored = self
+                .write_hot(&mut source_tx, statements, &mut good, &mut dead, isolating)
                 .await?;
             failpoint::hit("before_hot_commit");
+            hold_hot_transaction().await;
+            if stored > 0 {
+                self.append_stream(&source_tx, statements, stored, &good)
+                    .await?;
+            }
             failpoint::hit("before_source_release");
             db("commit batch", timeout, source_tx.commit()).await?;
             self.observe(&good);
         } else {
             let mut hot_tx = db("begin hot batch", timeout, hot.client.transaction()).await?;
-            self.write_hot(
-                &mut hot_tx,
-                &hot.statements,
-                &mut good,
-                &mut dead,
-                isolating,
-            )
-            .await?;
+            let stored = self
+                .write_hot(
+                    &mut hot_tx,
+                    &hot.statements,
+                    &mut good,
+                    &mut dead,
+                    isolating,
+                )
+                .await?;
             failpoint::hit("before_hot_commit");
+            hold_hot_transaction().await;
+            if stored > 0 {
+                self.append_stream(&hot_tx, &hot.statements, stored, &good)
+                    .await?;
+            }
             db("commit hot batch", timeout, hot_tx.commit()).await?;
             self.observe(&good);
             failpoint::hit("after_hot_commit");

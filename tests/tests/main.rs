@@ -9,5 +9,6 @@ mod ingest;
 mod operations;
 mod sdk;
 mod starvation;
+mod subscribe;
 mod tidy;
 mod tls;

@@ -170,6 +170,8 @@ pub enum InFlight {
     Calls,
     /// Archive reads.
     ArchiveReads,
+    /// Open subscriptions (held for the stream's life, not the call's).
+    Subscriptions,
 }
 
 impl InFlight {
@@ -180,6 +182,8 @@ impl InFlight {
             (InFlight::Calls, Cap::Total) => "calls_total",
             (InFlight::ArchiveReads, Cap::PerPrincipal) => "cold_reads_per_principal",
             (InFlight::ArchiveReads, Cap::Total) => "cold_reads_total",
+            (InFlight::Subscriptions, Cap::PerPrincipal) => "subscriptions_per_principal",
+            (InFlight::Subscriptions, Cap::Total) => "subscriptions_total",
         }
     }
 }
@@ -205,6 +209,7 @@ pub struct Admission {
     peers: TokenBuckets<IpAddr>,
     calls: Arc<Counter>,
     cold_reads: Arc<Counter>,
+    subscriptions: Arc<Counter>,
     summaries: Summaries,
 }
 
@@ -227,6 +232,10 @@ pub struct AdmissionLimits {
     pub cold_reads_per_principal: u32,
     /// Archive reads in flight in total.
     pub cold_reads_total: u32,
+    /// Open subscriptions per principal.
+    pub subscriptions_per_principal: u32,
+    /// Open subscriptions in total.
+    pub subscriptions_total: u32,
 }
 
 impl Admission {
@@ -236,6 +245,10 @@ impl Admission {
             peers: TokenBuckets::new(limits.peer_rate, limits.peer_burst),
             calls: Counter::new(limits.calls_per_principal, limits.calls_total),
             cold_reads: Counter::new(limits.cold_reads_per_principal, limits.cold_reads_total),
+            subscriptions: Counter::new(
+                limits.subscriptions_per_principal,
+                limits.subscriptions_total,
+            ),
             summaries: Summaries::new(limits.audit_rate, limits.audit_burst),
         }
     }
@@ -266,6 +279,7 @@ impl Admission {
         match what {
             InFlight::Calls => self.calls.try_enter(principal),
             InFlight::ArchiveReads => self.cold_reads.try_enter(principal),
+            InFlight::Subscriptions => self.subscriptions.try_enter(principal),
         }
     }
 
@@ -294,6 +308,8 @@ mod tests {
             calls_total: 3,
             cold_reads_per_principal: 1,
             cold_reads_total: 2,
+            subscriptions_per_principal: 1,
+            subscriptions_total: 2,
         }
     }
 

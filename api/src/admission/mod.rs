@@ -68,6 +68,9 @@ pub enum Need {
     Export,
     /// Look at an export job (target known only later).
     Job,
+    /// Subscribe: with the subscribe scope to any users (target empty),
+    /// else to the token's own user (the handler checks the filter).
+    Subscribe,
 }
 
 /// One admitted call, carried to its audit record.
@@ -253,6 +256,12 @@ impl Gate<'_> {
         }
         let target = if need == Need::Job {
             String::new()
+        } else if need == Need::Subscribe {
+            if principal.subscribe {
+                String::new()
+            } else {
+                principal.subject.clone()
+            }
         } else if principal.read_any {
             if requested_user.is_empty() {
                 return Err(refused(

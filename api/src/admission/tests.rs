@@ -29,6 +29,8 @@ fn parts(peer_burst: u32, calls_per_principal: u32) -> Parts {
             calls_total: 10,
             cold_reads_per_principal: 1,
             cold_reads_total: 1,
+            subscriptions_per_principal: 1,
+            subscriptions_total: 1,
         }),
         // Never connects: `decide` does no I/O.
         pool: Pool::new("postgres://nobody@localhost/none", None, Duration::ZERO, 1),

@@ -14,6 +14,7 @@
 
 mod exports;
 mod read;
+mod subscribe;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -76,6 +77,8 @@ pub struct ServiceParts {
     /// Caps on calls and archive reads in flight, per peer limits and
     /// audit summaries.
     pub admission: Arc<Admission>,
+    /// Subscriptions' connections and live feeds.
+    pub streams: Arc<crate::subscribe::Streams>,
     /// Wakes this process's export worker.
     pub wake_jobs: Arc<Notify>,
     /// Stops streamed exports on shutdown.
@@ -122,7 +125,12 @@ impl HistoryService {
 
     /// A permit to read the archive for `call`, or RESOURCE_EXHAUSTED.
     fn cold_permit(&self, call: &Call) -> Result<Held, ApiError> {
-        let what = InFlight::ArchiveReads;
+        self.permit(call, InFlight::ArchiveReads)
+    }
+
+    /// A place among `what` in flight for `call`'s principal, or
+    /// RESOURCE_EXHAUSTED (counted by cap).
+    fn permit(&self, call: &Call, what: InFlight) -> Result<Held, ApiError> {
         self.parts
             .admission
             .enter(what, &call.principal.subject)

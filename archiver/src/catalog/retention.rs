@@ -39,6 +39,22 @@ fn detach_sql(name: &str, detach_pending: bool) -> String {
     }
 }
 
+/// Positions of transactions that stored rows in the (detached) table
+/// become unreadable with it: the stream's floor rises to the newest of
+/// them and the log below it goes, before the rows do.
+fn raise_stream_floor_sql(name: &str) -> String {
+    format!(
+        "WITH gone AS (\
+             SELECT max(l.seq) AS seq FROM strata.stream_log l \
+              WHERE l.txid IN (SELECT DISTINCT stream_txid FROM strata.{name} \
+                                WHERE stream_txid IS NOT NULL)), \
+         raised AS (\
+             UPDATE strata.stream_floor f SET floor = gone.seq FROM gone \
+              WHERE gone.seq > f.floor RETURNING f.floor) \
+         DELETE FROM strata.stream_log WHERE seq <= (SELECT floor FROM raised)"
+    )
+}
+
 fn drop_sql(name: &str) -> String {
     format!("DROP TABLE IF EXISTS strata.{name}")
 }
@@ -90,6 +106,23 @@ pub(crate) async fn detach_partition(
         .batch_execute(&detach_sql(name, partition.detach_pending))
         .await
         .map_err(ArchiveError::db(format!("detach {name}")))
+}
+
+/// Raises the subscription stream's floor over the positions of the rows
+/// of `partition` (detached, so no row can be added any more); run before
+/// the drop, so a subscriber is told OUT_OF_RANGE rather than skipping
+/// rows that went.
+pub(crate) async fn raise_stream_floor(
+    client: &Client,
+    partition: &HotPartition,
+) -> Result<(), ArchiveError> {
+    let name = &partition.name;
+    client
+        .batch_execute(&raise_stream_floor_sql(name))
+        .await
+        .map_err(ArchiveError::db(format!(
+            "raise the stream floor over {name}"
+        )))
 }
 
 /// Drops the (detached) table of `partition`.

@@ -102,6 +102,22 @@ pub struct ApiConfig {
     /// (most recent first); a UUIDv7 id is searched on its own day and
     /// the two around it.
     pub get_event_max_days: u32,
+    /// Database subscriptions read (catch-up and live): a streaming
+    /// replica of the hot store, to keep their load off the primary
+    /// (default: `database_url`). Wake-ups still come from the primary.
+    pub subscribe_database_url: Option<DatabaseUrl>,
+    /// Postgres connections subscriptions use at most, apart from the
+    /// history reads' `pool_size`, so that subscribers never take the
+    /// connections history reads need.
+    pub subscribe_pool_size: usize,
+    /// Subscriptions one principal may hold open in this process.
+    pub max_subscriptions_per_principal: u32,
+    /// Subscriptions this process serves at once, all principals together.
+    pub max_subscriptions: u32,
+    /// Live subscribers also look for new commits this often, in case a
+    /// wake-up (NOTIFY) was missed.
+    #[serde(with = "serde_text")]
+    pub subscribe_poll_interval: Duration,
     /// Serve TLS with this PEM certificate chain (with `tls_key_file`);
     /// unset (or `""`): plaintext.
     #[serde(deserialize_with = "empty_as_none")]
@@ -143,6 +159,11 @@ impl Default for ApiConfig {
             audit_refusals_burst: 50,
             audit_summary_interval: Duration::from_secs(10),
             get_event_max_days: 31,
+            subscribe_database_url: None,
+            subscribe_pool_size: 4,
+            max_subscriptions_per_principal: 16,
+            max_subscriptions: 256,
+            subscribe_poll_interval: Duration::from_millis(500),
             tls_cert_file: None,
             tls_key_file: None,
         }
@@ -156,6 +177,12 @@ impl ApiConfig {
         if self.pool_size == 0 || self.pool_size > 1000 {
             return Err(invalid("api.pool_size", "must be between 1 and 1000"));
         }
+        if self.subscribe_pool_size == 0 || self.subscribe_pool_size > 1000 {
+            return Err(invalid(
+                "api.subscribe_pool_size",
+                "must be between 1 and 1000",
+            ));
+        }
         for (key, value) in [
             ("api.statement_timeout", self.statement_timeout),
             ("api.page_token_ttl", self.page_token_ttl),
@@ -163,6 +190,7 @@ impl ApiConfig {
             ("api.export_retention", self.export_retention),
             ("api.request_timeout", self.request_timeout),
             ("api.audit_summary_interval", self.audit_summary_interval),
+            ("api.subscribe_poll_interval", self.subscribe_poll_interval),
         ] {
             if value.is_zero() {
                 return Err(invalid(key, "must be greater than zero"));
@@ -189,6 +217,11 @@ impl ApiConfig {
             ("api.peer_burst", self.peer_burst),
             ("api.audit_refusals_burst", self.audit_refusals_burst),
             ("api.get_event_max_days", self.get_event_max_days),
+            (
+                "api.max_subscriptions_per_principal",
+                self.max_subscriptions_per_principal,
+            ),
+            ("api.max_subscriptions", self.max_subscriptions),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be positive"));

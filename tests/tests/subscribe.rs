@@ -1,0 +1,559 @@
+//! Live subscriptions as a client sees them: real relays (one of them
+//! holding its hot transactions open), a real `strata api`, producers under
+//! load, and a subscriber that reconnects from resume tokens all the time;
+//! filters, tokens, scopes and audit.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use strata_producer::{NewEvent, Outbox};
+use strata_proto::v1::subscribe_request::Start;
+use strata_proto::v1::subscription_service_client::SubscriptionServiceClient;
+use strata_proto::v1::{
+    ComparisonOperator, PayloadComparison, SubscribeRequest, SubscribeResponse, SubscriptionFilter,
+    SubscriptionState,
+};
+use strata_tests::api::{authed, token, ApiServer};
+use strata_tests::archive::S3Target;
+use strata_tests::load::{self, LoadOptions};
+use strata_tests::{check, wait_until, Ledger, StrataProcess, TestEnv};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tonic::Code;
+
+const SUBSCRIBE: &str = "activity:subscribe";
+
+/// An event's position as the stream orders them: (commit sequence,
+/// user_id, occurred_at µs, event_id).
+type Key = (i64, String, i64, String);
+
+async fn client(endpoint: &str) -> anyhow::Result<SubscriptionServiceClient<Channel>> {
+    Ok(SubscriptionServiceClient::connect(endpoint.to_string()).await?)
+}
+
+fn request(filter: Option<SubscriptionFilter>, start: Start) -> SubscribeRequest {
+    SubscribeRequest {
+        filter,
+        start: Some(start),
+    }
+}
+
+fn keys_of(response: &SubscribeResponse) -> Vec<Key> {
+    response
+        .events
+        .iter()
+        .map(|e| {
+            let event = e.event.clone().unwrap_or_default();
+            let at = event.event_time.unwrap_or_default();
+            (
+                e.commit_sequence,
+                event.user_id,
+                at.seconds * 1_000_000 + i64::from(at.nanos / 1000),
+                event.event_id,
+            )
+        })
+        .collect()
+}
+
+/// Every event the hot store holds, in stream order, with the start time
+/// of the relay transaction that stored it.
+async fn stream_order(env: &TestEnv) -> anyhow::Result<Vec<(Key, i64)>> {
+    Ok(env
+        .hot()
+        .await?
+        .query(
+            "SELECT l.seq, a.user_id, (extract(epoch FROM a.occurred_at) * 1000000)::int8,
+                    a.event_id::text, (extract(epoch FROM a.ingested_at) * 1000000)::int8
+               FROM strata.activity a JOIN strata.stream_log l ON l.txid = a.stream_txid
+              ORDER BY l.seq, a.user_id, a.occurred_at, a.event_id",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| ((r.get(0), r.get(1), r.get(2), r.get(3)), r.get(4)))
+        .collect())
+}
+
+/// Subscribes from the beginning and keeps reconnecting (every 0.2 to 1
+/// s) from the last response's resume token, recording every event, until
+/// `stop`.
+async fn reconnecting_subscriber(
+    endpoint: String,
+    bearer: String,
+    delivered: Arc<Mutex<Vec<Key>>>,
+    stop: CancellationToken,
+) -> anyhow::Result<usize> {
+    let mut resume: Option<String> = None;
+    let mut sessions = 0;
+    while !stop.is_cancelled() {
+        sessions += 1;
+        let start = match &resume {
+            Some(token) => Start::ResumeToken(token.clone()),
+            None => Start::FromBeginning(true),
+        };
+        let mut client = client(&endpoint).await?;
+        let mut stream = client
+            .subscribe(authed(request(None, start), &bearer))
+            .await?
+            .into_inner();
+        let session = Duration::from_millis(200 + rand::random::<u64>() % 800);
+        let until = tokio::time::Instant::now() + session;
+        loop {
+            let message = tokio::select! {
+                _ = stop.cancelled() => return Ok(sessions),
+                _ = tokio::time::sleep_until(until) => break,
+                message = stream.message() => message?,
+            };
+            let Some(response) = message else {
+                anyhow::bail!("the stream ended on its own");
+            };
+            // The events and the token that follows them, together.
+            delivered
+                .lock()
+                .expect("not poisoned")
+                .extend(keys_of(&response));
+            resume = Some(response.resume_token);
+        }
+    }
+    Ok(sessions)
+}
+
+/// G10: one relay holds each of its hot transactions open for seconds
+/// while another commits rows written later; a subscriber that reads
+/// continuously and reconnects from resume tokens every second sees every
+/// stored event exactly once, in position order, and the positions follow
+/// commit order, not write order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_transactions_and_reconnects_lose_and_repeat_nothing() -> anyhow::Result<()> {
+    let env = TestEnv::new("sub_order").await?;
+    let target = S3Target::new("sub-order").await?;
+    let api = ApiServer::start(
+        &env,
+        &target,
+        "sub-order-api",
+        &[("api.subscribe_poll_interval", "\"200ms\"")],
+    )
+    .await?;
+    let small = [("relay.batch_size", "20")];
+    let mut relays = vec![
+        StrataProcess::spawn(
+            &env,
+            "sub-held-relay",
+            &small,
+            Some("hold_hot_transaction=sleep:2s"),
+        )?,
+        StrataProcess::spawn(&env, "sub-relay", &small, None)?,
+    ];
+    let delivered = Arc::new(Mutex::new(Vec::new()));
+    let stop = CancellationToken::new();
+    let subscriber = tokio::spawn(reconnecting_subscriber(
+        api.endpoint.clone(),
+        token("fraud-scorer", &[SUBSCRIBE], 3600),
+        delivered.clone(),
+        stop.clone(),
+    ));
+
+    let ledger = Ledger::default();
+    let producing = CancellationToken::new();
+    let options = LoadOptions {
+        connections: 2,
+        pause: Duration::from_millis(20),
+        ..Default::default()
+    };
+    let tasks = load::start(&env.source_url, ledger.clone(), options, producing.clone()).await?;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    load::stop(producing, tasks).await;
+    let drained = wait_until(Duration::from_secs(60), || async {
+        env.outbox_len().await.map(|n| n == 0).unwrap_or(false)
+    })
+    .await;
+    anyhow::ensure!(drained, "relays did not drain: {}", relays[0].log_tail());
+    let expected = stream_order(&env).await?;
+    let caught_up = wait_until(Duration::from_secs(30), || async {
+        delivered.lock().expect("not poisoned").len() >= expected.len()
+    })
+    .await;
+    // A little longer: anything delivered twice would show up now.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.cancel();
+    let sessions = subscriber.await??;
+    for relay in &mut relays {
+        relay.kill9();
+    }
+    let delivered = delivered.lock().expect("not poisoned").clone();
+    anyhow::ensure!(
+        caught_up,
+        "delivered {} of {} events",
+        delivered.len(),
+        expected.len()
+    );
+    let expected_keys: Vec<Key> = expected.iter().map(|(key, _)| key.clone()).collect();
+    assert_eq!(
+        delivered.len(),
+        expected_keys.len(),
+        "each stored event exactly once"
+    );
+    assert_eq!(delivered, expected_keys, "in position order");
+    assert!(
+        sessions >= 5,
+        "the subscriber reconnected ({sessions} sessions)"
+    );
+    assert!(expected.len() > 200, "{} events", expected.len());
+    // Every stored row has a position.
+    let unnumbered: i64 = env
+        .hot()
+        .await?
+        .query_one(
+            "SELECT count(*) FROM strata.activity a
+              WHERE NOT EXISTS (SELECT FROM strata.stream_log l WHERE l.txid = a.stream_txid)",
+            &[],
+        )
+        .await?
+        .get(0);
+    assert_eq!(unnumbered, 0);
+    // The held relay's transactions began before rows that committed
+    // ahead of them: commit order differed from write order, and the
+    // stream followed commit order.
+    let overtaken = expected
+        .windows(2)
+        .any(|pair| pair[0].1 > pair[1].1 + 500_000);
+    assert!(
+        overtaken,
+        "no transaction was overtaken; the failpoint did not hold one"
+    );
+    let report = check(&ledger, &env.hot().await?).await?;
+    assert!(report.is_clean(), "{report:?}");
+    Ok(())
+}
+
+/// Reads `request` until the stream says LIVE; returns the events and the
+/// last resume token.
+async fn until_live(
+    endpoint: &str,
+    bearer: &str,
+    request: SubscribeRequest,
+) -> Result<(Vec<SubscribeResponse>, String), tonic::Status> {
+    let mut client = client(endpoint)
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let mut stream = client
+        .subscribe(authed(request, bearer))
+        .await?
+        .into_inner();
+    let mut responses = Vec::new();
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(20), stream.message())
+            .await
+            .map_err(|_| tonic::Status::deadline_exceeded("no response"))??;
+        let Some(response) = message else {
+            return Err(tonic::Status::aborted("stream ended"));
+        };
+        let live = response.state == SubscriptionState::Live as i32;
+        let token = response.resume_token.clone();
+        responses.push(response);
+        if live {
+            return Ok((responses, token));
+        }
+    }
+}
+
+/// An event as the filter test looks at it: (user, kind, source, payload).
+type Seen = (String, String, String, Value);
+/// Which events a filter should pass.
+type Expectation = Box<dyn Fn(&Seen) -> bool>;
+
+fn events(responses: &[SubscribeResponse]) -> Vec<Seen> {
+    responses
+        .iter()
+        .flat_map(|r| r.events.iter())
+        .map(|e| {
+            let event = e.event.clone().unwrap_or_default();
+            let payload = serde_json::from_str(&event.payload_json).unwrap_or(Value::Null);
+            (event.user_id, event.kind, event.source, payload)
+        })
+        .collect()
+}
+
+fn reason(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    status
+        .get_details_error_info()
+        .map(|info| info.reason)
+        .unwrap_or_default()
+}
+
+fn filter(f: impl FnOnce(&mut SubscriptionFilter)) -> Option<SubscriptionFilter> {
+    let mut filter = SubscriptionFilter::default();
+    f(&mut filter);
+    Some(filter)
+}
+
+/// Filters are applied in the database and match what they document;
+/// tokens are bound to their filter and refused when tampered with or too
+/// old; customers subscribe to themselves only; starts and ends are
+/// audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_tokens_scopes_and_audit() -> anyhow::Result<()> {
+    let env = TestEnv::new("sub_filters").await?;
+    let target = S3Target::new("sub-filters").await?;
+    let users = ["alice", "bob", "carol"];
+    let kinds = ["deposit", "withdrawal", "login"];
+    let mut produced = Vec::new();
+    for (source, n0) in [("payments", 0), ("identity", 1000)] {
+        let outbox = Outbox::new(source)?;
+        let mut events = Vec::new();
+        for i in 0..60i64 {
+            let n = n0 + i;
+            let user = users[(i % 3) as usize];
+            let kind = kinds[(i % 7 % 3) as usize];
+            let currency = if i % 4 == 0 { "EUR" } else { "USD" };
+            let payload = json!({"n": n, "currency": currency, "amount": i * 10,
+                                 "account": {"id": format!("acc-{}", i % 5)}});
+            produced.push((
+                user.to_string(),
+                kind.to_string(),
+                source.to_string(),
+                payload.clone(),
+            ));
+            events.push(NewEvent::new(user, kind).payload(payload));
+        }
+        let mut source_client = env.source().await?;
+        let tx = source_client.transaction().await?;
+        outbox.enqueue_many_pg(&tx, &events).await?;
+        tx.commit().await?;
+    }
+    let mut relay = StrataProcess::spawn(&env, "sub-filters-relay", &[], None)?;
+    let shipped = wait_until(Duration::from_secs(60), || async {
+        env.hot_len().await.map(|n| n == 120).unwrap_or(false)
+    })
+    .await;
+    anyhow::ensure!(shipped, "relay did not ship: {}", relay.log_tail());
+    let api = ApiServer::start(&env, &target, "sub-filters-api", &[]).await?;
+    let service = token("aml-aggregator", &[SUBSCRIBE], 3600);
+    let endpoint = api.endpoint.as_str();
+    let beginning = || Start::FromBeginning(true);
+    let n_of = |events: &[Seen]| -> HashSet<i64> {
+        events
+            .iter()
+            .map(|e| e.3["n"].as_i64().unwrap_or(-1))
+            .collect()
+    };
+    let expect = |keep: &dyn Fn(&Seen) -> bool| -> HashSet<i64> {
+        produced
+            .iter()
+            .filter(|e| keep(e))
+            .map(|e| e.3["n"].as_i64().unwrap_or(-1))
+            .collect()
+    };
+
+    // Everything, then each kind of condition.
+    let (all, _) = until_live(endpoint, &service, request(None, beginning())).await?;
+    assert_eq!(n_of(&events(&all)), expect(&|_| true));
+    let cases: Vec<(Option<SubscriptionFilter>, Expectation)> = vec![
+        (
+            filter(|f| f.kinds = vec!["deposit".into(), "login".into()]),
+            Box::new(|e| e.1 == "deposit" || e.1 == "login"),
+        ),
+        (
+            filter(|f| f.sources = vec!["identity".into()]),
+            Box::new(|e| e.2 == "identity"),
+        ),
+        (
+            filter(|f| f.user_ids = vec!["bob".into(), "carol".into()]),
+            Box::new(|e| e.0 == "bob" || e.0 == "carol"),
+        ),
+        (
+            filter(|f| {
+                f.payload_contains_json =
+                    r#"{"currency": "EUR", "account": {"id": "acc-0"}}"#.into()
+            }),
+            Box::new(|e| e.3["currency"] == "EUR" && e.3["account"]["id"] == "acc-0"),
+        ),
+        (
+            filter(|f| {
+                f.payload_comparisons = vec![
+                    PayloadComparison {
+                        path: vec!["amount".into()],
+                        operator: ComparisonOperator::GreaterOrEqual as i32,
+                        value_json: "300".into(),
+                    },
+                    PayloadComparison {
+                        path: vec!["account".into(), "id".into()],
+                        operator: ComparisonOperator::NotEqual as i32,
+                        value_json: r#""acc-1""#.into(),
+                    },
+                ]
+            }),
+            Box::new(|e| {
+                e.3["amount"].as_i64().unwrap_or(0) >= 300 && e.3["account"]["id"] != "acc-1"
+            }),
+        ),
+        (
+            filter(|f| {
+                f.kinds = vec!["withdrawal".into()];
+                f.payload_comparisons = vec![PayloadComparison {
+                    path: vec!["missing".into()],
+                    operator: ComparisonOperator::NotEqual as i32,
+                    value_json: "1".into(),
+                }];
+            }),
+            Box::new(|_| false),
+        ),
+    ];
+    for (filter, keep) in cases {
+        let (responses, _) =
+            until_live(endpoint, &service, request(filter.clone(), beginning())).await?;
+        let got = n_of(&events(&responses));
+        assert_eq!(got, expect(keep.as_ref()), "{filter:?}");
+    }
+
+    // A customer sees its own events only, and may not name others.
+    let alice = token("alice", &[], 3600);
+    let (own, _) = until_live(endpoint, &alice, request(None, beginning())).await?;
+    assert_eq!(n_of(&events(&own)), expect(&|e| e.0 == "alice"));
+    let other = until_live(
+        endpoint,
+        &alice,
+        request(filter(|f| f.user_ids = vec!["bob".into()]), beginning()),
+    )
+    .await
+    .expect_err("another user's events");
+    assert_eq!(other.code(), Code::PermissionDenied);
+    assert_eq!(reason(&other), "OTHER_USER");
+
+    // Bad filters, tokens and starts are refused with their reasons.
+    let bad_filters = [
+        filter(|f| f.kinds = vec!["not a kind!".into()]),
+        filter(|f| f.payload_contains_json = "[1,2]".into()),
+        filter(|f| f.payload_contains_json = "{\"a\":".into()),
+        filter(|f| {
+            f.payload_comparisons = vec![PayloadComparison {
+                path: vec!["a".into()],
+                operator: ComparisonOperator::Unspecified as i32,
+                value_json: "1".into(),
+            }]
+        }),
+    ];
+    for bad in bad_filters {
+        let err = until_live(endpoint, &service, request(bad.clone(), beginning()))
+            .await
+            .expect_err("bad filter");
+        assert_eq!(err.code(), Code::InvalidArgument, "{bad:?}");
+        assert_eq!(reason(&err), "INVALID_FILTER", "{bad:?}");
+    }
+    let eur = filter(|f| f.payload_contains_json = r#"{"currency":"EUR"}"#.into());
+    let (first, eur_token) =
+        until_live(endpoint, &service, request(eur.clone(), beginning())).await?;
+    assert!(!events(&first).is_empty());
+    let other_filter = until_live(
+        endpoint,
+        &service,
+        request(None, Start::ResumeToken(eur_token.clone())),
+    )
+    .await
+    .expect_err("token of another filter");
+    assert_eq!(reason(&other_filter), "RESUME_TOKEN_INVALID");
+    let mut tampered = eur_token.clone().into_bytes();
+    let at = tampered.len() / 2;
+    tampered[at] = if tampered[at] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered)?;
+    let err = until_live(
+        endpoint,
+        &service,
+        request(eur.clone(), Start::ResumeToken(tampered)),
+    )
+    .await
+    .expect_err("tampered token");
+    assert_eq!(reason(&err), "RESUME_TOKEN_INVALID");
+    let err = until_live(endpoint, "", request(None, beginning()))
+        .await
+        .expect_err("no bearer token");
+    assert_eq!(err.code(), Code::Unauthenticated);
+
+    // Resuming where the first read ended delivers nothing old; new events
+    // come live.
+    let mut client = client(endpoint).await?;
+    let mut stream = client
+        .subscribe(authed(
+            request(eur.clone(), Start::ResumeToken(eur_token.clone())),
+            &service,
+        ))
+        .await?
+        .into_inner();
+    let outbox = Outbox::new("payments")?;
+    let mut source_client = env.source().await?;
+    let tx = source_client.transaction().await?;
+    outbox
+        .enqueue_many_pg(
+            &tx,
+            &[
+                NewEvent::new("dave", "deposit").payload(json!({"n": 5000, "currency": "EUR"})),
+                NewEvent::new("dave", "deposit").payload(json!({"n": 5001, "currency": "USD"})),
+            ],
+        )
+        .await?;
+    tx.commit().await?;
+    let mut live = Vec::new();
+    while live.is_empty() {
+        let response = tokio::time::timeout(Duration::from_secs(20), stream.message())
+            .await??
+            .ok_or_else(|| anyhow::anyhow!("stream ended"))?;
+        live.extend(events(&[response]));
+    }
+    assert_eq!(n_of(&live), HashSet::from([5000]));
+    drop(stream);
+    relay.kill9();
+
+    // A position older than the hot store holds is OUT_OF_RANGE, pointing
+    // to the history API; the beginning moves up with it.
+    let newest: i64 = env
+        .hot()
+        .await?
+        .query_one("SELECT head FROM strata.stream_head", &[])
+        .await?
+        .get(0);
+    env.hot()
+        .await?
+        .execute("UPDATE strata.stream_floor SET floor = $1", &[&newest])
+        .await?;
+    let err = until_live(
+        endpoint,
+        &service,
+        request(eur.clone(), Start::ResumeToken(eur_token)),
+    )
+    .await
+    .expect_err("trimmed position");
+    assert_eq!(err.code(), Code::OutOfRange);
+    assert_eq!(reason(&err), "POSITION_NOT_RETAINED");
+    assert!(err.message().contains("ListActivity"), "{}", err.message());
+    let (after_floor, _) = until_live(endpoint, &service, request(None, beginning())).await?;
+    assert!(events(&after_floor).is_empty());
+
+    // Starts and ends are audited.
+    drop(client);
+    let audited = wait_until(Duration::from_secs(10), || async {
+        let Ok(hot) = env.hot().await else {
+            return false;
+        };
+        let Ok(rows) = hot
+            .query(
+                "SELECT detail FROM strata.api_audit
+                  WHERE principal = 'aml-aggregator' AND method = 'Subscribe' AND decision = 'allowed'",
+                &[],
+            )
+            .await
+        else {
+            return false;
+        };
+        let ends = rows
+            .iter()
+            .filter(|r| r.get::<_, String>(0).starts_with("subscription ended"))
+            .count();
+        ends >= 8 && rows.len() >= 2 * ends
+    })
+    .await;
+    assert!(audited, "subscription starts and ends audited");
+    Ok(())
+}
