@@ -35,13 +35,15 @@ pub const PAGE_EVENTS: i64 = 1000;
 /// $1/$3/$4/$5 the cursor (seq; key or NULL for the whole transaction),
 /// $2 the last transaction to look at, $6..$11 the filter, $12 the most
 /// events to return and to read: the read covers whole transactions from
-/// the cursor's until about $12 events (their `events` counts), so its
+/// the first one not yet delivered (the cursor's own when it stands
+/// inside it) until about $12 events (their `events` counts), so its
 /// work is bounded whatever the filter keeps, and each transaction's rows
 /// are looked up only in the partitions of its `occurred_at` range.
 const READ_SQL: &str = "WITH scanned AS MATERIALIZED (
     SELECT seq, txid, first_at, last_at, committed_at,
            sum(events) OVER (ORDER BY seq) - events AS before
-      FROM strata.stream_log WHERE seq >= $1 AND seq <= $2),
+      FROM strata.stream_log
+     WHERE seq >= $1 AND seq <= $2 AND (seq > $1 OR $3::text IS NOT NULL)),
 bound AS (
     SELECT (SELECT max(seq) FROM scanned) AS visible,
            (SELECT max(seq) FROM scanned WHERE before < $12) AS window_end,

@@ -52,86 +52,25 @@ pub(super) async fn run(args: IngestArgs, cancel: CancellationToken) -> anyhow::
         .await?;
 
     let tracker = LatencyTracker::shared();
-    let mut sources = BTreeMap::new();
-    sources.insert(
-        "bench".to_string(),
-        SourceConfig {
-            url: DatabaseUrl::new(src_url.clone()),
-        },
-    );
-    let mut options = strata_relay::RelayOptions::new(
-        RelayConfig::default(),
-        HotStoreConfig {
-            url: Some(DatabaseUrl::new(hot_url.clone())),
-            allow_unsafe_durability: false,
-        },
-        sources,
-    );
-    let observer = tracker.clone();
-    options.observer = Some(Arc::new(move |_: &str, ids: &[Uuid]| observer.visible(ids)));
     let relay_cancel = cancel.child_token();
-    let relays: Vec<_> = (0..args.relays)
-        .map(|_| tokio::spawn(strata_relay::run(options.clone(), relay_cancel.clone())))
-        .collect();
+    let relays = start_relays(&src_url, &hot_url, args.relays, &tracker, &relay_cancel);
     // Let the relays connect and the reconciler create partitions.
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let producer_cancel = cancel.child_token();
-    let doorbell = Doorbell::spawn_tokio_postgres(
-        src_url.as_str(),
-        Duration::from_millis(5),
+    let produced = produce(
+        &src_url,
+        Rate {
+            events_per_second: args.rate,
+            connections: args.connections,
+            duration: args.duration,
+        },
+        tracker.clone(),
+        None,
         producer_cancel.clone(),
-    );
-    let outbox = Outbox::new("bench")?;
-    let committed = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
-    let per_connection = args.rate as f64 / args.connections as f64;
-    let mut producers = Vec::new();
-    let started = Instant::now();
-    for index in 0..args.connections {
-        let mut client = pg::connect(&src_url).await?;
-        let (outbox, doorbell, tracker) = (outbox.clone(), doorbell.clone(), tracker.clone());
-        let (committed, failed) = (committed.clone(), failed.clone());
-        let cancel = producer_cancel.clone();
-        let duration = args.duration;
-        producers.push(tokio::spawn(async move {
-            let mut synth = Synth::new(100_000, 7000 + index);
-            let interval = Duration::from_secs_f64(1.0 / per_connection);
-            // Stagger connections across one interval.
-            let first = started + interval.mul_f64(index as f64 / 32.0);
-            let mut tick = tokio::time::interval_at(first.into(), interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-            while !cancel.is_cancelled() && started.elapsed() < duration {
-                tick.tick().await;
-                let result = async {
-                    let tx = client.transaction().await?;
-                    let id = outbox.enqueue_pg(&tx, &synth.event()).await?;
-                    tracker.before_commit(id);
-                    if let Err(err) = tx.commit().await {
-                        tracker.abandoned(id);
-                        return Err(anyhow::Error::from(err));
-                    }
-                    tracker.committed(id);
-                    Ok(())
-                }
-                .await;
-                match result {
-                    Ok(()) => {
-                        doorbell.ring();
-                        committed.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(_) => {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-        }));
-    }
-    for producer in producers {
-        producer.await?;
-    }
-    let produce_secs = started.elapsed().as_secs_f64();
-    let total = committed.load(Ordering::Relaxed);
+    )
+    .await?;
+    let (total, produce_secs) = (produced.committed, produced.seconds);
     let drain_deadline = Instant::now() + Duration::from_secs(30);
     while tracker.visible_count() < total && Instant::now() < drain_deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -158,9 +97,7 @@ pub(super) async fn run(args: IngestArgs, cancel: CancellationToken) -> anyhow::
     );
     println!(
         "  achieved rate       {:>10.0} ev/s ({} committed, {} failed)",
-        achieved,
-        total,
-        failed.load(Ordering::Relaxed)
+        achieved, total, produced.failed
     );
     println!(
         "  visible in hot      {:>10} events ({} latency samples)",
@@ -188,4 +125,126 @@ pub(super) async fn run(args: IngestArgs, cancel: CancellationToken) -> anyhow::
 
 fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
+}
+
+/// How producers run: `events_per_second` over `connections`, one event
+/// per business transaction, for `duration`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Rate {
+    pub(super) events_per_second: u64,
+    pub(super) connections: u64,
+    pub(super) duration: Duration,
+}
+
+/// What producers did.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Produced {
+    pub(super) committed: u64,
+    pub(super) failed: u64,
+    pub(super) seconds: f64,
+}
+
+/// Called with each event's id right after its transaction committed.
+pub(super) type OnCommit = Arc<dyn Fn(Uuid) + Send + Sync>;
+
+/// Runs producers on `src_url` at `rate` (synthetic events, a doorbell
+/// rung after each commit); every commit noted in `tracker` and passed to
+/// `on_commit`. Returns when `rate.duration` is over or on `cancel`.
+pub(super) async fn produce(
+    src_url: &str,
+    rate: Rate,
+    tracker: Arc<LatencyTracker>,
+    on_commit: Option<OnCommit>,
+    cancel: CancellationToken,
+) -> anyhow::Result<Produced> {
+    let doorbell =
+        Doorbell::spawn_tokio_postgres(src_url, Duration::from_millis(5), cancel.clone());
+    let outbox = Outbox::new("bench")?;
+    let committed = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let per_connection = rate.events_per_second as f64 / rate.connections as f64;
+    let mut producers = Vec::new();
+    let started = Instant::now();
+    for index in 0..rate.connections {
+        let mut client = pg::connect(src_url).await?;
+        let (outbox, doorbell, tracker) = (outbox.clone(), doorbell.clone(), tracker.clone());
+        let (committed, failed) = (committed.clone(), failed.clone());
+        let on_commit = on_commit.clone();
+        let cancel = cancel.clone();
+        let duration = rate.duration;
+        producers.push(tokio::spawn(async move {
+            let mut synth = Synth::new(100_000, 7000 + index);
+            let interval = Duration::from_secs_f64(1.0 / per_connection);
+            // Stagger connections across one interval.
+            let first = started + interval.mul_f64(index as f64 / 32.0);
+            let mut tick = tokio::time::interval_at(first.into(), interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            while !cancel.is_cancelled() && started.elapsed() < duration {
+                tick.tick().await;
+                let result = async {
+                    let tx = client.transaction().await?;
+                    let id = outbox.enqueue_pg(&tx, &synth.event()).await?;
+                    tracker.before_commit(id);
+                    if let Err(err) = tx.commit().await {
+                        tracker.abandoned(id);
+                        return Err(anyhow::Error::from(err));
+                    }
+                    tracker.committed(id);
+                    if let Some(on_commit) = &on_commit {
+                        on_commit(id);
+                    }
+                    Ok(())
+                }
+                .await;
+                match result {
+                    Ok(()) => {
+                        doorbell.ring();
+                        committed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    for producer in producers {
+        producer.await?;
+    }
+    Ok(Produced {
+        committed: committed.load(Ordering::Relaxed),
+        failed: failed.load(Ordering::Relaxed),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Starts `count` in-process relays shipping `src_url` ("bench") into
+/// `hot_url`, each batch's commit noted in `tracker`.
+pub(super) fn start_relays(
+    src_url: &str,
+    hot_url: &str,
+    count: usize,
+    tracker: &Arc<LatencyTracker>,
+    cancel: &CancellationToken,
+) -> Vec<tokio::task::JoinHandle<Result<(), strata_relay::RelayError>>> {
+    let mut sources = BTreeMap::new();
+    sources.insert(
+        "bench".to_string(),
+        SourceConfig {
+            url: DatabaseUrl::new(src_url.to_string()),
+        },
+    );
+    let mut options = strata_relay::RelayOptions::new(
+        RelayConfig::default(),
+        HotStoreConfig {
+            url: Some(DatabaseUrl::new(hot_url.to_string())),
+            allow_unsafe_durability: false,
+        },
+        sources,
+    );
+    let observer = tracker.clone();
+    options.observer = Some(Arc::new(move |_: &str, ids: &[Uuid]| observer.visible(ids)));
+    (0..count)
+        .map(|_| tokio::spawn(strata_relay::run(options.clone(), cancel.clone())))
+        .collect()
 }

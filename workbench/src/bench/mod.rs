@@ -11,6 +11,7 @@ mod duckdb;
 mod env;
 mod ingest;
 mod producer;
+mod subscribe;
 
 use clap::{Args, Subcommand};
 use tokio_util::sync::CancellationToken;
@@ -45,6 +46,10 @@ enum Scenario {
     /// Business-transaction throughput without/with the outbox and with
     /// each wake-up strategy.
     Producer(producer::ProducerArgs),
+    /// Producers at a fixed rate with 1, 10 and 100 live subscribers:
+    /// commit-to-delivered latency against commit-to-visible; the
+    /// catch-up rate of one subscriber.
+    Subscribe(subscribe::SubscribeArgs),
 }
 
 /// Flags every scenario shares.
@@ -67,5 +72,6 @@ pub async fn run(args: BenchArgs, cancel: CancellationToken) -> anyhow::Result<(
         Scenario::Drain(a) => drain::run(a, cancel).await,
         Scenario::Ingest(a) => ingest::run(a, cancel).await,
         Scenario::Producer(a) => producer::run(a, cancel).await,
+        Scenario::Subscribe(a) => subscribe::run(a, cancel).await,
     }
 }
