@@ -53,7 +53,19 @@ impl ApiServer {
         extra: &[(&str, &str)],
         failpoints: Option<&str>,
     ) -> anyhow::Result<Self> {
-        let port = free_port()?;
+        Self::start_on(env, target, name, extra, failpoints, free_port()?).await
+    }
+
+    /// [`ApiServer::start_with_failpoints`] on `port` (a restart keeps the
+    /// port its clients know).
+    pub async fn start_on(
+        env: &TestEnv,
+        target: &S3Target,
+        name: &str,
+        extra: &[(&str, &str)],
+        failpoints: Option<&str>,
+        port: u16,
+    ) -> anyhow::Result<Self> {
         let listen = format!("\"127.0.0.1:{port}\"");
         let page_keys = format!("[\"{PAGE_KEY}\"]");
         let mut settings: Vec<(String, String)> = target.settings();
@@ -183,6 +195,7 @@ pub async fn python_stubs() -> anyhow::Result<tempfile::TempDir> {
             &format!("--python_out={}", dir.path().display()),
             &format!("--grpc_python_out={}", dir.path().display()),
             "strata/v1/history.proto",
+            "strata/v1/subscription.proto",
         ])
         .output()
         .await?;
@@ -201,10 +214,21 @@ pub async fn python_client(
     script: &str,
     args: &[&str],
 ) -> anyhow::Result<String> {
-    let python = std::env::var("STRATA_TEST_PYTHON").context("STRATA_TEST_PYTHON")?;
     let path = format!("{}/py/{script}", env!("CARGO_MANIFEST_DIR"));
+    python_script(stubs, &path, args).await
+}
+
+/// Runs the Python script at `path` with the stubs on the path and
+/// `args`; returns stdout.
+pub async fn python_script(
+    stubs: &tempfile::TempDir,
+    path: &str,
+    args: &[&str],
+) -> anyhow::Result<String> {
+    let python = std::env::var("STRATA_TEST_PYTHON").context("STRATA_TEST_PYTHON")?;
+    let script = path.rsplit('/').next().unwrap_or(path);
     let output = tokio::process::Command::new(&python)
-        .arg(&path)
+        .arg(path)
         .args(args)
         .env("PYTHONPATH", stubs.path())
         .output()

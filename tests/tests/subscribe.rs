@@ -15,7 +15,7 @@ use strata_proto::v1::{
     ComparisonOperator, PayloadComparison, SubscribeRequest, SubscribeResponse, SubscriptionFilter,
     SubscriptionState,
 };
-use strata_tests::api::{authed, token, ApiServer};
+use strata_tests::api::{authed, python_script, python_stubs, token, ApiServer};
 use strata_tests::archive::S3Target;
 use strata_tests::load::{self, LoadOptions};
 use strata_tests::{check, wait_until, Ledger, StrataProcess, TestEnv};
@@ -642,5 +642,153 @@ async fn large_transactions_resume_inside_them() -> anyhow::Result<()> {
         sessions >= 3,
         "the transaction came in parts ({sessions} sessions)"
     );
+
+    // The Python example (README), run twice on one state file: stopped
+    // after its first response, then resumed until live. Together: every
+    // event once, in order.
+    let stubs = python_stubs().await?;
+    let state = tempfile::tempdir()?;
+    let state_file = state.path().join("resume-token");
+    let state_file = state_file.to_string_lossy().to_string();
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/python/subscribe.py"
+    );
+    let endpoint = api.endpoint.trim_start_matches("http://").to_string();
+    let first = python_script(
+        &stubs,
+        example,
+        &[&endpoint, &bearer, &state_file, "--stop-after", "1"],
+    )
+    .await?;
+    let second = python_script(
+        &stubs,
+        example,
+        &[&endpoint, &bearer, &state_file, "--until-live"],
+    )
+    .await?;
+    let printed: Vec<(i64, String)> = first
+        .lines()
+        .chain(second.lines())
+        .map(|line| -> anyhow::Result<(i64, String)> {
+            let value: Value = serde_json::from_str(line)?;
+            anyhow::ensure!(value.get("error").is_none(), "{line}");
+            Ok((
+                value["commit_sequence"].as_i64().unwrap_or(-1),
+                value["event_id"].as_str().unwrap_or_default().to_string(),
+            ))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let expected_ids: Vec<(i64, String)> = expected
+        .iter()
+        .map(|(seq, _, _, id)| (*seq, id.clone()))
+        .collect();
+    assert!(
+        !first.is_empty() && !second.is_empty(),
+        "both runs printed events"
+    );
+    assert_eq!(printed, expected_ids, "Python: every event once, in order");
+    Ok(())
+}
+
+/// The Rust client (`strata-client`) across API crashes: producers under
+/// load, relays killed and restarted, the API process killed (SIGKILL) and
+/// restarted on its port twice while the client reads; it reconnects,
+/// resumes from its last token and delivers every stored event exactly
+/// once, in position order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_client_survives_api_and_relay_crashes() -> anyhow::Result<()> {
+    use strata_client::{Start as ClientStart, Subscriber, SubscriptionFilter as ClientFilter};
+
+    let env = TestEnv::new("sub_client").await?;
+    let target = S3Target::new("sub-client").await?;
+    let mut api = ApiServer::start(&env, &target, "sub-client-api", &[]).await?;
+    let port = api.port;
+    let mut relay = StrataProcess::spawn(&env, "sub-client-relay", &[], None)?;
+    let ledger = Ledger::default();
+    let producing = CancellationToken::new();
+    let tasks = load::start(
+        &env.source_url,
+        ledger.clone(),
+        LoadOptions {
+            connections: 2,
+            pause: Duration::from_millis(10),
+            ..Default::default()
+        },
+        producing.clone(),
+    )
+    .await?;
+
+    let delivered = Arc::new(Mutex::new(Vec::<Key>::new()));
+    let stop = CancellationToken::new();
+    let reader = {
+        let (delivered, stop) = (delivered.clone(), stop.clone());
+        let mut subscriber = Subscriber::new(
+            api.endpoint.clone(),
+            token("notifier", &[SUBSCRIBE], 3600),
+            ClientFilter::default(),
+            ClientStart::FromBeginning(true),
+        );
+        tokio::spawn(async move {
+            loop {
+                let batch = tokio::select! {
+                    _ = stop.cancelled() => return Ok::<u64, anyhow::Error>(subscriber.reconnects()),
+                    batch = subscriber.next() => batch?,
+                };
+                let keys = keys_of(&SubscribeResponse {
+                    events: batch.events,
+                    ..Default::default()
+                });
+                delivered.lock().expect("not poisoned").extend(keys);
+            }
+        })
+    };
+    for round in 0..2 {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        api.process.kill9();
+        relay.kill9();
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        relay = StrataProcess::spawn(&env, &format!("sub-client-relay-{round}"), &[], None)?;
+        api = ApiServer::start_on(
+            &env,
+            &target,
+            &format!("sub-client-api-{round}"),
+            &[],
+            None,
+            port,
+        )
+        .await?;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    load::stop(producing, tasks).await;
+    let drained = wait_until(Duration::from_secs(60), || async {
+        env.outbox_len().await.map(|n| n == 0).unwrap_or(false)
+    })
+    .await;
+    anyhow::ensure!(drained, "relay did not drain: {}", relay.log_tail());
+    let expected: Vec<Key> = stream_order(&env)
+        .await?
+        .into_iter()
+        .map(|(key, _)| key)
+        .collect();
+    let caught_up = wait_until(Duration::from_secs(30), || async {
+        delivered.lock().expect("not poisoned").len() >= expected.len()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.cancel();
+    let reconnects = reader.await??;
+    relay.kill9();
+    let delivered = delivered.lock().expect("not poisoned").clone();
+    anyhow::ensure!(
+        caught_up,
+        "delivered {} of {}",
+        delivered.len(),
+        expected.len()
+    );
+    assert_eq!(delivered, expected, "every event once, in order");
+    assert!(reconnects >= 2, "the client reconnected ({reconnects})");
+    let report = check(&ledger, &env.hot().await?).await?;
+    assert!(report.is_clean(), "{report:?}");
     Ok(())
 }
