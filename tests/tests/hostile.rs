@@ -170,22 +170,33 @@ async fn insert_corpus(
 
     // The same key three times: first stored, an identical retry dropped
     // silently, a retry with another payload dead-lettered.
+    // One occurred_at for all three (the key includes it), taken once:
+    // `now()` per statement would differ when a second boundary falls
+    // between them.
     let dup_id = Uuid::now_v7();
-    let key_sql = "INSERT INTO strata_outbox.events (event_id, user_id, kind, occurred_at, source, payload) \
-                   VALUES ($1, 'u-dup', 'deposit', date_trunc('second', now()) - interval '1 hour', 'hostile', $2::text::jsonb) \
+    let dup_at: chrono::DateTime<chrono::Utc> = source
+        .query_one(
+            "SELECT date_trunc('second', now()) - interval '1 hour'",
+            &[],
+        )
+        .await?
+        .try_get(0)?;
+    let key_sql =
+        "INSERT INTO strata_outbox.events (event_id, user_id, kind, occurred_at, source, payload) \
+                   VALUES ($1, 'u-dup', 'deposit', $3, 'hostile', $2::text::jsonb) \
                    RETURNING md5(payload::text)";
     let first: String = source
-        .query_one(key_sql, &[&dup_id, &"{\"amount\": \"1.00\"}"])
+        .query_one(key_sql, &[&dup_id, &"{\"amount\": \"1.00\"}", &dup_at])
         .await?
         .try_get(0)?;
     expected.insert(dup_id, ("first of a key".into(), Expect::Stored(first)));
     plain.extend(ordinary(source, 200).await?);
     source
-        .query_one(key_sql, &[&dup_id, &"{\"amount\": \"1.00\"}"])
+        .query_one(key_sql, &[&dup_id, &"{\"amount\": \"1.00\"}", &dup_at])
         .await?;
     plain.extend(ordinary(source, 200).await?);
     source
-        .query_one(key_sql, &[&dup_id, &"{\"amount\": \"999.00\"}"])
+        .query_one(key_sql, &[&dup_id, &"{\"amount\": \"999.00\"}", &dup_at])
         .await?;
     plain.extend(ordinary(source, 200).await?);
     Ok((expected, plain))
