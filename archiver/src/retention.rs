@@ -38,6 +38,19 @@ pub(crate) fn may_drop(
     past_retention(day, now, retention) && status.is_published() && !late_rows_wait
 }
 
+/// Whether the stream lets a partition go: its newest numbered row
+/// (`newest`, the commit of its transaction) is older than
+/// `archiver.stream_retention`, so dropping it raises the subscription
+/// stream's floor only to a position that old. A late row written into an old day keeps its
+/// partition until then instead of cutting every subscriber behind it off.
+pub(crate) fn stream_allows_drop(
+    newest: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    retention: TimeDelta,
+) -> bool {
+    newest.is_none_or(|at| at < now - retention)
+}
+
 /// Whether a staged object is garbage: older than the grace period (its
 /// `last_modified` before `cutoff`) and not needed by an unpublished
 /// commit.
@@ -72,7 +85,15 @@ impl Archiver {
             if !may_drop(day, &status, waiting, now, retention) {
                 continue;
             }
+            let newest = catalog::newest_stream_commit(&self.hot, &partition).await?;
+            let stream_retention = TimeDelta::from_std(self.options.archiver.stream_retention)
+                .unwrap_or(TimeDelta::MAX);
+            if !stream_allows_drop(newest, now, stream_retention) {
+                tracing::debug!(%day, partition = %partition.name, "kept: it holds rows numbered within archiver.stream_retention (late events)");
+                continue;
+            }
             failpoint::hit("archiver.before_drop");
+            catalog::raise_stream_floor(&self.hot, &partition).await?;
             if partition.attached {
                 catalog::detach_partition(&self.hot, &partition).await?;
             }
@@ -120,6 +141,25 @@ impl Archiver {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn late_rows_keep_their_partition_until_they_are_as_old_as_the_retention() {
+        use super::stream_allows_drop;
+        let now = chrono::Utc::now();
+        let retention = chrono::TimeDelta::days(7);
+        assert!(stream_allows_drop(None, now, retention));
+        assert!(stream_allows_drop(
+            Some(now - chrono::TimeDelta::days(8)),
+            now,
+            retention
+        ));
+        assert!(!stream_allows_drop(
+            Some(now - chrono::TimeDelta::days(6)),
+            now,
+            retention
+        ));
+        assert!(!stream_allows_drop(Some(now), now, retention));
+    }
+
     use std::time::Duration;
 
     use super::*;

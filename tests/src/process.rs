@@ -48,6 +48,10 @@ pub fn fast_settings() -> HashMap<String, String> {
         ("relay.backoff_max", "1s"),
         ("relay.statement_timeout", "10s"),
         ("relay.batch_size", "200"),
+        // Retention tests expect a partition dropped once archived; the
+        // subscription stream's own retention would keep freshly shipped
+        // (backdated) days for a day.
+        ("archiver.stream_retention", "\"0s\""),
         ("metrics.listen", "\"\""),
     ]
     .into_iter()

@@ -578,7 +578,10 @@ async fn large_transactions_resume_inside_them() -> anyhow::Result<()> {
     let mut relay = StrataProcess::spawn(
         &env,
         "sub-large-relay",
-        &[("relay.batch_size", "5000")],
+        &[
+            ("relay.batch_size", "5000"),
+            ("relay.workers_per_source", "1"),
+        ],
         None,
     )?;
     let shipped = wait_until(Duration::from_secs(60), || async {

@@ -122,7 +122,7 @@ impl HistoryService {
             }
             Some(Start::FromNow(_)) | None => Position::after_transaction(bounds.head),
         };
-        if cursor.seq < bounds.floor {
+        if cursor.is_below(bounds.floor) {
             return Err(ApiError::PositionNotRetained {
                 floor: bounds.floor,
             });
@@ -252,7 +252,7 @@ impl Run {
                         Err(err) => return Ended::Failed(err.into()),
                     }
                 };
-                if page.floor > cursor.seq {
+                if cursor.is_below(page.floor) {
                     return Ended::Failed(ApiError::PositionNotRetained { floor: page.floor });
                 }
                 self.observe_lag(&cursor, page.events.last(), page.at_end);

@@ -47,6 +47,14 @@ impl Position {
     pub fn after_transaction(seq: i64) -> Self {
         Self { seq, key: None }
     }
+
+    /// Whether what follows this position may be gone with the stream's
+    /// `floor`: transactions up to the floor lost rows (and their log
+    /// rows), so a position before it, or inside the floor's own
+    /// transaction, cannot be continued.
+    pub fn is_below(&self, floor: i64) -> bool {
+        self.seq < floor || (self.seq == floor && self.key.is_some())
+    }
 }
 
 impl Ord for Position {
@@ -171,6 +179,14 @@ mod tests {
         assert!(whole < keyed(6, "a", 0));
         assert!(keyed(5, "a", 9) < keyed(5, "b", 0));
         assert!(keyed(5, "a", 1) < keyed(5, "a", 2));
+    }
+
+    #[test]
+    fn a_position_inside_the_floors_transaction_is_below_it() {
+        assert!(keyed(5, "a", 1).is_below(5));
+        assert!(!Position::after_transaction(5).is_below(5));
+        assert!(Position::after_transaction(4).is_below(5));
+        assert!(!keyed(6, "a", 1).is_below(5));
     }
 
     #[test]

@@ -17,7 +17,7 @@
 //! drops positions at or before its own).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,7 +40,7 @@ pub const LISTENER_APPLICATION_NAME: &str = "strata-api-listener";
 
 /// Batches a live member may have waiting before it is dropped to
 /// catch-up.
-pub const LIVE_BUFFER_BATCHES: usize = 64;
+pub const LIVE_BUFFER_BATCHES: usize = 16;
 
 /// How long a feed waits between reads when the replica it reads has not
 /// yet replayed a transaction a wake-up announced.
@@ -67,7 +67,15 @@ pub struct LiveBatch {
 struct Feed {
     filter: Filter,
     state: Mutex<FeedState>,
+    /// Reads that failed in a row; at [`FAILURES_BEFORE_RELEASE`] the
+    /// members are let go, to meet the error on their own reads.
+    failures: AtomicU32,
 }
+
+/// Failed reads in a row after which a feed lets its members go.
+const FAILURES_BEFORE_RELEASE: u32 = 3;
+/// Reads one feed makes per round before the others get theirs.
+const PAGES_PER_ROUND: usize = 4;
 
 struct FeedState {
     /// Everything up to here was handed to the members.
@@ -113,6 +121,7 @@ impl Tail {
                     through: cursor.clone(),
                     members: Vec::new(),
                 }),
+                failures: AtomicU32::new(0),
             })
         });
         let mut state = lock(&feed.state);
@@ -164,8 +173,8 @@ impl Tail {
         }
     }
 
-    /// One read for every feed with members; true when some feed is still
-    /// short of the announced transaction.
+    /// One round of reads for every feed with members; true when some
+    /// feed is still short of the announced transaction or of the end.
     async fn round(&self) -> bool {
         let feeds: Vec<Arc<Feed>> = {
             let mut feeds = lock(&self.feeds);
@@ -180,33 +189,45 @@ impl Tail {
         let mut behind = false;
         for feed in feeds {
             match self.advance(&feed).await {
-                Ok(through) => behind |= through < announced,
+                Ok((through, finished)) => {
+                    feed.failures.store(0, Ordering::Relaxed);
+                    behind |= through < announced || !finished;
+                }
                 Err(err) => {
-                    tracing::warn!(error = %err, "live feed read failed; retrying at the next wake-up");
-                    // Members keep their place; the next round retries.
+                    let failures = feed.failures.fetch_add(1, Ordering::Relaxed) + 1;
+                    if failures >= FAILURES_BEFORE_RELEASE {
+                        // Members read the store on their own again; a
+                        // lasting fault reaches their clients from there.
+                        tracing::warn!(error = %err, failures, "live feed read keeps failing; its subscribers go back to catching up");
+                        lock(&feed.state).members.clear();
+                    } else {
+                        tracing::warn!(error = %err, failures, "live feed read failed; retrying at the next wake-up");
+                    }
                 }
             }
         }
         behind
     }
 
-    /// Reads `feed` from its position to the visible end; returns the
-    /// transaction it reached.
-    async fn advance(&self, feed: &Feed) -> Result<i64, FeedError> {
+    /// Reads `feed` from its position towards the visible end, at most
+    /// [`PAGES_PER_ROUND`] reads so one busy feed does not hold up the
+    /// others; returns the transaction it reached and whether that is the
+    /// end.
+    async fn advance(&self, feed: &Feed) -> Result<(i64, bool), FeedError> {
         let mut cursor = lock(&feed.state).through.clone();
-        loop {
+        for _ in 0..PAGES_PER_ROUND {
             let page = {
                 let mut client = self.pool.get().await?;
                 crate::metrics::FEED_READS.inc();
                 read::page(&mut client, &feed.filter, &cursor, PAGE_EVENTS).await?
             };
             let mut state = lock(&feed.state);
-            if page.floor > cursor.seq {
+            if cursor.is_below(page.floor) {
                 // Retention dropped rows after the feed's position: its
                 // members find out (OUT_OF_RANGE) by reading on their own.
                 state.members.clear();
                 state.through = Position::after_transaction(page.floor);
-                return Ok(page.floor);
+                return Ok((page.floor, true));
             }
             if page.after > state.through || !page.events.is_empty() {
                 let batch = LiveBatch {
@@ -228,9 +249,10 @@ impl Tail {
             drop(state);
             cursor = page.after;
             if page.at_end {
-                return Ok(cursor.seq);
+                return Ok((cursor.seq, true));
             }
         }
+        Ok((cursor.seq, false))
     }
 }
 

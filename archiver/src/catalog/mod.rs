@@ -34,8 +34,8 @@ pub(crate) use self::export::{
 pub(crate) use self::lease::fence;
 pub use self::lease::{acquire_lease, release_lease, renew_lease, Lease};
 pub(crate) use self::retention::{
-    detach_partition, drop_partition, hot_partitions, late_rows_wait, raise_stream_floor,
-    record_partition_dropped, unpublished_keys,
+    detach_partition, drop_partition, hot_partitions, late_rows_wait, newest_stream_commit,
+    raise_stream_floor, record_partition_dropped, unpublished_keys,
 };
 pub use self::states::{DayState, FileOrigin, UnknownValue};
 use crate::day::{day_end, day_start, partition_day};

@@ -55,6 +55,15 @@ fn raise_stream_floor_sql(name: &str) -> String {
     )
 }
 
+/// When the newest transaction with rows in the table was numbered.
+fn newest_stream_commit_sql(name: &str) -> String {
+    format!(
+        "SELECT max(l.committed_at) FROM strata.stream_log l \
+          WHERE l.txid IN (SELECT DISTINCT stream_txid FROM strata.{name} \
+                            WHERE stream_txid IS NOT NULL)"
+    )
+}
+
 fn drop_sql(name: &str) -> String {
     format!("DROP TABLE IF EXISTS strata.{name}")
 }
@@ -108,10 +117,28 @@ pub(crate) async fn detach_partition(
         .map_err(ArchiveError::db(format!("detach {name}")))
 }
 
+/// When the newest transaction that stored rows in `partition` was
+/// numbered (none: no numbered rows), so that a partition holding late
+/// rows is kept until they are as old as the retention.
+pub(crate) async fn newest_stream_commit(
+    client: &Client,
+    partition: &HotPartition,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, ArchiveError> {
+    let name = &partition.name;
+    let row = client
+        .query_one(&newest_stream_commit_sql(name), &[])
+        .await
+        .map_err(ArchiveError::db(format!(
+            "newest stream position in {name}"
+        )))?;
+    column(&row, 0, "the newest stream position of a partition")
+}
+
 /// Raises the subscription stream's floor over the positions of the rows
-/// of `partition` (detached, so no row can be added any more); run before
-/// the drop, so a subscriber is told OUT_OF_RANGE rather than skipping
-/// rows that went.
+/// of `partition`: before it is detached (its rows leave
+/// `strata.activity` then) and again before it is dropped (a late row may
+/// have arrived in between), so a subscriber is told OUT_OF_RANGE rather
+/// than skipping rows that went.
 pub(crate) async fn raise_stream_floor(
     client: &Client,
     partition: &HotPartition,

@@ -23,6 +23,12 @@ pub struct ArchiverConfig {
     /// Committed days stay in the hot store this many days after they end
     /// (fast reads, late events) before their partition is dropped.
     pub hot_retention_days: u32,
+    /// A partition is dropped only once its newest row's subscription
+    /// position is older than this (late events written into an old day
+    /// keep it longer), so a resume token stays valid at least this long
+    /// after its position committed.
+    #[serde(with = "serde_text")]
+    pub stream_retention: Duration,
     /// How often the continuous archiver looks for work.
     #[serde(with = "serde_text")]
     pub interval: Duration,
@@ -91,6 +97,7 @@ impl Default for ArchiverConfig {
         Self {
             settle: Duration::from_secs(600),
             hot_retention_days: 3,
+            stream_retention: Duration::from_secs(24 * 3600),
             interval: Duration::from_secs(30),
             max_file_rows: 2_000_000,
             row_group_rows: 2_048,
