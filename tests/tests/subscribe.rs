@@ -18,7 +18,7 @@ use strata_proto::v1::{
 use strata_tests::api::{authed, python_script, python_stubs, token, ApiServer};
 use strata_tests::archive::S3Target;
 use strata_tests::load::{self, LoadOptions};
-use strata_tests::{check, wait_until, Ledger, StrataProcess, TestEnv};
+use strata_tests::{check, http_get, metric_value, wait_until, Ledger, StrataProcess, TestEnv};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic::Code;
@@ -73,6 +73,21 @@ async fn stream_order(env: &TestEnv) -> anyhow::Result<Vec<(Key, i64)>> {
         .await?
         .iter()
         .map(|r| ((r.get(0), r.get(1), r.get(2), r.get(3)), r.get(4)))
+        .collect())
+}
+
+/// Waits until `relay` drained the outbox; then the stored events' keys in
+/// stream order.
+async fn drained_stream(env: &TestEnv, relay: &StrataProcess) -> anyhow::Result<Vec<Key>> {
+    let drained = wait_until(Duration::from_secs(60), || async {
+        env.outbox_len().await.map(|n| n == 0).unwrap_or(false)
+    })
+    .await;
+    anyhow::ensure!(drained, "relay did not drain: {}", relay.log_tail());
+    Ok(stream_order(env)
+        .await?
+        .into_iter()
+        .map(|(key, _)| key)
         .collect())
 }
 
@@ -764,16 +779,7 @@ async fn the_rust_client_survives_api_and_relay_crashes() -> anyhow::Result<()> 
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     load::stop(producing, tasks).await;
-    let drained = wait_until(Duration::from_secs(60), || async {
-        env.outbox_len().await.map(|n| n == 0).unwrap_or(false)
-    })
-    .await;
-    anyhow::ensure!(drained, "relay did not drain: {}", relay.log_tail());
-    let expected: Vec<Key> = stream_order(&env)
-        .await?
-        .into_iter()
-        .map(|(key, _)| key)
-        .collect();
+    let expected = drained_stream(&env, &relay).await?;
     let caught_up = wait_until(Duration::from_secs(30), || async {
         delivered.lock().expect("not poisoned").len() >= expected.len()
     })
@@ -793,5 +799,127 @@ async fn the_rust_client_survives_api_and_relay_crashes() -> anyhow::Result<()> 
     assert!(reconnects >= 2, "the client reconnected ({reconnects})");
     let report = check(&ledger, &env.hot().await?).await?;
     assert!(report.is_clean(), "{report:?}");
+    Ok(())
+}
+
+/// A slow consumer (one response a second) next to a fast one while
+/// producers write 16 KiB events: the slow one falls out of the live feed (counted in
+/// `strata_api_subscription_fell_behind_total`) and goes on from the store,
+/// still receiving every event exactly once, in order; the fast one
+/// receives everything as it commits, unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumer_falls_behind_alone() -> anyhow::Result<()> {
+    let env = TestEnv::new("sub_slow").await?;
+    let target = S3Target::new("sub-slow").await?;
+    let metrics_port = strata_tests::api::free_port()?;
+    let listen = format!("\"127.0.0.1:{metrics_port}\"");
+    let api = ApiServer::start(
+        &env,
+        &target,
+        "sub-slow-api",
+        &[("metrics.listen", listen.as_str())],
+    )
+    .await?;
+    let mut relay =
+        StrataProcess::spawn(&env, "sub-slow-relay", &[("relay.batch_size", "5")], None)?;
+    let bearer = token("slow-and-fast", &[SUBSCRIBE], 3600);
+
+    let stop = CancellationToken::new();
+    let (fast_seen, slow_seen) = (
+        Arc::new(Mutex::new(Vec::<Key>::new())),
+        Arc::new(Mutex::new(Vec::<Key>::new())),
+    );
+    // The slow reader dawdles while the producers run, then reads at full
+    // speed, so the test also sees it catch up.
+    let dawdling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let mut readers = Vec::new();
+    for (seen, pause) in [
+        (fast_seen.clone(), Duration::ZERO),
+        (slow_seen.clone(), Duration::from_secs(1)),
+    ] {
+        let dawdling = dawdling.clone();
+        let mut client = client(&api.endpoint).await?;
+        let mut stream = client
+            .subscribe(authed(request(None, Start::FromNow(true)), &bearer))
+            .await?
+            .into_inner();
+        let stop = stop.clone();
+        readers.push(tokio::spawn(async move {
+            loop {
+                let message = tokio::select! {
+                    _ = stop.cancelled() => return Ok::<(), anyhow::Error>(()),
+                    message = stream.message() => message?,
+                };
+                let Some(response) = message else {
+                    anyhow::bail!("the stream ended");
+                };
+                seen.lock()
+                    .expect("not poisoned")
+                    .extend(keys_of(&response));
+                if !pause.is_zero() && dawdling.load(std::sync::atomic::Ordering::Relaxed) {
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        }));
+    }
+    // Both are live before the producers start. Events of 16 KiB, so the
+    // slow reader's transport buffers (megabytes) fill within seconds.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let filler = "x".repeat(16 * 1024);
+    let outbox = Outbox::new("payments")?;
+    let mut source_client = env.source().await?;
+    let producing_until = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut batch = 0;
+    while tokio::time::Instant::now() < producing_until {
+        let events: Vec<NewEvent> = (0..10)
+            .map(|i| {
+                NewEvent::new(format!("user-{}", i % 7), "deposit")
+                    .payload(json!({"batch": batch, "i": i, "memo": filler}))
+            })
+            .collect();
+        let tx = source_client.transaction().await?;
+        outbox.enqueue_many_pg(&tx, &events).await?;
+        tx.commit().await?;
+        batch += 1;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let expected = drained_stream(&env, &relay).await?;
+    let fast_done = wait_until(Duration::from_secs(10), || async {
+        fast_seen.lock().expect("not poisoned").len() >= expected.len()
+    })
+    .await;
+    assert!(fast_done, "the fast subscriber kept up");
+    let fell_behind = http_get(metrics_port, "/metrics")
+        .await
+        .ok()
+        .and_then(|body| metric_value(&body, "strata_api_subscription_fell_behind_total"))
+        .unwrap_or(0.0);
+    assert!(
+        fell_behind >= 1.0,
+        "the slow subscriber left the live feed ({fell_behind})"
+    );
+    // The slow one now reads at full speed and catches up from the store.
+    dawdling.store(false, std::sync::atomic::Ordering::Relaxed);
+    let slow_done = wait_until(Duration::from_secs(60), || async {
+        slow_seen.lock().expect("not poisoned").len() >= expected.len()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.cancel();
+    for reader in readers {
+        reader.await??;
+    }
+    relay.kill9();
+    assert!(slow_done, "the slow subscriber caught up");
+    assert_eq!(
+        *fast_seen.lock().expect("not poisoned"),
+        expected,
+        "fast: once, in order"
+    );
+    assert_eq!(
+        *slow_seen.lock().expect("not poisoned"),
+        expected,
+        "slow: once, in order"
+    );
     Ok(())
 }
