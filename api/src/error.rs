@@ -82,6 +82,20 @@ pub enum ApiError {
         /// The newest position no longer readable.
         floor: i64,
     },
+    /// A consumer group exists with another definition
+    /// (FAILED_PRECONDITION).
+    #[error("group {group:?} exists with another filter, key_path or bucket count; join it with its own, or use another group name")]
+    GroupMismatch {
+        /// The group.
+        group: String,
+    },
+    /// A group member kept a delivery unacknowledged too long; its buckets
+    /// go to other members (DEADLINE_EXCEEDED).
+    #[error("a delivery stayed unacknowledged longer than {} ms; this member left the group and its unacknowledged events will be delivered again", .timeout.as_millis())]
+    AckTimeout {
+        /// `api.group_ack_timeout`.
+        timeout: Duration,
+    },
     /// The call's deadline passed (DEADLINE_EXCEEDED).
     #[error("the call did not finish within its deadline ({} ms)", .deadline.as_millis())]
     DeadlineExceeded {
@@ -126,12 +140,16 @@ impl ApiError {
             ApiError::Unauthenticated(_) => Code::Unauthenticated,
             ApiError::PermissionDenied(_) => Code::PermissionDenied,
             ApiError::NotFound(_) => Code::NotFound,
-            ApiError::ExportAlreadyEnded { .. } => Code::FailedPrecondition,
+            ApiError::ExportAlreadyEnded { .. } | ApiError::GroupMismatch { .. } => {
+                Code::FailedPrecondition
+            }
             ApiError::PositionNotRetained { .. } => Code::OutOfRange,
             ApiError::RateLimited { .. } | ApiError::Busy { .. } | ApiError::ExportLimit { .. } => {
                 Code::ResourceExhausted
             }
-            ApiError::DeadlineExceeded { .. } => Code::DeadlineExceeded,
+            ApiError::DeadlineExceeded { .. } | ApiError::AckTimeout { .. } => {
+                Code::DeadlineExceeded
+            }
             ApiError::Pool(_) | ApiError::AuditUnavailable => Code::Unavailable,
             ApiError::Read(ReadError::Db { .. } | ReadError::Store(_)) => Code::Unavailable,
             ApiError::Read(
@@ -160,12 +178,16 @@ impl ApiError {
                 AuthError::WrongIssuer => "TOKEN_WRONG_ISSUER",
                 AuthError::MissingClaim(_) => "TOKEN_MISSING_CLAIM",
             },
-            ApiError::PermissionDenied(PermissionDenied::ExportScope) => "SCOPE_MISSING",
+            ApiError::PermissionDenied(
+                PermissionDenied::ExportScope | PermissionDenied::GroupScope,
+            ) => "SCOPE_MISSING",
             ApiError::PermissionDenied(PermissionDenied::OtherUser) => "OTHER_USER",
             ApiError::NotFound(NotFound::Event { .. }) => "EVENT_NOT_FOUND",
             ApiError::NotFound(NotFound::ExportJob) => "EXPORT_NOT_FOUND",
             ApiError::ExportAlreadyEnded { .. } => "EXPORT_ALREADY_ENDED",
             ApiError::PositionNotRetained { .. } => "POSITION_NOT_RETAINED",
+            ApiError::GroupMismatch { .. } => "GROUP_MISMATCH",
+            ApiError::AckTimeout { .. } => "ACK_TIMEOUT",
             ApiError::RateLimited { .. } => "RATE_LIMITED",
             ApiError::Busy { .. } => "TOO_MANY_IN_FLIGHT",
             ApiError::ExportLimit { .. } => "EXPORT_LIMIT",
@@ -193,6 +215,13 @@ impl ApiError {
             }
             ApiError::PermissionDenied(PermissionDenied::ExportScope) => {
                 vec![("scope", "activity:export".to_string())]
+            }
+            ApiError::PermissionDenied(PermissionDenied::GroupScope) => {
+                vec![("scope", "activity:subscribe".to_string())]
+            }
+            ApiError::GroupMismatch { group } => vec![("group", group.clone())],
+            ApiError::AckTimeout { timeout } => {
+                vec![("ack_timeout_ms", timeout.as_millis().to_string())]
             }
             ApiError::ExportAlreadyEnded { export_id, state } => vec![
                 ("export_id", export_id.to_string()),
@@ -312,6 +341,14 @@ pub enum InvalidArgument {
         /// What is wrong, without echoing large input.
         problem: String,
     },
+    /// A consumer group's join or acknowledgement that breaks its rules.
+    #[error("{field}: {problem}")]
+    Group {
+        /// The request's field (`join.group`, `ack.delivery_ids`, ...).
+        field: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
     /// A resume token that does not verify for this subscription (every
     /// reason reads the same to the caller).
     #[error("resume_token is not valid for this subscription (it must come from a response to a subscription with the same filter)")]
@@ -346,7 +383,7 @@ impl InvalidArgument {
             | InvalidArgument::UserIdTooLong
             | InvalidArgument::UserIdNul => "user_id",
             InvalidArgument::RequestId | InvalidArgument::RequestIdReused { .. } => "request_id",
-            InvalidArgument::Filter { field, .. } => field,
+            InvalidArgument::Filter { field, .. } | InvalidArgument::Group { field, .. } => field,
             InvalidArgument::ResumeTokenInvalid(_) => "resume_token",
         }
     }
@@ -371,6 +408,7 @@ impl InvalidArgument {
             InvalidArgument::RequestId => "INVALID_REQUEST_ID",
             InvalidArgument::RequestIdReused { .. } => "REQUEST_ID_REUSED",
             InvalidArgument::Filter { .. } => "INVALID_FILTER",
+            InvalidArgument::Group { .. } => "INVALID_GROUP",
             InvalidArgument::ResumeTokenInvalid(_) => "RESUME_TOKEN_INVALID",
         }
     }
@@ -385,6 +423,9 @@ pub enum PermissionDenied {
     /// A customer token naming another user.
     #[error("a customer token reads only its own history")]
     OtherUser,
+    /// Consumer groups are for services.
+    #[error("consumer groups need a token with the activity:subscribe scope")]
+    GroupScope,
 }
 
 /// Nothing by that id for this caller.
@@ -739,6 +780,10 @@ mod tests {
                 problem: "at most 50 values".into(),
             },
             InvalidArgument::ResumeTokenInvalid(PageTokenError::BadSignature),
+            InvalidArgument::Group {
+                field: "join.buckets",
+                problem: "1 to 1024".into(),
+            },
         ];
         let mut all: Vec<ApiError> = auth.into_iter().map(ApiError::from).collect();
         all.extend(invalid.into_iter().map(ApiError::from));
@@ -761,6 +806,12 @@ mod tests {
             },
             ApiError::ExportLimit { max: 2 },
             ApiError::PositionNotRetained { floor: 7 },
+            ApiError::GroupMismatch {
+                group: "fraud".into(),
+            },
+            ApiError::AckTimeout {
+                timeout: Duration::from_secs(30),
+            },
             ApiError::DeadlineExceeded {
                 deadline: Duration::from_secs(1),
             },

@@ -240,3 +240,54 @@ pub static FEED_READS: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
         "feed_reads",
     )
 });
+
+/// Consumer group members served by this process, by group.
+pub static GROUP_MEMBERS: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
+    must(
+        prometheus::register_int_gauge_vec!(
+            "strata_api_group_members",
+            "Consumer group members connected to this process, by group",
+            &["group"]
+        ),
+        "group_members",
+    )
+});
+
+/// Buckets claimed by members (a member joining, leaving or dying moves
+/// some), by group.
+pub static GROUP_BUCKET_CLAIMS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    must(
+        register_int_counter_vec!(
+            "strata_api_group_bucket_claims_total",
+            "Buckets a consumer group member of this process claimed, by group",
+            &["group"]
+        ),
+        "group_bucket_claims",
+    )
+});
+
+/// Events delivered to this process's group members and not yet
+/// acknowledged, by group.
+pub static GROUP_UNACKNOWLEDGED: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
+    must(
+        prometheus::register_int_gauge_vec!(
+            "strata_api_group_unacknowledged_events",
+            "Events delivered to consumer group members of this process and not yet acknowledged, by group",
+            &["group"]
+        ),
+        "group_unacknowledged",
+    )
+});
+
+/// Relay transactions committed after the oldest acknowledged position
+/// among the buckets this process's members hold, by group.
+pub static GROUP_LAG_TRANSACTIONS: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
+    must(
+        prometheus::register_int_gauge_vec!(
+            "strata_api_group_lag_transactions",
+            "Relay transactions committed after the oldest acknowledged position of a consumer group's buckets held in this process, by group",
+            &["group"]
+        ),
+        "group_lag_transactions",
+    )
+});

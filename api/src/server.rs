@@ -235,9 +235,16 @@ pub async fn serve_with_reader(
         api.statement_timeout,
         cancel.child_token(),
     ));
+    let group_pool = Pool::new(
+        url.expose(),
+        api.db_role.as_deref(),
+        api.statement_timeout,
+        api.subscribe_pool_size,
+    );
     let streams = Arc::new(Streams {
         pool: stream_pool,
         tail,
+        groups: group_pool,
     });
 
     let wake_jobs = Arc::new(Notify::new());
@@ -294,6 +301,8 @@ pub async fn serve_with_reader(
             export_retention: api.export_retention,
             request_timeout: api.request_timeout,
             get_event_max_days: usize::try_from(api.get_event_max_days).unwrap_or(usize::MAX),
+            group_session_timeout: api.group_session_timeout,
+            group_ack_timeout: api.group_ack_timeout,
         },
     });
 

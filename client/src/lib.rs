@@ -1,4 +1,6 @@
-//! A consumer of Strata subscriptions (`strata.v1.SubscriptionService`).
+//! A consumer of Strata subscriptions (`strata.v1.SubscriptionService`):
+//! [`Subscriber`] for a stream of its own, [`GroupMember`] for a share of
+//! a consumer group's.
 //!
 //! [`Subscriber::next`] returns the next batch of events in position
 //! order with the resume token that stands after it. Connection losses,
@@ -205,17 +207,22 @@ impl Subscriber {
     }
 
     fn endpoint(&self) -> Result<Endpoint, ClientError> {
-        Endpoint::from_shared(self.endpoint.clone())
-            .map(|endpoint| {
-                endpoint
-                    .connect_timeout(Duration::from_secs(5))
-                    .tcp_nodelay(true)
-            })
-            .map_err(|err| ClientError::Endpoint {
-                endpoint: self.endpoint.clone(),
-                message: err.to_string(),
-            })
+        endpoint_of(&self.endpoint)
     }
+}
+
+/// The transport endpoint of `endpoint` (`http://host:port`).
+fn endpoint_of(endpoint: &str) -> Result<Endpoint, ClientError> {
+    Endpoint::from_shared(endpoint.to_string())
+        .map(|parsed| {
+            parsed
+                .connect_timeout(Duration::from_secs(5))
+                .tcp_nodelay(true)
+        })
+        .map_err(|err| ClientError::Endpoint {
+            endpoint: endpoint.to_string(),
+            message: err.to_string(),
+        })
 }
 
 /// Codes a later attempt can get past: the server or the network were
@@ -245,6 +252,10 @@ fn refused(status: &Status) -> ClientError {
         message: status.message().to_string(),
     }
 }
+
+mod group;
+pub use group::{GroupDelivery, GroupMember};
+pub use strata_proto::v1::{GroupEvent, GroupJoin};
 
 #[cfg(test)]
 mod tests {

@@ -107,6 +107,11 @@ pub const STORE: MigrationSet = MigrationSet {
             name: "0009_stream.sql",
             sql: include_str!("../store/0009_stream.sql"),
         },
+        Migration {
+            version: 10,
+            name: "0010_stream_groups.sql",
+            sql: include_str!("../store/0010_stream_groups.sql"),
+        },
     ],
 };
 

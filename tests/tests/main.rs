@@ -4,6 +4,7 @@
 
 mod api;
 mod archive;
+mod groups;
 mod hostile;
 mod ingest;
 mod operations;

@@ -23,11 +23,11 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic::Code;
 
-const SUBSCRIBE: &str = "activity:subscribe";
+pub(crate) const SUBSCRIBE: &str = "activity:subscribe";
 
 /// An event's position as the stream orders them: (commit sequence,
 /// user_id, occurred_at µs, event_id).
-type Key = (i64, String, i64, String);
+pub(crate) type Key = (i64, String, i64, String);
 
 async fn client(endpoint: &str) -> anyhow::Result<SubscriptionServiceClient<Channel>> {
     Ok(SubscriptionServiceClient::connect(endpoint.to_string()).await?)
@@ -59,7 +59,7 @@ fn keys_of(response: &SubscribeResponse) -> Vec<Key> {
 
 /// Every event the hot store holds, in stream order, with the start time
 /// of the relay transaction that stored it.
-async fn stream_order(env: &TestEnv) -> anyhow::Result<Vec<(Key, i64)>> {
+pub(crate) async fn stream_order(env: &TestEnv) -> anyhow::Result<Vec<(Key, i64)>> {
     Ok(env
         .hot()
         .await?
@@ -78,7 +78,10 @@ async fn stream_order(env: &TestEnv) -> anyhow::Result<Vec<(Key, i64)>> {
 
 /// Waits until `relay` drained the outbox; then the stored events' keys in
 /// stream order.
-async fn drained_stream(env: &TestEnv, relay: &StrataProcess) -> anyhow::Result<Vec<Key>> {
+pub(crate) async fn drained_stream(
+    env: &TestEnv,
+    relay: &StrataProcess,
+) -> anyhow::Result<Vec<Key>> {
     let drained = wait_until(Duration::from_secs(60), || async {
         env.outbox_len().await.map(|n| n == 0).unwrap_or(false)
     })
@@ -291,7 +294,7 @@ fn events(responses: &[SubscribeResponse]) -> Vec<Seen> {
         .collect()
 }
 
-fn reason(status: &tonic::Status) -> String {
+pub(crate) fn reason(status: &tonic::Status) -> String {
     use tonic_types::StatusExt;
     status
         .get_details_error_info()

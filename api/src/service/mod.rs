@@ -13,6 +13,7 @@
 //! GetExport, ListExports, CancelExport).
 
 mod exports;
+mod group;
 mod read;
 mod subscribe;
 
@@ -58,6 +59,10 @@ pub struct ServiceSettings {
     pub request_timeout: Duration,
     /// Archived days GetEvent searches for an id that is not a UUIDv7.
     pub get_event_max_days: usize,
+    /// When a group member's process is taken for dead.
+    pub group_session_timeout: Duration,
+    /// How long a group delivery may stay unacknowledged.
+    pub group_ack_timeout: Duration,
 }
 
 /// What the service is built from.

@@ -34,6 +34,27 @@ const RESPONSE_BUFFER: usize = 4;
 
 type Sender = mpsc::Sender<Result<SubscribeResponse, Status>>;
 
+/// `events` cut into runs of at most about [`MAX_RESPONSE_BYTES`] (payloads
+/// and ids; at least one event each), one per response.
+pub(super) fn response_chunks(events: &[StreamRow]) -> impl Iterator<Item = &[StreamRow]> {
+    let mut rest = events;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut end = 0;
+        let mut bytes = 0;
+        while end < rest.len() && (end == 0 || bytes < MAX_RESPONSE_BYTES) {
+            let event = &rest[end].event;
+            bytes += event.payload.len() + event.user_id.len() + event.kind.len() + 64;
+            end += 1;
+        }
+        let (chunk, tail) = rest.split_at(end);
+        rest = tail;
+        Some(chunk)
+    })
+}
+
 /// A subscription once admitted and positioned.
 struct Subscription {
     filter: Filter,
@@ -43,8 +64,8 @@ struct Subscription {
     _slot: Held,
 }
 
-/// How a subscription ended.
-enum Ended {
+/// How a subscription (or a group membership) ended.
+pub(super) enum Ended {
     /// The client cancelled or went away.
     ClientGone,
     /// The server shuts down.
@@ -71,6 +92,15 @@ impl SubscriptionApi for HistoryService {
             Err(err) => Err(err),
         };
         self.finish(call, result).await
+    }
+
+    type JoinGroupStream = super::group::GroupStream;
+
+    async fn join_group(
+        &self,
+        request: Request<tonic::Streaming<strata_proto::v1::JoinGroupRequest>>,
+    ) -> Result<Response<Self::JoinGroupStream>, Status> {
+        self.join_group_call(request).await
     }
 }
 
@@ -151,6 +181,7 @@ impl HistoryService {
         let (sender, receiver) = mpsc::channel(RESPONSE_BUFFER);
         let parts = self.parts.clone();
         let audit = EndAudit {
+            method: "Subscribe",
             request_id: call.request_id.clone(),
             principal: call.principal.subject.clone(),
             target: call.target.clone(),
@@ -187,22 +218,23 @@ impl HistoryService {
     }
 }
 
-/// The audit record of a subscription's end.
-struct EndAudit {
-    request_id: String,
-    principal: String,
-    target: String,
-    peer: Option<std::net::IpAddr>,
+/// The audit record of a subscription's (or a membership's) end.
+pub(super) struct EndAudit {
+    pub(super) method: &'static str,
+    pub(super) request_id: String,
+    pub(super) principal: String,
+    pub(super) target: String,
+    pub(super) peer: Option<std::net::IpAddr>,
 }
 
 impl EndAudit {
-    async fn write(&self, parts: &ServiceParts, code: Code, how: &str, delivered: u64) {
+    pub(super) async fn write(&self, parts: &ServiceParts, code: Code, how: &str, delivered: u64) {
         let detail = format!("subscription ended ({how}); {delivered} events delivered");
         let record = AuditRecord {
             request_id: &self.request_id,
             principal: &self.principal,
             target: &self.target,
-            method: "Subscribe",
+            method: self.method,
             decision: AuditDecision::of_admitted(code),
             code,
             detail: &detail,
@@ -247,7 +279,7 @@ impl Run {
                         Ok(client) => client,
                         Err(err) => return Ended::Failed(err.into()),
                     };
-                    match read::page(&mut client, &filter, &cursor, PAGE_EVENTS).await {
+                    match read::page(&mut client, &filter, &cursor, PAGE_EVENTS, None).await {
                         Ok(page) => page,
                         Err(err) => return Ended::Failed(err.into()),
                     }
@@ -332,15 +364,10 @@ impl Run {
         mode: &'static str,
     ) -> bool {
         let mut start = 0;
+        let mut chunks = response_chunks(events);
         loop {
-            let mut end = start;
-            let mut bytes = 0;
-            while end < events.len() && (end == start || bytes < MAX_RESPONSE_BYTES) {
-                let event = &events[end].event;
-                bytes += event.payload.len() + event.user_id.len() + event.kind.len() + 64;
-                end += 1;
-            }
-            let chunk = &events[start..end];
+            let chunk = chunks.next().unwrap_or_default();
+            let end = start + chunk.len();
             let position = if end == events.len() {
                 after.clone()
             } else {

@@ -1,6 +1,7 @@
 //! Live subscriptions' engine: the filter (`filter.rs`), positions and
-//! resume tokens (`position.rs`), the one read statement (`read.rs`) and
-//! the live feeds shared by the subscriptions of a process (`tail.rs`).
+//! resume tokens (`position.rs`), the one read statement (`read.rs`), the
+//! live feeds shared by the subscriptions of a process (`tail.rs`) and
+//! consumer groups' leases and acknowledgements (`group.rs`).
 //! The gRPC side (admission, the stream of responses, audit) is
 //! `service/subscribe.rs`.
 //!
@@ -10,6 +11,7 @@
 //! misses an event that committed after it was written.
 
 pub mod filter;
+pub mod group;
 pub mod position;
 pub mod read;
 pub mod tail;
@@ -30,4 +32,7 @@ pub struct Streams {
     pub pool: Pool,
     /// The live feeds.
     pub tail: Arc<Tail>,
+    /// Connections to the primary for consumer groups' leases and
+    /// acknowledgements (apart from the history reads').
+    pub groups: Pool,
 }

@@ -34,7 +34,9 @@ pub const PAGE_EVENTS: i64 = 1000;
 
 /// $1/$3/$4/$5 the cursor (seq; key or NULL for the whole transaction),
 /// $2 the last transaction to look at, $6..$11 the filter, $12 the most
-/// events to return and to read: the read covers whole transactions from
+/// events to return and to read, $13..$15 a consumer group's split (the
+/// key's payload path or NULL for the user id, the bucket count or NULL
+/// for no buckets, the buckets to return or NULL for all): the read covers whole transactions from
 /// the first one not yet delivered (the cursor's own when it stands
 /// inside it) until about $12 events (their `events` counts), so its
 /// work is bounded whatever the filter keeps, and each transaction's rows
@@ -49,14 +51,16 @@ bound AS (
            (SELECT max(seq) FROM scanned WHERE before < $12) AS window_end,
            (SELECT floor FROM strata.stream_floor) AS floor)
 SELECT b.visible, b.window_end, b.floor, e.seq, e.user_id, e.occurred_at, e.event_id, e.kind,
-       e.source, e.payload, e.ingested_at, e.committed_at
+       e.source, e.payload, e.ingested_at, e.committed_at, e.bucket
   FROM bound b
   LEFT JOIN LATERAL (
     SELECT l.seq, a.user_id, a.occurred_at AS at,
            (extract(epoch FROM a.occurred_at) * 1000000)::int8 AS occurred_at,
            a.event_id, a.kind, a.source, a.payload::text AS payload,
            (extract(epoch FROM a.ingested_at) * 1000000)::int8 AS ingested_at,
-           (extract(epoch FROM l.committed_at) * 1000000)::int8 AS committed_at
+           (extract(epoch FROM l.committed_at) * 1000000)::int8 AS committed_at,
+           strata.stream_bucket(CASE WHEN $13::text[] IS NULL THEN a.user_id
+                                     ELSE coalesce(a.payload #>> $13::text[], '') END, $14::int4) AS bucket
       FROM scanned l
       JOIN strata.activity a ON a.stream_txid = l.txid
                             AND a.occurred_at BETWEEN l.first_at AND l.last_at
@@ -68,11 +72,15 @@ SELECT b.visible, b.window_end, b.floor, e.seq, e.user_id, e.occurred_at, e.even
        AND ($8::text[] IS NULL OR a.user_id = ANY ($8::text[]))
        AND ($9::text IS NULL OR a.payload @> $9::text::jsonb)
        AND ($10::text IS NULL OR jsonb_path_match(a.payload, $10::text::jsonpath, $11::text::jsonb, true))
+       AND ($15::int4[] IS NULL
+            OR strata.stream_bucket(CASE WHEN $13::text[] IS NULL THEN a.user_id
+                                         ELSE coalesce(a.payload #>> $13::text[], '') END, $14::int4)
+               = ANY ($15::int4[]))
      ORDER BY l.seq, a.user_id, a.occurred_at, a.event_id
      LIMIT $12) e ON true
  ORDER BY e.seq, e.user_id, e.at, e.event_id";
 
-const READ_TYPES: [Type; 12] = [
+const READ_TYPES: [Type; 15] = [
     Type::INT8,
     Type::INT8,
     Type::TEXT,
@@ -85,6 +93,9 @@ const READ_TYPES: [Type; 12] = [
     Type::TEXT,
     Type::TEXT,
     Type::INT8,
+    Type::TEXT_ARRAY,
+    Type::INT4,
+    Type::INT4_ARRAY,
 ];
 
 /// Where a subscription starts: the newest transaction number, the first
@@ -105,6 +116,21 @@ pub struct StreamRow {
     pub committed_at: i64,
     /// The event.
     pub event: Event,
+    /// Its bucket when read for a consumer group ([`Split`]).
+    pub bucket: Option<i32>,
+}
+
+/// A consumer group's share of the stream: events are split into
+/// `buckets` by the hash of a partition key (`strata.stream_bucket`), and
+/// a read returns those of the `owned` buckets, each with its bucket.
+#[derive(Debug, Clone, Copy)]
+pub struct Split<'a> {
+    /// The key's payload path; `None`: the user id.
+    pub key_path: Option<&'a [String]>,
+    /// How many buckets the group has.
+    pub buckets: i32,
+    /// The buckets to read.
+    pub owned: &'a [i32],
 }
 
 impl StreamRow {
@@ -144,12 +170,14 @@ fn column<'a, T: tokio_postgres::types::FromSql<'a>>(
     row.try_get(index).map_err(decode(CONTEXT))
 }
 
-/// The events after `cursor` that match `filter`, at most `limit`.
+/// The events after `cursor` that match `filter` (and are in `split`'s
+/// buckets when given), at most `limit`.
 pub async fn page(
     client: &mut impl PreparedStatements,
     filter: &Filter,
     cursor: &Position,
     limit: i64,
+    split: Option<Split<'_>>,
 ) -> Result<Page, ReadError> {
     let statement = client
         .prepared(READ_SQL, &READ_TYPES)
@@ -164,7 +192,10 @@ pub async fn page(
         ),
         None => (None, None, None),
     };
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 12] = [
+    let key_path = split.and_then(|split| split.key_path);
+    let buckets = split.map(|split| split.buckets);
+    let owned = split.map(|split| split.owned);
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 15] = [
         &cursor.seq,
         &upper,
         &user,
@@ -177,6 +208,9 @@ pub async fn page(
         &filter.path_predicate,
         &filter.path_variables,
         &limit,
+        &key_path,
+        &buckets,
+        &owned,
     ];
     // Bounded by the session's statement_timeout (see `pool.rs`).
     let rows = client
@@ -207,6 +241,7 @@ pub async fn page(
                 payload: column(row, 9)?,
                 ingested_at: column(row, 10)?,
             },
+            bucket: column(row, 12)?,
         });
     }
     let full = events.len() as i64 >= limit;

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::filter::Filter;
@@ -88,6 +88,8 @@ pub struct Tail {
     pool: Pool,
     feeds: Mutex<HashMap<[u8; 32], Arc<Feed>>>,
     wake: Notify,
+    /// Counts wake-ups, for readers outside the feeds (group members).
+    wakes: watch::Sender<u64>,
     /// The newest transaction number a wake-up announced.
     announced: AtomicI64,
 }
@@ -99,6 +101,7 @@ impl Tail {
             pool,
             feeds: Mutex::new(HashMap::new()),
             wake: Notify::new(),
+            wakes: watch::Sender::new(0),
             announced: AtomicI64::new(0),
         }
     }
@@ -149,6 +152,14 @@ impl Tail {
             self.announced.fetch_max(seq, Ordering::Relaxed);
         }
         self.wake.notify_one();
+        self.wakes
+            .send_modify(|count| *count = count.wrapping_add(1));
+    }
+
+    /// Changes at every wake-up (a relay commit announced, or a
+    /// reconnected listener).
+    pub fn wakes(&self) -> watch::Receiver<u64> {
+        self.wakes.subscribe()
     }
 
     /// Reads for the feeds after every wake-up and every `poll`, until
@@ -219,7 +230,7 @@ impl Tail {
             let page = {
                 let mut client = self.pool.get().await?;
                 crate::metrics::FEED_READS.inc();
-                read::page(&mut client, &feed.filter, &cursor, PAGE_EVENTS).await?
+                read::page(&mut client, &feed.filter, &cursor, PAGE_EVENTS, None).await?
             };
             let mut state = lock(&feed.state);
             if cursor.is_below(page.floor) {

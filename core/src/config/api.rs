@@ -118,6 +118,16 @@ pub struct ApiConfig {
     /// wake-up (NOTIFY) was missed.
     #[serde(with = "serde_text")]
     pub subscribe_poll_interval: Duration,
+    /// A consumer group member whose process stops renewing its buckets'
+    /// leases for this long is taken for dead: its buckets go to the
+    /// other members (leases are renewed every second).
+    #[serde(with = "serde_text")]
+    pub group_session_timeout: Duration,
+    /// A group member that keeps a delivery unacknowledged this long is
+    /// dropped from the group (ACK_TIMEOUT) and what it did not
+    /// acknowledge is delivered again.
+    #[serde(with = "serde_text")]
+    pub group_ack_timeout: Duration,
     /// Serve TLS with this PEM certificate chain (with `tls_key_file`);
     /// unset (or `""`): plaintext.
     #[serde(deserialize_with = "empty_as_none")]
@@ -164,6 +174,8 @@ impl Default for ApiConfig {
             max_subscriptions_per_principal: 16,
             max_subscriptions: 256,
             subscribe_poll_interval: Duration::from_millis(500),
+            group_session_timeout: Duration::from_secs(5),
+            group_ack_timeout: Duration::from_secs(30),
             tls_cert_file: None,
             tls_key_file: None,
         }
@@ -191,10 +203,17 @@ impl ApiConfig {
             ("api.request_timeout", self.request_timeout),
             ("api.audit_summary_interval", self.audit_summary_interval),
             ("api.subscribe_poll_interval", self.subscribe_poll_interval),
+            ("api.group_ack_timeout", self.group_ack_timeout),
         ] {
             if value.is_zero() {
                 return Err(invalid(key, "must be greater than zero"));
             }
+        }
+        if self.group_session_timeout < Duration::from_secs(3) {
+            return Err(invalid(
+                "api.group_session_timeout",
+                "must be at least 3s (leases are renewed every second)",
+            ));
         }
         if !(self.rate_per_second > 0.0 && self.rate_per_second.is_finite()) || self.rate_burst == 0
         {
