@@ -2,11 +2,14 @@
 //! live, the API in process, and 1, 10 and 100 subscribers (no filter,
 //! from now) reading live; commit-to-delivered latency for each, with the
 //! commit-to-hot-visible latency of the same run (what `bench ingest`
-//! measures) as the baseline. Then the catch-up rate of one subscriber
-//! replaying events stored the relay's way (binary COPY, numbered).
+//! measures) as the baseline; then a consumer group of 4 members, each
+//! acknowledging every delivery at once. Then the catch-up rate of one
+//! subscriber replaying events stored the relay's way (binary COPY,
+//! numbered).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -20,7 +23,10 @@ use strata_api::ApiOptions;
 use strata_core::config::{ApiConfig, DatabaseUrl, ObjectStoreConfig, ObjectStoreKind, Secret};
 use strata_proto::v1::subscribe_request::Start;
 use strata_proto::v1::subscription_service_client::SubscriptionServiceClient;
-use strata_proto::v1::{SubscribeRequest, SubscriptionState};
+use strata_proto::v1::{
+    group_join, join_group_request, GroupAck, GroupJoin, JoinGroupRequest, SubscribeRequest,
+    SubscriptionState,
+};
 use strata_relay::hot_copy::{self, HotRow};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -54,6 +60,10 @@ pub(super) struct SubscribeArgs {
     /// Numbers of concurrent subscribers to measure, one after the other.
     #[arg(long, value_delimiter = ',', default_value = "1,10,100")]
     subscribers: Vec<usize>,
+    /// Members of the consumer group measured after the subscribers (0:
+    /// none).
+    #[arg(long, default_value_t = 4)]
+    group_members: usize,
     /// Stored events one subscriber replays for the catch-up rate.
     #[arg(long, default_value_t = 1_000_000)]
     catch_up_events: u64,
@@ -107,6 +117,22 @@ pub(super) async fn run(args: SubscribeArgs, cancel: CancellationToken) -> anyho
         ingest_samples.extend(tracker.take_samples());
         phases.push(phase);
     }
+    let group = if args.group_members > 0 {
+        let phase = measure_group(
+            &src_url,
+            address,
+            &token,
+            args.group_members,
+            rate,
+            &tracker,
+            &cancel,
+        )
+        .await?;
+        ingest_samples.extend(tracker.take_samples());
+        Some(phase)
+    } else {
+        None
+    };
     let ingest_p99 = percentile(&mut ingest_samples, 99.0);
     let ingest_p50 = percentile(&mut ingest_samples, 50.0);
 
@@ -139,7 +165,12 @@ pub(super) async fn run(args: SubscribeArgs, cancel: CancellationToken) -> anyho
             phase.subscribers, phase.p50, phase.p99, phase.max, phase.delivered, phase.expected
         );
     }
-    println!("  consumer group of 4: not measured (groups are not implemented yet)");
+    if let Some(group) = &group {
+        println!(
+            "  group of {:>2} members: commit->delivered p50 {:>7.1} ms  p99 {:>7.1} ms  max {:>7.1} ms  ({} of {} events)",
+            group.subscribers, group.p50, group.p99, group.max, group.delivered, group.expected
+        );
+    }
     println!(
         "  catch-up of {} stored events: {:.0} ev/s",
         args.catch_up_events, catch_up
@@ -149,7 +180,15 @@ pub(super) async fn run(args: SubscribeArgs, cancel: CancellationToken) -> anyho
             "scenario": "subscribe",
             "rate": args.rate,
             "duration_s": args.duration.as_secs_f64(),
-            "group": null,
+            "group": group.as_ref().map(|group| json!({
+                "members": group.subscribers,
+                "p50": round1(group.p50),
+                "p99": round1(group.p99),
+                "max": round1(group.max),
+                "delivered": group.delivered,
+                "expected": group.expected,
+                "vs_ingest_p99": round2(group.p99 / ingest_p99.max(0.1)),
+            })),
             "catch_up_events": args.catch_up_events,
             "catch_up_events_per_s": catch_up.round(),
             "ingest_p50_ms": round1(ingest_p50),
@@ -350,6 +389,148 @@ async fn subscriber(
                 samples.push(now.saturating_duration_since(at).as_secs_f64() * 1000.0);
             }
         }
+    }
+}
+
+/// A group of `members` (each acknowledging every delivery at once),
+/// measured once its buckets are spread over all of them, while
+/// producers run at `rate`.
+async fn measure_group(
+    src_url: &str,
+    address: SocketAddr,
+    token: &str,
+    members: usize,
+    rate: Rate,
+    tracker: &Arc<LatencyTracker>,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Latency> {
+    const BUCKETS: usize = 16;
+    let clock: CommitClock = Arc::new(RwLock::new(HashMap::new()));
+    let stop = cancel.child_token();
+    let held: Arc<Vec<AtomicUsize>> = Arc::new((0..members).map(|_| AtomicUsize::new(0)).collect());
+    let group = format!("bench-{}", Uuid::new_v4().simple());
+    let mut tasks = Vec::with_capacity(members);
+    for index in 0..members {
+        let client = SubscriptionServiceClient::connect(format!("http://{address}")).await?;
+        let join = GroupJoin {
+            group: group.clone(),
+            buckets: BUCKETS as u32,
+            start: Some(group_join::Start::FromNow(true)),
+            ..GroupJoin::default()
+        };
+        let (clock, stop, held) = (clock.clone(), stop.clone(), held.clone());
+        let token = token.to_string();
+        tasks.push(tokio::spawn(async move {
+            group_member(client, &token, join, clock, held, index, stop).await
+        }));
+    }
+    // Spread: every member holds its share (members join one by one, and
+    // buckets move within seconds).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let even = BUCKETS / members.max(1);
+    while held.iter().any(|n| n.load(Ordering::Relaxed) < even) {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the group's buckets did not spread over its members"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let on_commit: OnCommit = {
+        let clock = clock.clone();
+        Arc::new(move |id: Uuid| {
+            if let Ok(mut clock) = clock.write() {
+                clock.insert(id, Instant::now());
+            }
+        })
+    };
+    let produced = produce(
+        src_url,
+        rate,
+        tracker.clone(),
+        Some(on_commit),
+        cancel.child_token(),
+    )
+    .await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tracker.visible_count() < produced.committed && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.cancel();
+    let mut samples = Vec::new();
+    for task in tasks {
+        samples.extend(task.await??);
+    }
+    Ok(Latency {
+        subscribers: members,
+        delivered: samples.len() as u64,
+        expected: produced.committed,
+        p50: percentile(&mut samples, 50.0),
+        p99: percentile(&mut samples, 99.0),
+        max: percentile(&mut samples, 100.0),
+    })
+}
+
+/// One group member: keeps `held[index]` at its bucket count, notes each
+/// event's commit-to-delivered latency and acknowledges each delivery,
+/// until `stop`.
+async fn group_member(
+    mut client: SubscriptionServiceClient<tonic::transport::Channel>,
+    token: &str,
+    join: GroupJoin,
+    clock: CommitClock,
+    held: Arc<Vec<AtomicUsize>>,
+    index: usize,
+    stop: CancellationToken,
+) -> anyhow::Result<Vec<f64>> {
+    let (requests, outgoing) = tokio::sync::mpsc::channel(1024);
+    requests
+        .send(JoinGroupRequest {
+            request: Some(join_group_request::Request::Join(join)),
+        })
+        .await?;
+    let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(outgoing));
+    if let Ok(value) = format!("Bearer {token}").parse() {
+        request.metadata_mut().insert("authorization", value);
+    }
+    let mut stream = client.join_group(request).await?.into_inner();
+    let mut samples = Vec::new();
+    loop {
+        let message = tokio::select! {
+            _ = stop.cancelled() => return Ok(samples),
+            message = stream.message() => message?,
+        };
+        let Some(response) = message else {
+            anyhow::bail!("the group member's stream ended");
+        };
+        let now = Instant::now();
+        if let Some(assignment) = &response.assignment {
+            held[index].store(assignment.buckets.len(), Ordering::Relaxed);
+        }
+        if response.events.is_empty() {
+            continue;
+        }
+        if let Ok(clock) = clock.read() {
+            for event in &response.events {
+                let id = event
+                    .event
+                    .as_ref()
+                    .map(|e| e.event_id.as_str())
+                    .unwrap_or("");
+                if let Some(at) = Uuid::parse_str(id)
+                    .ok()
+                    .and_then(|id| clock.get(&id).copied())
+                {
+                    samples.push(now.saturating_duration_since(at).as_secs_f64() * 1000.0);
+                }
+            }
+        }
+        let ack = JoinGroupRequest {
+            request: Some(join_group_request::Request::Ack(GroupAck {
+                delivery_ids: vec![response.delivery_id],
+            })),
+        };
+        requests.send(ack).await?;
     }
 }
 
