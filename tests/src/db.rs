@@ -19,6 +19,18 @@ pub fn base_url() -> anyhow::Result<String> {
         .context("STRATA_TEST_PG_URL is not set: run the suite through scripts/test, which starts Postgres")
 }
 
+/// The URL of `url`'s database on the test cluster's streaming replica
+/// (`STRATA_TEST_REPLICA_URL`, started by scripts/test).
+pub fn replica_url(url: &str) -> anyhow::Result<String> {
+    let replica = std::env::var("STRATA_TEST_REPLICA_URL")
+        .context("STRATA_TEST_REPLICA_URL is not set: run the suite through scripts/test, which starts a replica")?;
+    let database = url
+        .rsplit_once('/')
+        .map(|(_, name)| name)
+        .context("a database URL ends with the database's name")?;
+    Ok(format!("{}/{database}", replica.trim_end_matches('/')))
+}
+
 /// Connects (through `strata_pg`: keepalives, connect timeout) and drives
 /// the connection in the background. The error names the redacted URL.
 pub async fn connect(url: &str) -> anyhow::Result<Client> {

@@ -926,3 +926,114 @@ async fn a_slow_consumer_falls_behind_alone() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Subscriptions read from a streaming replica (`api.subscribe_database_url`,
+/// the standby scripts/test made with pg_basebackup) while the primary
+/// takes writes; wake-ups come from the primary, and a woken reader waits
+/// for the standby to replay what it was told. Every event once, in
+/// order, and the reads were the standby's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_reads_a_streaming_replica() -> anyhow::Result<()> {
+    use strata_client::{Start as ClientStart, Subscriber, SubscriptionFilter as ClientFilter};
+
+    let env = TestEnv::new("sub_replica").await?;
+    let replica = strata_tests::db::replica_url(&env.hot_url)?;
+    // The new database reaches the standby with the primary's WAL.
+    let replayed = wait_until(Duration::from_secs(30), || async {
+        match strata_tests::connect(&replica).await {
+            Ok(standby) => standby
+                .query_one("SELECT head FROM strata.stream_head", &[])
+                .await
+                .is_ok(),
+            Err(_) => false,
+        }
+    })
+    .await;
+    anyhow::ensure!(replayed, "the standby did not replay the new database");
+    let target = S3Target::new("sub-replica").await?;
+    let setting = format!("\"{replica}\"");
+    let api = ApiServer::start(
+        &env,
+        &target,
+        "sub-replica-api",
+        &[("api.subscribe_database_url", setting.as_str())],
+    )
+    .await?;
+    let mut relay = StrataProcess::spawn(&env, "sub-replica-relay", &[], None)?;
+    let ledger = Ledger::default();
+    let producing = CancellationToken::new();
+    let tasks = load::start(
+        &env.source_url,
+        ledger.clone(),
+        LoadOptions {
+            connections: 2,
+            pause: Duration::from_millis(10),
+            ..Default::default()
+        },
+        producing.clone(),
+    )
+    .await?;
+    let delivered = Arc::new(Mutex::new(Vec::<Key>::new()));
+    let stop = CancellationToken::new();
+    let reader = {
+        let (delivered, stop) = (delivered.clone(), stop.clone());
+        let mut subscriber = Subscriber::new(
+            api.endpoint.clone(),
+            token("replica-reader", &[SUBSCRIBE], 3600),
+            ClientFilter::default(),
+            ClientStart::FromBeginning(true),
+        );
+        tokio::spawn(async move {
+            loop {
+                let batch = tokio::select! {
+                    _ = stop.cancelled() => return Ok::<(), anyhow::Error>(()),
+                    batch = subscriber.next() => batch?,
+                };
+                let keys = keys_of(&SubscribeResponse {
+                    events: batch.events,
+                    ..Default::default()
+                });
+                delivered.lock().expect("not poisoned").extend(keys);
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    load::stop(producing, tasks).await;
+    let expected = drained_stream(&env, &relay).await?;
+    let caught_up = wait_until(Duration::from_secs(30), || async {
+        delivered.lock().expect("not poisoned").len() >= expected.len()
+    })
+    .await;
+    // Read the standby's sessions while the subscription is still open.
+    let standby = strata_tests::connect(&replica).await?;
+    let row = standby
+        .query_one(
+            "SELECT pg_is_in_recovery(),
+                    (SELECT count(*) FROM pg_stat_activity
+                      WHERE datname = current_database() AND application_name = 'strata-api')",
+            &[],
+        )
+        .await?;
+    let (in_recovery, api_sessions): (bool, i64) = (row.get(0), row.get(1));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.cancel();
+    reader.await??;
+    relay.kill9();
+    let delivered = delivered.lock().expect("not poisoned").clone();
+    anyhow::ensure!(
+        caught_up,
+        "delivered {} of {}",
+        delivered.len(),
+        expected.len()
+    );
+    assert!(!expected.is_empty(), "the producers wrote events");
+    assert_eq!(delivered, expected, "every event once, in order");
+    assert!(in_recovery, "the subscription database is a standby");
+    assert!(
+        api_sessions >= 1,
+        "the API read through sessions on the standby ({api_sessions})"
+    );
+    let report = check(&ledger, &env.hot().await?).await?;
+    assert!(report.is_clean(), "{report:?}");
+    Ok(())
+}
