@@ -89,6 +89,13 @@ pub enum ApiError {
         /// The group.
         group: String,
     },
+    /// The hot store holds as many consumer groups as it may
+    /// (RESOURCE_EXHAUSTED).
+    #[error("the hot store already holds {max} consumer groups; join an existing group or delete unused ones (strata.stream_groups)")]
+    GroupLimit {
+        /// Groups per hot store.
+        max: i64,
+    },
     /// A group member kept a delivery unacknowledged too long; its buckets
     /// go to other members (DEADLINE_EXCEEDED).
     #[error("a delivery stayed unacknowledged longer than {} ms; this member left the group and its unacknowledged events will be delivered again", .timeout.as_millis())]
@@ -144,9 +151,10 @@ impl ApiError {
                 Code::FailedPrecondition
             }
             ApiError::PositionNotRetained { .. } => Code::OutOfRange,
-            ApiError::RateLimited { .. } | ApiError::Busy { .. } | ApiError::ExportLimit { .. } => {
-                Code::ResourceExhausted
-            }
+            ApiError::RateLimited { .. }
+            | ApiError::Busy { .. }
+            | ApiError::ExportLimit { .. }
+            | ApiError::GroupLimit { .. } => Code::ResourceExhausted,
             ApiError::DeadlineExceeded { .. } | ApiError::AckTimeout { .. } => {
                 Code::DeadlineExceeded
             }
@@ -187,6 +195,7 @@ impl ApiError {
             ApiError::ExportAlreadyEnded { .. } => "EXPORT_ALREADY_ENDED",
             ApiError::PositionNotRetained { .. } => "POSITION_NOT_RETAINED",
             ApiError::GroupMismatch { .. } => "GROUP_MISMATCH",
+            ApiError::GroupLimit { .. } => "GROUP_LIMIT",
             ApiError::AckTimeout { .. } => "ACK_TIMEOUT",
             ApiError::RateLimited { .. } => "RATE_LIMITED",
             ApiError::Busy { .. } => "TOO_MANY_IN_FLIGHT",
@@ -220,6 +229,7 @@ impl ApiError {
                 vec![("scope", "activity:subscribe".to_string())]
             }
             ApiError::GroupMismatch { group } => vec![("group", group.clone())],
+            ApiError::GroupLimit { max } => vec![("max_groups", max.to_string())],
             ApiError::AckTimeout { timeout } => {
                 vec![("ack_timeout_ms", timeout.as_millis().to_string())]
             }
@@ -812,6 +822,7 @@ mod tests {
             ApiError::AckTimeout {
                 timeout: Duration::from_secs(30),
             },
+            ApiError::GroupLimit { max: 1000 },
             ApiError::DeadlineExceeded {
                 deadline: Duration::from_secs(1),
             },

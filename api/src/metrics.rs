@@ -291,3 +291,12 @@ pub static GROUP_LAG_TRANSACTIONS: LazyLock<prometheus::IntGaugeVec> = LazyLock:
         "group_lag_transactions",
     )
 });
+
+/// Removes `group`'s series once no member of it is served here.
+pub fn forget_group(group: &str) {
+    let labels = [group];
+    let _ = GROUP_MEMBERS.remove_label_values(&labels);
+    let _ = GROUP_BUCKET_CLAIMS.remove_label_values(&labels);
+    let _ = GROUP_UNACKNOWLEDGED.remove_label_values(&labels);
+    let _ = GROUP_LAG_TRANSACTIONS.remove_label_values(&labels);
+}

@@ -235,12 +235,15 @@ pub async fn serve_with_reader(
         api.statement_timeout,
         cancel.child_token(),
     ));
+    // Consumer groups' leases live on the primary; a statement never
+    // outlasts half a lease, so a slow one fails before the lease does.
     let group_pool = Pool::new(
         url.expose(),
         api.db_role.as_deref(),
-        api.statement_timeout,
+        api.statement_timeout.min(api.group_session_timeout / 2),
         api.subscribe_pool_size,
-    );
+    )
+    .with_session_settings(crate::subscribe::read::SESSION_SETTINGS);
     let streams = Arc::new(Streams {
         pool: stream_pool,
         tail,

@@ -40,7 +40,7 @@ CREATE TABLE strata.stream_group_buckets (
     acked_event uuid,
     acked_time  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (group_name, bucket)
-);
+) WITH (fillfactor = 50);  -- leases are renewed every second: room for HOT updates
 
 CREATE TABLE strata.stream_group_members (
     group_name   text        NOT NULL REFERENCES strata.stream_groups ON DELETE CASCADE,
@@ -48,8 +48,8 @@ CREATE TABLE strata.stream_group_members (
     heartbeat_at timestamptz NOT NULL,
     joined_at    timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (group_name, member)
-);
+) WITH (fillfactor = 50);
 
-GRANT SELECT, INSERT ON strata.stream_groups TO strata_api;
+GRANT SELECT, INSERT, UPDATE ON strata.stream_groups TO strata_api;
 GRANT SELECT, INSERT, UPDATE ON strata.stream_group_buckets TO strata_api;
 GRANT SELECT, INSERT, UPDATE, DELETE ON strata.stream_group_members TO strata_api;

@@ -33,7 +33,7 @@ use super::{HistoryService, ServiceParts};
 use crate::admission::{Call, Held, InFlight, Need};
 use crate::convert::to_proto;
 use crate::error::{self, ApiError, InvalidArgument, PermissionDenied};
-use crate::subscribe::group::{self, Ack, GroupSpec};
+use crate::subscribe::group::{self, Ack, Existing, GroupSpec, MAX_UNACKNOWLEDGED};
 use crate::subscribe::position::Position;
 use crate::subscribe::read::{self, Split, StreamRow, PAGE_EVENTS};
 
@@ -51,6 +51,11 @@ const RESPONSE_BUFFER: usize = 4;
 /// How long a member waits between reads when the replica it reads has
 /// not replayed a transaction a wake-up announced.
 const REPLICA_WAIT: Duration = Duration::from_millis(5);
+/// Acknowledgement messages waiting for the member's loop.
+const ACK_MESSAGES: usize = 16;
+/// Most ids in one acknowledgement (no member holds more deliveries).
+const MAX_ACK_IDS: usize = MAX_UNACKNOWLEDGED as usize;
+
 /// The most a member's departure (acknowledgements stored, buckets
 /// freed) may take.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -116,21 +121,36 @@ impl HistoryService {
             _ => 0,
         };
         let mut client = self.parts.streams.groups.get().await?;
-        let bounds = read::start(&mut client, at_micros).await?;
-        let start = match &join.start {
-            Some(Start::FromBeginning(_)) => bounds.floor,
-            Some(Start::StartTime(_)) => {
-                if bounds.floor > 0 && bounds.oldest_kept_before == Some(false) {
-                    return Err(ApiError::PositionNotRetained {
-                        floor: bounds.floor,
-                    });
+        let mut existing = group::look_up(&mut client, &spec).await?;
+        if existing == Existing::Missing {
+            // The start matters only to the member that creates the group
+            // (a member joining again later repeats its join).
+            let bounds = read::start(&mut client, at_micros).await?;
+            let start = match &join.start {
+                Some(Start::FromBeginning(_)) => bounds.floor,
+                Some(Start::StartTime(_)) => {
+                    if bounds.floor > 0 && bounds.oldest_kept_before == Some(false) {
+                        return Err(ApiError::PositionNotRetained {
+                            floor: bounds.floor,
+                        });
+                    }
+                    bounds.first_at.map_or(bounds.head, |first| first - 1)
                 }
-                bounds.first_at.map_or(bounds.head, |first| first - 1)
+                Some(Start::FromNow(_)) | None => bounds.head,
+            };
+            existing = group::create(&mut client, &spec, start).await?;
+        }
+        match existing {
+            Existing::Same => {}
+            Existing::Other => return Err(ApiError::GroupMismatch { group: spec.name }),
+            Existing::Full => {
+                return Err(ApiError::GroupLimit {
+                    max: group::MAX_GROUPS,
+                })
             }
-            Some(Start::FromNow(_)) | None => bounds.head,
-        };
-        if !group::ensure(&mut client, &spec, start).await? {
-            return Err(ApiError::GroupMismatch { group: spec.name });
+            Existing::Missing => {
+                return Err(crate::read_error::ReadError::Unexpected("the group's creation").into())
+            }
         }
         Ok(Joined {
             spec,
@@ -146,10 +166,21 @@ impl HistoryService {
         mut inbound: Streaming<JoinGroupRequest>,
     ) -> GroupStream {
         let (sender, receiver) = mpsc::channel(RESPONSE_BUFFER);
-        let (acks_in, mut acks) = mpsc::channel::<Result<Vec<u64>, ApiError>>(64);
+        let (acks_in, mut acks) = mpsc::channel::<Result<Vec<u64>, ApiError>>(ACK_MESSAGES);
         let reader = tokio::spawn(async move {
             loop {
                 let forwarded = match inbound.message().await {
+                    Ok(Some(JoinGroupRequest {
+                        request: Some(GroupMessage::Ack(ack)),
+                    })) if ack.delivery_ids.len() > MAX_ACK_IDS => {
+                        let _ = acks_in
+                            .send(Err(invalid(
+                                "ack.delivery_ids",
+                                "at most 10,000 ids in one GroupAck",
+                            )))
+                            .await;
+                        break;
+                    }
                     Ok(Some(JoinGroupRequest {
                         request: Some(GroupMessage::Ack(ack)),
                     })) => acks_in.send(Ok(ack.delivery_ids)).await,
@@ -189,6 +220,7 @@ impl HistoryService {
             crate::metrics::GROUP_MEMBERS
                 .with_label_values(&group_label)
                 .inc();
+            let base = first_id();
             let mut member = Member {
                 parts: parts.clone(),
                 spec,
@@ -199,7 +231,11 @@ impl HistoryService {
                 deliveries: HashMap::new(),
                 unacked: 0,
                 max_unacked,
-                last_id: 0,
+                // Ids of this stream only: an acknowledgement of an id from
+                // an earlier stream (a client that kept them across a
+                // reconnection) is refused, not taken for a new delivery.
+                first_id: base,
+                last_id: base,
                 lease_ok_until: Instant::now(),
                 assignment_changed: true,
                 caught_up: false,
@@ -223,9 +259,13 @@ impl HistoryService {
             crate::metrics::GROUP_UNACKNOWLEDGED
                 .with_label_values(&group_label)
                 .sub(member.unacked as i64);
-            crate::metrics::GROUP_MEMBERS
-                .with_label_values(&group_label)
-                .dec();
+            let members = crate::metrics::GROUP_MEMBERS.with_label_values(&group_label);
+            members.dec();
+            if members.get() <= 0 {
+                // The group's last member here: its series go (a group
+                // name is the client's, and groups come and go).
+                crate::metrics::forget_group(&group_label[0]);
+            }
             crate::metrics::SUBSCRIBERS.dec();
             audit.write(&parts, code, &how, member.delivered).await;
         });
@@ -276,6 +316,8 @@ struct Member {
     deliveries: HashMap<u64, Delivery>,
     unacked: usize,
     max_unacked: usize,
+    /// Delivery ids of this stream are above this.
+    first_id: u64,
     last_id: u64,
     /// Deliver only before this: the leases were renewed with a margin.
     lease_ok_until: Instant,
@@ -321,7 +363,7 @@ impl Member {
                 self.caught_up = false;
             }
             if self.assignment_changed || self.last_sent.elapsed() >= CHECKPOINT_INTERVAL {
-                if let Err(ended) = self.send(&[]).await {
+                if let Err(ended) = self.checkpoint().await {
                     return ended;
                 }
             }
@@ -385,7 +427,8 @@ impl Member {
     }
 
     /// One read of the active buckets from the lowest delivered position;
-    /// sends what each bucket has not had yet.
+    /// sends what each bucket has not had yet, at most the room left
+    /// under the unacknowledged limit, and only while the leases hold.
     async fn read(&mut self) -> Result<(), Ended> {
         let active = self.active();
         let Some(cursor) = active
@@ -397,27 +440,38 @@ impl Member {
             self.caught_up = true;
             return Ok(());
         };
-        let room = self.max_unacked.saturating_sub(self.unacked).max(1);
-        let limit = PAGE_EVENTS.min(i64::try_from(room).unwrap_or(PAGE_EVENTS));
         let split = Split {
             key_path: self.spec.key_path.as_deref(),
             buckets: self.spec.buckets,
             owned: &active,
         };
-        let page = async {
+        let lease_end = tokio::time::Instant::from_std(self.lease_ok_until);
+        let read = async {
             let mut client = self.parts.streams.pool.get().await?;
-            read::page(&mut client, &self.spec.filter, &cursor, limit, Some(split))
-                .await
-                .map_err(ApiError::from)
+            read::page(
+                &mut client,
+                &self.spec.filter,
+                &cursor,
+                PAGE_EVENTS,
+                Some(split),
+            )
+            .await
+            .map_err(ApiError::from)
+        };
+        let page = match tokio::time::timeout_at(lease_end, read).await {
+            Ok(page) => page.map_err(Ended::Failed)?,
+            // The leases may have lapsed meanwhile: renew first.
+            Err(_) => return Ok(()),
+        };
+        if Instant::now() >= self.lease_ok_until {
+            return Ok(());
         }
-        .await
-        .map_err(Ended::Failed)?;
         if cursor.is_below(page.floor) {
             return Err(Ended::Failed(ApiError::PositionNotRetained {
                 floor: page.floor,
             }));
         }
-        let fresh: Vec<StreamRow> = page
+        let mut fresh: Vec<StreamRow> = page
             .events
             .into_iter()
             .filter(|row| {
@@ -426,84 +480,84 @@ impl Member {
                     .is_some_and(|bucket| !bucket.releasing && row.position() > bucket.delivered)
             })
             .collect();
+        // Every row of the active buckets up to `through` is sent now or
+        // was before.
+        let room = self.max_unacked.saturating_sub(self.unacked);
+        let (through, full) = if fresh.len() > room {
+            fresh.truncate(room);
+            let last = fresh
+                .last()
+                .map_or_else(|| cursor.clone(), StreamRow::position);
+            (last, true)
+        } else {
+            (page.after.clone(), false)
+        };
         let announced = self.parts.streams.tail.announced();
-        let at_end = page.at_end && page.after.seq >= announced;
+        let at_end = page.at_end && page.after.seq >= announced && !full;
         self.caught_up = at_end;
-        self.send(&fresh).await?;
+        if !self.deliver(&fresh).await? {
+            self.caught_up = false;
+            return Ok(());
+        }
         for number in &active {
             if let Some(bucket) = self.held.get_mut(number) {
-                if page.after > bucket.delivered {
-                    bucket.delivered = page.after.clone();
+                if through > bucket.delivered {
+                    bucket.delivered = through.clone();
                 }
             }
         }
         crate::metrics::SUBSCRIPTION_LAG_TRANSACTIONS
             .with_label_values(&[&self.label])
-            .set(announced.saturating_sub(page.after.seq).max(0));
-        if page.at_end && !at_end {
+            .set(announced.saturating_sub(through.seq).max(0));
+        if page.at_end && page.after.seq < announced {
             // A replica behind what the primary announced.
             tokio::time::sleep(REPLICA_WAIT).await;
         }
         Ok(())
     }
 
-    /// Sends `rows` (in responses of bounded size, each a delivery to
-    /// acknowledge), or a checkpoint when there are none; with the
-    /// assignment when it changed.
-    async fn send(&mut self, rows: &[StreamRow]) -> Result<(), Ended> {
-        let state = if self.caught_up {
+    fn state(&self) -> SubscriptionState {
+        if self.caught_up {
             SubscriptionState::Live
         } else {
             SubscriptionState::CatchingUp
+        }
+    }
+
+    fn assignment(&mut self) -> Option<GroupAssignment> {
+        std::mem::take(&mut self.assignment_changed).then(|| GroupAssignment {
+            buckets: self
+                .active()
+                .into_iter()
+                .filter_map(|number| u32::try_from(number).ok())
+                .collect(),
+        })
+    }
+
+    /// A response without events: where the member stands, its
+    /// assignment when it changed.
+    async fn checkpoint(&mut self) -> Result<(), Ended> {
+        let response = JoinGroupResponse {
+            events: Vec::new(),
+            delivery_id: 0,
+            assignment: self.assignment(),
+            state: self.state() as i32,
+            member_id: self.id.to_string(),
         };
-        let chunks: Vec<&[StreamRow]> = if rows.is_empty() {
-            vec![&[]]
-        } else {
-            response_chunks(rows).collect()
-        };
-        for chunk in chunks {
-            let mut delivery_id = 0;
-            if !chunk.is_empty() {
-                self.last_id += 1;
-                delivery_id = self.last_id;
-                let mut touched = Vec::new();
-                for row in chunk {
-                    let Some(number) = row.bucket else { continue };
-                    let Some(bucket) = self.held.get_mut(&number) else {
-                        continue;
-                    };
-                    if !touched.contains(&number) {
-                        bucket
-                            .pending
-                            .push_back((delivery_id, bucket.delivered.clone()));
-                        touched.push(number);
-                    }
-                    bucket.delivered = row.position();
-                }
-                self.deliveries.insert(
-                    delivery_id,
-                    Delivery {
-                        buckets: touched,
-                        events: chunk.len(),
-                        sent_at: Instant::now(),
-                    },
-                );
-                self.unacked += chunk.len();
-                crate::metrics::GROUP_UNACKNOWLEDGED
-                    .with_label_values(&[&self.spec.name])
-                    .add(chunk.len() as i64);
-            }
-            let assignment = if std::mem::take(&mut self.assignment_changed) {
-                Some(GroupAssignment {
-                    buckets: self
-                        .active()
-                        .into_iter()
-                        .filter_map(|number| u32::try_from(number).ok())
-                        .collect(),
-                })
-            } else {
-                None
-            };
+        if self.sender.send(Ok(response)).await.is_err() {
+            return Err(Ended::ClientGone);
+        }
+        self.last_sent = Instant::now();
+        Ok(())
+    }
+
+    /// Sends `rows` in responses of bounded size, each a delivery to
+    /// acknowledge, recording each once it is out. False when the leases
+    /// ran out before all went (the client is not reading): the rest is
+    /// read again after the next renewal.
+    async fn deliver(&mut self, rows: &[StreamRow]) -> Result<bool, Ended> {
+        for chunk in response_chunks(rows) {
+            let delivery_id = self.last_id + 1;
             let response = JoinGroupResponse {
                 events: chunk
                     .iter()
@@ -517,29 +571,59 @@ impl Member {
                     })
                     .collect(),
                 delivery_id,
-                assignment,
-                state: state as i32,
+                assignment: self.assignment(),
+                state: self.state() as i32,
                 member_id: self.id.to_string(),
             };
-            if self.sender.send(Ok(response)).await.is_err() {
-                return Err(Ended::ClientGone);
+            let lease_end = tokio::time::Instant::from_std(self.lease_ok_until);
+            match tokio::time::timeout_at(lease_end, self.sender.send(Ok(response))).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(Ended::ClientGone),
+                Err(_) => return Ok(false),
             }
+            self.last_id = delivery_id;
+            let mut touched = Vec::new();
+            for row in chunk {
+                let Some(number) = row.bucket else { continue };
+                let Some(bucket) = self.held.get_mut(&number) else {
+                    continue;
+                };
+                if !touched.contains(&number) {
+                    bucket
+                        .pending
+                        .push_back((delivery_id, bucket.delivered.clone()));
+                    touched.push(number);
+                }
+                bucket.delivered = row.position();
+            }
+            self.deliveries.insert(
+                delivery_id,
+                Delivery {
+                    buckets: touched,
+                    events: chunk.len(),
+                    sent_at: Instant::now(),
+                },
+            );
+            self.unacked += chunk.len();
+            crate::metrics::GROUP_UNACKNOWLEDGED
+                .with_label_values(&[&self.spec.name])
+                .add(chunk.len() as i64);
             self.last_sent = Instant::now();
             self.delivered += chunk.len() as u64;
             crate::metrics::SUBSCRIPTION_EVENTS
                 .with_label_values(&["group"])
                 .inc_by(chunk.len() as u64);
         }
-        Ok(())
+        Ok(true)
     }
 
     /// The client processed deliveries `ids`.
     fn acknowledge(&mut self, ids: &[u64]) -> Result<(), ApiError> {
         for &id in ids {
-            if id == 0 || id > self.last_id {
+            if id <= self.first_id || id > self.last_id {
                 return Err(invalid(
                     "ack.delivery_ids",
-                    "a delivery id this member was never sent",
+                    "a delivery id this stream never sent",
                 ));
             }
             let Some(delivery) = self.deliveries.remove(&id) else {
@@ -551,7 +635,13 @@ impl Member {
                 .sub(delivery.events as i64);
             for number in delivery.buckets {
                 if let Some(bucket) = self.held.get_mut(&number) {
-                    bucket.pending.retain(|(pending, _)| *pending != id);
+                    // Ids grow along each bucket's list.
+                    if let Ok(at) = bucket
+                        .pending
+                        .binary_search_by_key(&id, |(pending, _)| *pending)
+                    {
+                        bucket.pending.remove(at);
+                    }
                 }
             }
         }
@@ -602,25 +692,29 @@ impl Member {
         let name = self.spec.name.clone();
         let members = group::heartbeat(&mut client, &name, self.id, timeout).await?;
         self.store_acks(&mut client).await?;
+        // A bucket assigned elsewhere goes once what was sent from it is
+        // acknowledged (or the ack timeout ends this member), so its next
+        // holder does not repeat what this one is still processing.
         let releasing: Vec<(i32, i64)> = self
             .held
             .iter()
-            .filter(|(_, bucket)| bucket.releasing)
+            .filter(|(_, bucket)| bucket.releasing && bucket.pending.is_empty())
             .map(|(number, bucket)| (*number, bucket.generation))
             .collect();
         group::release(&mut client, &name, self.id, &releasing).await?;
         for (number, _) in &releasing {
             self.held.remove(number);
         }
-        let renewed = group::renew(&mut client, &name, self.id, timeout).await?;
-        let lost: Vec<i32> = self
+        let held: Vec<(i32, i64)> = self
             .held
             .iter()
-            .filter(|(number, bucket)| !renewed.contains(&(**number, bucket.generation)))
-            .map(|(number, _)| *number)
+            .map(|(number, bucket)| (*number, bucket.generation))
             .collect();
-        for number in lost {
-            self.lose(number);
+        let renewed = group::renew(&mut client, &name, self.id, &held, timeout).await?;
+        for (number, generation) in held {
+            if !renewed.contains(&(number, generation)) {
+                self.lose(number);
+            }
         }
         self.lease_ok_until = started + timeout.saturating_sub(HEARTBEAT);
         let assigned = group::assigned(&members, self.id, self.spec.buckets);
@@ -691,4 +785,10 @@ impl Member {
         }
         self.held.clear();
     }
+}
+
+/// A random start for a stream's delivery ids (below 2^62, so they never
+/// run out).
+fn first_id() -> u64 {
+    Uuid::new_v4().as_u64_pair().0 >> 2
 }

@@ -182,25 +182,81 @@ pub struct Ack {
 
 const CONTEXT: &str = "a consumer group statement";
 
-/// Creates the group (its buckets at `start`) unless it exists; true when
-/// the stored definition is `spec`'s.
-pub async fn ensure(
+/// Whether a group exists with `spec`'s definition, with another, or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Existing {
+    /// It exists, defined as `spec`.
+    Same,
+    /// It exists with another filter, key or bucket count.
+    Other,
+    /// No such group.
+    Missing,
+    /// Not created: the hot store holds [`MAX_GROUPS`] groups.
+    Full,
+}
+
+/// Most groups one hot store holds.
+pub const MAX_GROUPS: i64 = 1000;
+
+/// How `spec`'s group stands.
+pub async fn look_up(
+    client: &mut impl PreparedStatements,
+    spec: &GroupSpec,
+) -> Result<Existing, ReadError> {
+    const SQL: &str = "SELECT definition FROM strata.stream_groups WHERE name = $1";
+    const TYPES: [Type; 1] = [Type::TEXT];
+    let statement = client
+        .prepared(SQL, &TYPES)
+        .await
+        .map_err(db("prepare the group's lookup"))?;
+    let row = client
+        .client()
+        .query_opt(&statement, &[&spec.name])
+        .await
+        .map_err(db("look up the group"))?;
+    match row {
+        None => Ok(Existing::Missing),
+        Some(row) => compare(&row, spec),
+    }
+}
+
+fn compare(row: &tokio_postgres::Row, spec: &GroupSpec) -> Result<Existing, ReadError> {
+    let stored: Vec<u8> = row.try_get(0).map_err(decode(CONTEXT))?;
+    Ok(if stored == spec.definition() {
+        Existing::Same
+    } else {
+        Existing::Other
+    })
+}
+
+/// Creates the group (its buckets at `start`) unless it exists (or the
+/// store holds [`MAX_GROUPS`]); then how it stands. Two first members
+/// joining at once: the second waits for the first's row and compares
+/// with it (`DO UPDATE` returns the row that won, `DO NOTHING` would
+/// return nothing and an older snapshot would not see it).
+pub async fn create(
     client: &mut impl PreparedStatements,
     spec: &GroupSpec,
     start: i64,
-) -> Result<bool, ReadError> {
+) -> Result<Existing, ReadError> {
     const SQL: &str = "WITH created AS (
         INSERT INTO strata.stream_groups (name, definition, key_path, buckets)
-        VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING RETURNING name, buckets),
+        SELECT $1, $2, $3, $4
+         WHERE (SELECT count(*) FROM strata.stream_groups) < $6
+            OR EXISTS (SELECT 1 FROM strata.stream_groups WHERE name = $1)
+        ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name
+        RETURNING definition, buckets, xmax = 0 AS inserted),
     buckets AS (
         INSERT INTO strata.stream_group_buckets (group_name, bucket, acked_seq)
-        SELECT c.name, b, $5 FROM created c, generate_series(0, c.buckets - 1) AS b)
-    SELECT coalesce((SELECT definition FROM strata.stream_groups WHERE name = $1), $2)";
-    const TYPES: [Type; 5] = [
+        SELECT $1, b, $5 FROM created c, generate_series(0, c.buckets - 1) AS b
+         WHERE c.inserted)
+    SELECT definition FROM created";
+    const TYPES: [Type; 6] = [
         Type::TEXT,
         Type::BYTEA,
         Type::TEXT_ARRAY,
         Type::INT4,
+        Type::INT8,
         Type::INT8,
     ];
     let statement = client
@@ -210,7 +266,7 @@ pub async fn ensure(
     let definition = spec.definition();
     let row = client
         .client()
-        .query_one(
+        .query_opt(
             &statement,
             &[
                 &spec.name,
@@ -218,12 +274,15 @@ pub async fn ensure(
                 &spec.key_path,
                 &spec.buckets,
                 &start,
+                &MAX_GROUPS,
             ],
         )
         .await
-        .map_err(db("create or look up the group"))?;
-    let stored: Vec<u8> = row.try_get(0).map_err(decode(CONTEXT))?;
-    Ok(stored == definition)
+        .map_err(db("create the group"))?;
+    match row {
+        None => Ok(Existing::Full),
+        Some(row) => compare(&row, spec),
+    }
 }
 
 /// Records that `member` is alive, forgets members silent for longer
@@ -325,26 +384,47 @@ pub async fn store_acks(
         .collect()
 }
 
-/// Extends the leases of `member`'s buckets; returns them with their
-/// generations.
+/// Extends the leases of the buckets `member` holds (`held`: bucket and
+/// generation) and frees any other it owns (a claim whose answer was
+/// lost); returns those still its own under the same generation.
 pub async fn renew(
     client: &mut impl PreparedStatements,
     group: &str,
     member: Uuid,
+    held: &[(i32, i64)],
     lease: Duration,
 ) -> Result<Vec<(i32, i64)>, ReadError> {
-    const SQL: &str = "UPDATE strata.stream_group_buckets
-          SET lease_until = now() + $3::int8 * interval '1 millisecond'
-        WHERE group_name = $1 AND owner = $2
-        RETURNING bucket, generation";
-    const TYPES: [Type; 3] = [Type::TEXT, Type::UUID, Type::INT8];
+    const SQL: &str = "WITH stray AS (
+        UPDATE strata.stream_group_buckets b
+           SET owner = NULL, lease_until = NULL
+         WHERE b.group_name = $1 AND b.owner = $2
+           AND (b.bucket, b.generation) NOT IN
+               (SELECT * FROM unnest($3::int4[], $4::int8[])))
+    UPDATE strata.stream_group_buckets b
+       SET lease_until = now() + $5::int8 * interval '1 millisecond'
+      FROM unnest($3::int4[], $4::int8[]) AS u(bucket, generation)
+     WHERE b.group_name = $1 AND b.bucket = u.bucket AND b.owner = $2
+       AND b.generation = u.generation
+    RETURNING b.bucket, b.generation";
+    const TYPES: [Type; 5] = [
+        Type::TEXT,
+        Type::UUID,
+        Type::INT4_ARRAY,
+        Type::INT8_ARRAY,
+        Type::INT8,
+    ];
     let statement = client
         .prepared(SQL, &TYPES)
         .await
         .map_err(db("prepare the group lease renewal"))?;
+    let numbers: Vec<i32> = held.iter().map(|(bucket, _)| *bucket).collect();
+    let generations: Vec<i64> = held.iter().map(|(_, generation)| *generation).collect();
     let rows = client
         .client()
-        .query(&statement, &[&group, &member, &millis(lease)])
+        .query(
+            &statement,
+            &[&group, &member, &numbers, &generations, &millis(lease)],
+        )
         .await
         .map_err(db("renew the group leases"))?;
     rows.iter()
