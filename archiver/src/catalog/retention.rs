@@ -39,15 +39,24 @@ fn detach_sql(name: &str, detach_pending: bool) -> String {
     }
 }
 
+/// Looks each transaction of the table up in the log by its id, one
+/// index probe each: at stale statistics ("empty") a join would scan the
+/// whole log, or probe it once per transaction with a filter, so the
+/// lookup is a LATERAL with LIMIT (never flattened into a join) under
+/// `enable_seqscan = off`, for the one implicit transaction of the batch.
+const NO_SEQSCAN: &str = "SET LOCAL enable_seqscan = off; ";
+
 /// Positions of transactions that stored rows in the (detached) table
 /// become unreadable with it: the stream's floor rises to the newest of
 /// them and the log below it goes, before the rows do.
 fn raise_stream_floor_sql(name: &str) -> String {
     format!(
-        "WITH gone AS (\
-             SELECT max(l.seq) AS seq FROM strata.stream_log l \
-              WHERE l.txid IN (SELECT DISTINCT stream_txid FROM strata.{name} \
-                                WHERE stream_txid IS NOT NULL)), \
+        "{NO_SEQSCAN}WITH gone AS (\
+             SELECT max(l.seq) AS seq \
+               FROM (SELECT DISTINCT stream_txid AS txid FROM strata.{name} \
+                      WHERE stream_txid IS NOT NULL) t \
+              CROSS JOIN LATERAL (SELECT seq FROM strata.stream_log \
+                                   WHERE txid = t.txid LIMIT 1) l), \
          raised AS (\
              UPDATE strata.stream_floor f SET floor = gone.seq FROM gone \
               WHERE gone.seq > f.floor RETURNING f.floor) \
@@ -55,12 +64,15 @@ fn raise_stream_floor_sql(name: &str) -> String {
     )
 }
 
-/// When the newest transaction with rows in the table was numbered.
+/// When the newest transaction with rows in the table was numbered (UTC
+/// µs; a simple query, for the setting).
 fn newest_stream_commit_sql(name: &str) -> String {
     format!(
-        "SELECT max(l.committed_at) FROM strata.stream_log l \
-          WHERE l.txid IN (SELECT DISTINCT stream_txid FROM strata.{name} \
-                            WHERE stream_txid IS NOT NULL)"
+        "{NO_SEQSCAN}SELECT (extract(epoch FROM max(l.committed_at)) * 1000000)::int8 \
+           FROM (SELECT DISTINCT stream_txid AS txid FROM strata.{name} \
+                  WHERE stream_txid IS NOT NULL) t \
+          CROSS JOIN LATERAL (SELECT committed_at FROM strata.stream_log \
+                               WHERE txid = t.txid LIMIT 1) l"
     )
 }
 
@@ -125,13 +137,29 @@ pub(crate) async fn newest_stream_commit(
     partition: &HotPartition,
 ) -> Result<Option<chrono::DateTime<chrono::Utc>>, ArchiveError> {
     let name = &partition.name;
-    let row = client
-        .query_one(&newest_stream_commit_sql(name), &[])
+    let messages = client
+        .simple_query(&newest_stream_commit_sql(name))
         .await
         .map_err(ArchiveError::db(format!(
             "newest stream position in {name}"
         )))?;
-    column(&row, 0, "the newest stream position of a partition")
+    let Some(text) = messages.iter().find_map(|message| match message {
+        tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0),
+        _ => None,
+    }) else {
+        return Ok(None);
+    };
+    text.parse::<i64>()
+        .ok()
+        .and_then(chrono::DateTime::from_timestamp_micros)
+        .map(Some)
+        .ok_or_else(|| ArchiveError::UnknownValue {
+            context: "the newest stream position of a partition",
+            error: super::states::UnknownValue {
+                column: "max(stream_log.committed_at)",
+                value: text.to_string(),
+            },
+        })
 }
 
 /// Raises the subscription stream's floor over the positions of the rows
