@@ -19,6 +19,7 @@ use crate::admission::{Call, Held, InFlight, Need};
 use crate::audit::{AuditDecision, AuditRecord};
 use crate::convert::to_proto;
 use crate::error::{self, ApiError, InvalidArgument, PermissionDenied};
+use crate::read_error::ReadError;
 use crate::subscribe::position::{self, Position};
 use crate::subscribe::read::{self, StreamRow, PAGE_EVENTS};
 use crate::subscribe::Filter;
@@ -218,6 +219,64 @@ impl HistoryService {
     }
 }
 
+/// Rows to send, with their wire form when a live feed made it already
+/// (for all its members at once).
+#[derive(Clone, Copy)]
+struct Converted<'a> {
+    rows: &'a [StreamRow],
+    /// Index for index the same events as `rows`.
+    protos: Option<&'a [StreamEvent]>,
+}
+
+impl<'a> From<&'a [StreamRow]> for Converted<'a> {
+    fn from(rows: &'a [StreamRow]) -> Self {
+        Self { rows, protos: None }
+    }
+}
+
+impl<'a> From<&'a Vec<StreamRow>> for Converted<'a> {
+    fn from(rows: &'a Vec<StreamRow>) -> Self {
+        Self { rows, protos: None }
+    }
+}
+
+impl<'a, const N: usize> From<&'a [StreamRow; N]> for Converted<'a> {
+    fn from(rows: &'a [StreamRow; N]) -> Self {
+        Self { rows, protos: None }
+    }
+}
+
+/// A catch-up read running on its own task, so that it overlaps with
+/// sending the page before it; aborted when dropped unfinished.
+struct ReadAhead(Option<tokio::task::JoinHandle<Result<read::Page, ApiError>>>);
+
+impl ReadAhead {
+    fn start(pool: &crate::pool::Pool, filter: &Filter, cursor: &Position) -> Self {
+        let (pool, filter, cursor) = (pool.clone(), filter.clone(), cursor.clone());
+        Self(Some(tokio::spawn(async move {
+            let mut client = pool.get().await?;
+            Ok(read::page(&mut client, &filter, &cursor, PAGE_EVENTS, None).await?)
+        })))
+    }
+
+    async fn finish(mut self) -> Result<read::Page, ApiError> {
+        let Some(handle) = self.0.as_mut() else {
+            return Err(ReadError::Unexpected("a catch-up read awaited twice").into());
+        };
+        let result = handle.await;
+        self.0 = None;
+        result.map_err(|err| ApiError::internal("a catch-up read", err))?
+    }
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.take() {
+            handle.abort();
+        }
+    }
+}
+
 /// The audit record of a subscription's (or a membership's) end.
 pub(super) struct EndAudit {
     pub(super) method: &'static str,
@@ -264,28 +323,29 @@ impl Run {
         let cancel = self.parts.cancel.clone();
         let streams = self.parts.streams.clone();
         loop {
-            // Catch up from the store.
+            // Catch up from the store, reading the next page while this
+            // one goes out (at most one read ahead).
+            let mut ahead: Option<ReadAhead> = None;
             loop {
                 if cancel.is_cancelled() {
                     return Ended::Shutdown;
                 }
-                let page = {
-                    let client = tokio::select! {
-                        _ = cancel.cancelled() => return Ended::Shutdown,
-                        _ = self.sender.closed() => return Ended::ClientGone,
-                        client = streams.pool.get() => client,
-                    };
-                    let mut client = match client {
-                        Ok(client) => client,
-                        Err(err) => return Ended::Failed(err.into()),
-                    };
-                    match read::page(&mut client, &filter, &cursor, PAGE_EVENTS, None).await {
+                let read = ahead
+                    .take()
+                    .unwrap_or_else(|| ReadAhead::start(&streams.pool, &filter, &cursor));
+                let page = tokio::select! {
+                    _ = cancel.cancelled() => return Ended::Shutdown,
+                    _ = self.sender.closed() => return Ended::ClientGone,
+                    page = read.finish() => match page {
                         Ok(page) => page,
-                        Err(err) => return Ended::Failed(err.into()),
-                    }
+                        Err(err) => return Ended::Failed(err),
+                    },
                 };
                 if cursor.is_below(page.floor) {
                     return Ended::Failed(ApiError::PositionNotRetained { floor: page.floor });
+                }
+                if !page.at_end {
+                    ahead = Some(ReadAhead::start(&streams.pool, &filter, &page.after));
                 }
                 self.observe_lag(&cursor, page.events.last(), page.at_end);
                 let due = self.last_sent.elapsed() >= CHECKPOINT_INTERVAL;
@@ -327,16 +387,16 @@ impl Run {
                             // floor passed it): read the store again.
                             break;
                         };
-                        let fresh: Vec<StreamRow> = batch
-                            .events
-                            .iter()
-                            .filter(|row| row.position() > cursor)
-                            .cloned()
-                            .collect();
+                        // Rows come in position order: the new ones are a suffix.
+                        let from = batch.events.partition_point(|row| !row.is_after(&cursor));
+                        let fresh = Converted {
+                            rows: &batch.events[from..],
+                            protos: batch.protos.get(from..),
+                        };
                         let after = batch.after.clone().max(cursor.clone());
                         let due = self.last_sent.elapsed() >= CHECKPOINT_INTERVAL;
-                        if (!fresh.is_empty() || due)
-                            && !self.send(&fresh, &after, SubscriptionState::Live, &digest, "live").await
+                        if (!fresh.rows.is_empty() || due)
+                            && !self.send(fresh, &after, SubscriptionState::Live, &digest, "live").await
                         {
                             return Ended::ClientGone;
                         }
@@ -357,12 +417,16 @@ impl Run {
     /// `after`. False when the client is gone.
     async fn send(
         &mut self,
-        events: &[StreamRow],
+        events: impl Into<Converted<'_>>,
         after: &Position,
         state: SubscriptionState,
         digest: &[u8; 32],
         mode: &'static str,
     ) -> bool {
+        let Converted {
+            rows: events,
+            protos,
+        } = events.into();
         let mut start = 0;
         let mut chunks = response_chunks(events);
         loop {
@@ -375,14 +439,18 @@ impl Run {
                     .last()
                     .map_or_else(|| after.clone(), StreamRow::position)
             };
+            let converted = protos.and_then(|protos| protos.get(start..end));
             let response = SubscribeResponse {
-                events: chunk
-                    .iter()
-                    .map(|row| StreamEvent {
-                        event: Some(to_proto(&row.event)),
-                        commit_sequence: row.seq,
-                    })
-                    .collect(),
+                events: match converted {
+                    Some(converted) => converted.to_vec(),
+                    None => chunk
+                        .iter()
+                        .map(|row| StreamEvent {
+                            event: Some(to_proto(&row.event)),
+                            commit_sequence: row.seq,
+                        })
+                        .collect(),
+                },
                 resume_token: position::issue(&self.parts.tokens, &position, digest),
                 state: state as i32,
                 commit_sequence: position.seq,

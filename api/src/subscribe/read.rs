@@ -134,6 +134,22 @@ pub struct Split<'a> {
 }
 
 impl StreamRow {
+    /// Whether the row comes after `cursor` (as `position() > cursor`,
+    /// without building the position).
+    pub fn is_after(&self, cursor: &Position) -> bool {
+        match self.seq.cmp(&cursor.seq) {
+            std::cmp::Ordering::Greater => true,
+            std::cmp::Ordering::Less => false,
+            std::cmp::Ordering::Equal => cursor.key.as_ref().is_some_and(|key| {
+                (
+                    self.event.user_id.as_str(),
+                    self.event.occurred_at,
+                    self.event.event_id,
+                ) > (key.user_id.as_str(), key.occurred_at, key.event_id)
+            }),
+        }
+    }
+
     /// The row's position.
     pub fn position(&self) -> Position {
         Position {
@@ -300,4 +316,53 @@ pub async fn start(
         floor: column(&row, 2)?,
         oldest_kept_before: column(&row, 3)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uuid::Uuid;
+
+    fn row(seq: i64, user: &str, micros: i64, id: u128) -> StreamRow {
+        StreamRow {
+            seq,
+            committed_at: 0,
+            event: Event {
+                user_id: user.into(),
+                occurred_at: micros,
+                event_id: Uuid::from_u128(id),
+                kind: "k".into(),
+                source: "s".into(),
+                payload: "{}".into(),
+                ingested_at: 0,
+            },
+            bucket: None,
+        }
+    }
+
+    #[test]
+    fn is_after_agrees_with_comparing_positions() {
+        let rows = [
+            row(4, "b", 5, 1),
+            row(5, "a", 9, 1),
+            row(5, "b", 1, 1),
+            row(5, "b", 1, 2),
+            row(5, "é", 0, 0),
+            row(6, "a", 0, 0),
+        ];
+        let mut cursors = vec![
+            Position::after_transaction(4),
+            Position::after_transaction(5),
+        ];
+        cursors.extend(rows.iter().map(StreamRow::position));
+        for cursor in &cursors {
+            for candidate in &rows {
+                assert_eq!(
+                    candidate.is_after(cursor),
+                    candidate.position() > *cursor,
+                    "{candidate:?} after {cursor:?}"
+                );
+            }
+        }
+    }
 }

@@ -60,6 +60,8 @@ enum FeedError {
 pub struct LiveBatch {
     /// Matching events, in position order (shared by all members).
     pub events: Arc<[StreamRow]>,
+    /// The same events as sent, converted once for all members.
+    pub protos: Arc<[strata_proto::v1::StreamEvent]>,
     /// The feed's position after these events.
     pub after: Position,
 }
@@ -241,8 +243,17 @@ impl Tail {
                 return Ok((page.floor, true));
             }
             if page.after > state.through || !page.events.is_empty() {
+                let protos = page
+                    .events
+                    .iter()
+                    .map(|row| strata_proto::v1::StreamEvent {
+                        event: Some(crate::convert::to_proto(&row.event)),
+                        commit_sequence: row.seq,
+                    })
+                    .collect();
                 let batch = LiveBatch {
                     events: page.events.into(),
+                    protos,
                     after: page.after.clone(),
                 };
                 state
