@@ -256,6 +256,7 @@ impl HistoryService {
             }
             let label = [member.label.as_str()];
             let _ = crate::metrics::SUBSCRIPTION_LAG_TRANSACTIONS.remove_label_values(&label);
+            let _ = crate::metrics::SUBSCRIPTION_LAG_SECONDS.remove_label_values(&label);
             crate::metrics::GROUP_UNACKNOWLEDGED
                 .with_label_values(&group_label)
                 .sub(member.unacked as i64);
@@ -509,6 +510,16 @@ impl Member {
         crate::metrics::SUBSCRIPTION_LAG_TRANSACTIONS
             .with_label_values(&[&self.label])
             .set(announced.saturating_sub(through.seq).max(0));
+        let seconds = match fresh.last() {
+            Some(row) if !at_end => {
+                let now = chrono::Utc::now().timestamp_micros();
+                now.saturating_sub(row.committed_at).max(0) as f64 / 1e6
+            }
+            _ => 0.0,
+        };
+        crate::metrics::SUBSCRIPTION_LAG_SECONDS
+            .with_label_values(&[&self.label])
+            .set(seconds);
         if page.at_end && page.after.seq < announced {
             // A replica behind what the primary announced.
             tokio::time::sleep(REPLICA_WAIT).await;
