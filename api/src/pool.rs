@@ -137,6 +137,19 @@ pub struct PooledClient {
     connection: Option<Connection>,
     inner: Arc<Inner>,
     _permit: OwnedSemaphorePermit,
+    /// Whether the connection goes back to the pool when dropped: not
+    /// while a statement a dropped future started may still be running
+    /// on it (the next borrower would wait behind it).
+    reusable: bool,
+}
+
+impl PooledClient {
+    /// Marks the connection as in the middle of work that may be
+    /// abandoned (`false`) or done with it (`true`); dropped while not
+    /// reusable, it is closed instead of going back to the pool.
+    pub fn set_reusable(&mut self, reusable: bool) {
+        self.reusable = reusable;
+    }
 }
 
 impl Deref for PooledClient {
@@ -155,7 +168,7 @@ impl DerefMut for PooledClient {
 impl Drop for PooledClient {
     fn drop(&mut self) {
         if let Some(connection) = self.connection.take() {
-            if !connection.client.is_closed() {
+            if self.reusable && !connection.client.is_closed() {
                 lock(&self.inner.idle).push(connection);
             }
         }
@@ -225,6 +238,7 @@ impl Pool {
             connection: Some(connection),
             inner: self.inner.clone(),
             _permit: permit,
+            reusable: true,
         })
     }
 

@@ -449,7 +449,9 @@ impl Member {
         let lease_end = tokio::time::Instant::from_std(self.lease_ok_until);
         let read = async {
             let mut client = self.parts.streams.pool.get().await?;
-            read::page(
+            // Cut off by the lease mid-statement: closed, not reused.
+            client.set_reusable(false);
+            let page = read::page(
                 &mut client,
                 &self.spec.filter,
                 &cursor,
@@ -457,7 +459,9 @@ impl Member {
                 Some(split),
             )
             .await
-            .map_err(ApiError::from)
+            .map_err(ApiError::from)?;
+            client.set_reusable(true);
+            Ok::<_, ApiError>(page)
         };
         let page = match tokio::time::timeout_at(lease_end, read).await {
             Ok(page) => page.map_err(Ended::Failed)?,
@@ -547,19 +551,32 @@ impl Member {
 
     /// A response without events: where the member stands, its
     /// assignment when it changed.
+    /// Bounded like deliveries: a client that stopped reading must not
+    /// hold up the heartbeat (the next try is at the next turn of the
+    /// loop).
     async fn checkpoint(&mut self) -> Result<(), Ended> {
+        let assignment = self.assignment();
+        let carried = assignment.is_some();
         let response = JoinGroupResponse {
             events: Vec::new(),
             delivery_id: 0,
-            assignment: self.assignment(),
+            assignment,
             state: self.state() as i32,
             member_id: self.id.to_string(),
         };
-        if self.sender.send(Ok(response)).await.is_err() {
-            return Err(Ended::ClientGone);
+        let until =
+            tokio::time::Instant::from_std(self.lease_ok_until.max(Instant::now() + HEARTBEAT));
+        match tokio::time::timeout_at(until, self.sender.send(Ok(response))).await {
+            Ok(Ok(())) => {
+                self.last_sent = Instant::now();
+                Ok(())
+            }
+            Ok(Err(_)) => Err(Ended::ClientGone),
+            Err(_) => {
+                self.assignment_changed |= carried;
+                Ok(())
+            }
         }
-        self.last_sent = Instant::now();
-        Ok(())
     }
 
     /// Sends `rows` in responses of bounded size, each a delivery to
@@ -569,6 +586,8 @@ impl Member {
     async fn deliver(&mut self, rows: &[StreamRow]) -> Result<bool, Ended> {
         for chunk in response_chunks(rows) {
             let delivery_id = self.last_id + 1;
+            let assignment = self.assignment();
+            let carried = assignment.is_some();
             let response = JoinGroupResponse {
                 events: chunk
                     .iter()
@@ -582,7 +601,7 @@ impl Member {
                     })
                     .collect(),
                 delivery_id,
-                assignment: self.assignment(),
+                assignment,
                 state: self.state() as i32,
                 member_id: self.id.to_string(),
             };
@@ -590,7 +609,11 @@ impl Member {
             match tokio::time::timeout_at(lease_end, self.sender.send(Ok(response))).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return Err(Ended::ClientGone),
-                Err(_) => return Ok(false),
+                Err(_) => {
+                    // Not sent: the assignment goes with the next response.
+                    self.assignment_changed |= carried;
+                    return Ok(false);
+                }
             }
             self.last_id = delivery_id;
             let mut touched = Vec::new();

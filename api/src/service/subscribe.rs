@@ -23,6 +23,7 @@ use crate::read_error::ReadError;
 use crate::subscribe::position::{self, Position};
 use crate::subscribe::read::{self, StreamRow, PAGE_EVENTS};
 use crate::subscribe::Filter;
+use tracing::Instrument;
 
 /// A resume token goes out at least this often, events or not.
 pub(super) const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
@@ -253,10 +254,18 @@ struct ReadAhead(Option<tokio::task::JoinHandle<Result<read::Page, ApiError>>>);
 impl ReadAhead {
     fn start(pool: &crate::pool::Pool, filter: &Filter, cursor: &Position) -> Self {
         let (pool, filter, cursor) = (pool.clone(), filter.clone(), cursor.clone());
-        Self(Some(tokio::spawn(async move {
+        let read = async move {
             let mut client = pool.get().await?;
-            Ok(read::page(&mut client, &filter, &cursor, PAGE_EVENTS, None).await?)
-        })))
+            // Aborted mid-statement (the subscription ended), the
+            // connection is closed rather than reused.
+            client.set_reusable(false);
+            let page = read::page(&mut client, &filter, &cursor, PAGE_EVENTS, None).await?;
+            client.set_reusable(true);
+            Ok(page)
+        };
+        Self(Some(tokio::spawn(
+            read.instrument(tracing::Span::current()),
+        )))
     }
 
     async fn finish(mut self) -> Result<read::Page, ApiError> {

@@ -234,6 +234,15 @@ impl Tail {
                 crate::metrics::FEED_READS.inc();
                 read::page(&mut client, &feed.filter, &cursor, PAGE_EVENTS, None).await?
             };
+            // Converted once for all members, outside the lock.
+            let protos: Arc<[strata_proto::v1::StreamEvent]> = page
+                .events
+                .iter()
+                .map(|row| strata_proto::v1::StreamEvent {
+                    event: Some(crate::convert::to_proto(&row.event)),
+                    commit_sequence: row.seq,
+                })
+                .collect();
             let mut state = lock(&feed.state);
             if cursor.is_below(page.floor) {
                 // Retention dropped rows after the feed's position: its
@@ -243,14 +252,6 @@ impl Tail {
                 return Ok((page.floor, true));
             }
             if page.after > state.through || !page.events.is_empty() {
-                let protos = page
-                    .events
-                    .iter()
-                    .map(|row| strata_proto::v1::StreamEvent {
-                        event: Some(crate::convert::to_proto(&row.event)),
-                        commit_sequence: row.seq,
-                    })
-                    .collect();
                 let batch = LiveBatch {
                     events: page.events.into(),
                     protos,
