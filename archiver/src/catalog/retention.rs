@@ -143,10 +143,17 @@ pub(crate) async fn newest_stream_commit(
         .map_err(ArchiveError::db(format!(
             "newest stream position in {name}"
         )))?;
-    let Some(text) = messages.iter().find_map(|message| match message {
-        tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0),
+    let Some(row) = messages.iter().find_map(|message| match message {
+        tokio_postgres::SimpleQueryMessage::Row(row) => Some(row),
         _ => None,
     }) else {
+        return Ok(None);
+    };
+    // NULL: no numbered rows in the table.
+    let Some(text) = row.try_get(0).map_err(ArchiveError::db(format!(
+        "newest stream position in {name}"
+    )))?
+    else {
         return Ok(None);
     };
     text.parse::<i64>()
