@@ -36,7 +36,13 @@ use strata_proto::v1::{
 use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
-use super::{refused, retryable, ClientError, SILENCE_TIMEOUT};
+use super::{refused, retryable, ClientError};
+
+/// A member's stream that says nothing for this long is taken for dead.
+/// Longer than a subscription's: the server sends nothing while a
+/// heartbeat or a read is in progress, each bounded by the lease (keep
+/// `api.group_session_timeout` at 10 s or less).
+pub const GROUP_SILENCE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Acknowledgements waiting to go out on one connection.
 const ACK_BUFFER: usize = 1024;
@@ -114,7 +120,7 @@ impl GroupMember {
                     }
                 },
             };
-            let status = match tokio::time::timeout(SILENCE_TIMEOUT, stream.message()).await {
+            let status = match tokio::time::timeout(GROUP_SILENCE_TIMEOUT, stream.message()).await {
                 Ok(Ok(Some(response))) => {
                     self.backoff.reset();
                     if let Some(assignment) = response.assignment {
@@ -163,7 +169,7 @@ impl GroupMember {
     pub async fn leave(mut self) {
         if let Some((mut stream, acks)) = self.stream.take() {
             drop(acks);
-            let _ = tokio::time::timeout(SILENCE_TIMEOUT, async {
+            let _ = tokio::time::timeout(GROUP_SILENCE_TIMEOUT, async {
                 while let Ok(Some(_)) = stream.message().await {}
             })
             .await;
@@ -171,8 +177,12 @@ impl GroupMember {
     }
 
     async fn retry_or_fail(&mut self, status: Status) -> Result<(), ClientError> {
-        if !retryable(status.code()) {
-            return Err(refused(&status));
+        let refusal = refused(&status);
+        // RESOURCE_EXHAUSTED, but no retry makes room for another group.
+        let lasting =
+            matches!(&refusal, ClientError::Refused { reason, .. } if reason == "GROUP_LIMIT");
+        if !retryable(status.code()) || lasting {
+            return Err(refusal);
         }
         let delay = self.backoff.next_delay();
         tracing::debug!(code = ?status.code(), message = status.message(), ?delay, "group member dropped; joining again");
@@ -201,8 +211,8 @@ impl GroupMember {
             .map_err(|_| Status::invalid_argument("the bearer token is not valid metadata"))?;
         request.metadata_mut().insert("authorization", bearer);
         let mut client = SubscriptionServiceClient::new(channel);
-        self.opened += 1;
         let stream = client.join_group(request).await?.into_inner();
+        self.opened += 1;
         Ok((stream, acks))
     }
 }

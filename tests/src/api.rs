@@ -53,7 +53,21 @@ impl ApiServer {
         extra: &[(&str, &str)],
         failpoints: Option<&str>,
     ) -> anyhow::Result<Self> {
-        Self::start_on(env, target, name, extra, failpoints, free_port()?).await
+        // A port free when picked can be taken before the process binds
+        // it (by another test, or by this process's own metrics port
+        // picked the same way): try another.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Self::start_on(env, target, name, extra, failpoints, free_port()?).await {
+                Err(err)
+                    if attempt < 3 && format!("{err:#}").contains("Address already in use") =>
+                {
+                    continue
+                }
+                result => return result,
+            }
+        }
     }
 
     /// [`ApiServer::start_with_failpoints`] on `port` (a restart keeps the

@@ -14,7 +14,9 @@ use strata_client::{GroupMember, SubscriptionFilter as ClientFilter};
 use strata_proto::v1::group_join::Start;
 use strata_proto::v1::join_group_request::Request as GroupMessage;
 use strata_proto::v1::subscription_service_client::SubscriptionServiceClient;
-use strata_proto::v1::{GroupAck, GroupEvent, GroupJoin, JoinGroupRequest, JoinGroupResponse};
+use strata_proto::v1::{
+    GroupAck, GroupEvent, GroupJoin, JoinGroupRequest, JoinGroupResponse, SubscriptionState,
+};
 use strata_tests::api::{authed, token, ApiServer};
 use strata_tests::archive::S3Target;
 use strata_tests::load::{self, LoadOptions};
@@ -216,6 +218,18 @@ async fn a_group_shares_the_stream_through_member_and_api_deaths() -> anyhow::Re
         ),
     ];
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let hot = env.hot().await?;
+    let created = wait_until(Duration::from_secs(30), || async {
+        hot.query_opt(
+            "SELECT 1 FROM strata.stream_groups WHERE name = 'ledger'",
+            &[],
+        )
+        .await
+        .map(|row| row.is_some())
+        .unwrap_or(false)
+    })
+    .await;
+    anyhow::ensure!(created, "the first members did not create the group");
 
     // The group exists now: another definition is refused.
     let refused = raw_member(&api_a.endpoint, &service, join("ledger", 4))
@@ -309,7 +323,7 @@ async fn a_group_shares_the_stream_through_member_and_api_deaths() -> anyhow::Re
     }
     // Member 0's unacknowledged events: at most its limit, and each
     // delivered again by another member.
-    let unacked: Vec<&Key> = log
+    let unacked: HashSet<&Key> = log
         .iter()
         .filter(|r| r.member == 0 && !r.acked)
         .flat_map(|r| r.keys.iter())
@@ -337,12 +351,17 @@ async fn a_group_shares_the_stream_through_member_and_api_deaths() -> anyhow::Re
     let (mut stream, requests) = raw_member(&api_b.endpoint, &service, group.clone()).await?;
     let mut events = 0;
     let mut buckets = Vec::new();
-    let until = tokio::time::Instant::now() + Duration::from_secs(4);
+    let all: Vec<u32> = (0..8).collect();
+    let until = tokio::time::Instant::now() + Duration::from_secs(20);
     while let Ok(message) = tokio::time::timeout_at(until, stream.message()).await {
         let Some(response) = message? else { break };
         events += response.events.len();
         if let Some(assignment) = response.assignment {
             buckets = assignment.buckets;
+        }
+        // Holding every bucket and at the end of what is stored.
+        if buckets == all && response.state == SubscriptionState::Live as i32 {
+            break;
         }
     }
     assert_eq!(
@@ -377,6 +396,15 @@ async fn a_group_shares_the_stream_through_member_and_api_deaths() -> anyhow::Re
         ..join("ack-timeout", 2)
     };
     let (mut stream, _requests) = raw_member(&api_a.endpoint, &service, fresh.clone()).await?;
+    let mut first_sent = None;
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    while let Ok(Ok(Some(response))) = tokio::time::timeout_at(until, stream.message()).await {
+        if let Some(event) = response.events.first() {
+            first_sent = Some(key_of(event));
+            break;
+        }
+    }
+    let first_sent = first_sent.expect("the member received events");
     let status = ending(&mut stream, Duration::from_secs(15))
         .await
         .expect("the stream ends with a status");
@@ -385,17 +413,19 @@ async fn a_group_shares_the_stream_through_member_and_api_deaths() -> anyhow::Re
         (Code::DeadlineExceeded, "ACK_TIMEOUT".into())
     );
     let (mut stream, _requests) = raw_member(&api_a.endpoint, &service, fresh).await?;
-    let mut again = 0;
-    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut again = None;
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
     while let Ok(Ok(Some(response))) = tokio::time::timeout_at(until, stream.message()).await {
-        again += response.events.len();
-        if again > 0 {
+        if let Some(event) = response.events.first() {
+            again = Some(key_of(event));
             break;
         }
     }
-    assert!(
-        again > 0,
-        "the timed-out member's events were delivered again"
+    // Nothing was acknowledged: the next member starts where the first did.
+    assert_eq!(
+        again,
+        Some(first_sent),
+        "the timed-out member's events were delivered again from its first"
     );
     Ok(())
 }

@@ -389,8 +389,10 @@ impl Member {
             let checkpoint = self.last_sent + CHECKPOINT_INTERVAL;
             let until = tokio::time::Instant::from_std(next_beat.min(checkpoint));
             tokio::select! {
+                // Acknowledgements already received go first, so a client
+                // that drops after acknowledging gets no avoidable repeats.
+                biased;
                 _ = cancel.cancelled() => return Ended::Shutdown,
-                _ = self.sender.closed() => return Ended::ClientGone,
                 message = acks.recv() => match message {
                     Some(Ok(ids)) => {
                         if let Err(err) = self.acknowledge(&ids) {
@@ -400,6 +402,7 @@ impl Member {
                     Some(Err(err)) => return Ended::Failed(err),
                     None => return Ended::ClientGone,
                 },
+                _ = self.sender.closed() => return Ended::ClientGone,
                 changed = wakes.changed() => {
                     if changed.is_err() {
                         return Ended::Shutdown;
