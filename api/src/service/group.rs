@@ -128,14 +128,9 @@ impl HistoryService {
             let bounds = read::start(&mut client, at_micros).await?;
             let start = match &join.start {
                 Some(Start::FromBeginning(_)) => bounds.floor,
-                Some(Start::StartTime(_)) => {
-                    if bounds.floor > 0 && bounds.oldest_kept_before == Some(false) {
-                        return Err(ApiError::PositionNotRetained {
-                            floor: bounds.floor,
-                        });
-                    }
-                    bounds.first_at.map_or(bounds.head, |first| first - 1)
-                }
+                Some(Start::StartTime(_)) => bounds
+                    .before_time()
+                    .map_err(|floor| ApiError::PositionNotRetained { floor })?,
                 Some(Start::FromNow(_)) | None => bounds.head,
             };
             existing = group::create(&mut client, &spec, start).await?;

@@ -17,7 +17,6 @@ use tonic::{Code, Request, Response, Status};
 use super::{HistoryService, ServiceParts};
 use crate::admission::{Call, Held, InFlight, Need};
 use crate::audit::{AuditDecision, AuditRecord};
-use crate::convert::to_proto;
 use crate::error::{self, ApiError, InvalidArgument, PermissionDenied};
 use crate::read_error::ReadError;
 use crate::subscribe::position::{self, Position};
@@ -141,17 +140,11 @@ impl HistoryService {
                 position::verify(&self.parts.tokens, token, &digest)?
             }
             Some(Start::FromBeginning(_)) => Position::after_transaction(bounds.floor),
-            Some(Start::StartTime(_)) => {
-                if bounds.floor > 0 && bounds.oldest_kept_before == Some(false) {
-                    return Err(ApiError::PositionNotRetained {
-                        floor: bounds.floor,
-                    });
-                }
-                match bounds.first_at {
-                    Some(first) => Position::after_transaction(first - 1),
-                    None => Position::after_transaction(bounds.head),
-                }
-            }
+            Some(Start::StartTime(_)) => Position::after_transaction(
+                bounds
+                    .before_time()
+                    .map_err(|floor| ApiError::PositionNotRetained { floor })?,
+            ),
             Some(Start::FromNow(_)) | None => Position::after_transaction(bounds.head),
         };
         if cursor.is_below(bounds.floor) {
@@ -452,13 +445,7 @@ impl Run {
             let response = SubscribeResponse {
                 events: match converted {
                     Some(converted) => converted.to_vec(),
-                    None => chunk
-                        .iter()
-                        .map(|row| StreamEvent {
-                            event: Some(to_proto(&row.event)),
-                            commit_sequence: row.seq,
-                        })
-                        .collect(),
+                    None => chunk.iter().map(read::stream_event).collect(),
                 },
                 resume_token: position::issue(&self.parts.tokens, &position, digest),
                 state: state as i32,

@@ -64,8 +64,10 @@ SELECT b.visible, b.window_end, b.floor, e.seq, e.user_id, e.occurred_at, e.even
            a.event_id, a.kind, a.source, a.payload::text AS payload,
            (extract(epoch FROM a.ingested_at) * 1000000)::int8 AS ingested_at,
            (extract(epoch FROM l.committed_at) * 1000000)::int8 AS committed_at,
-           strata.stream_bucket(CASE WHEN $13::text[] IS NULL THEN a.user_id
-                                     ELSE coalesce(a.payload #>> $13::text[], '') END, $14::int4) AS bucket
+           CASE WHEN $14::int4 IS NOT NULL THEN
+             strata.stream_bucket(CASE WHEN $13::text[] IS NULL THEN a.user_id
+                                       ELSE coalesce(a.payload #>> $13::text[], '') END, $14::int4)
+           END AS bucket
       FROM scanned l
       JOIN strata.activity a ON a.stream_txid = l.txid
                             AND a.occurred_at BETWEEN l.first_at AND l.last_at
@@ -297,6 +299,25 @@ pub struct Start {
     /// Whether the oldest transaction kept committed at or before the time
     /// asked for (`None`: none kept), so nothing after it is gone.
     pub oldest_kept_before: Option<bool>,
+}
+
+impl Start {
+    /// The transaction a start at the time looked up comes after;
+    /// `Err(floor)` when that time is older than the stream still holds.
+    pub fn before_time(&self) -> Result<i64, i64> {
+        if self.floor > 0 && self.oldest_kept_before == Some(false) {
+            return Err(self.floor);
+        }
+        Ok(self.first_at.map_or(self.head, |first| first - 1))
+    }
+}
+
+/// An event as the stream sends it.
+pub fn stream_event(row: &StreamRow) -> strata_proto::v1::StreamEvent {
+    strata_proto::v1::StreamEvent {
+        event: Some(crate::convert::to_proto(&row.event)),
+        commit_sequence: row.seq,
+    }
 }
 
 /// The stream's bounds as seen now, with `at` (UTC µs) looked up.

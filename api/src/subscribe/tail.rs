@@ -235,14 +235,8 @@ impl Tail {
                 read::page(&mut client, &feed.filter, &cursor, PAGE_EVENTS, None).await?
             };
             // Converted once for all members, outside the lock.
-            let protos: Arc<[strata_proto::v1::StreamEvent]> = page
-                .events
-                .iter()
-                .map(|row| strata_proto::v1::StreamEvent {
-                    event: Some(crate::convert::to_proto(&row.event)),
-                    commit_sequence: row.seq,
-                })
-                .collect();
+            let protos: Arc<[strata_proto::v1::StreamEvent]> =
+                page.events.iter().map(read::stream_event).collect();
             let mut state = lock(&feed.state);
             if cursor.is_below(page.floor) {
                 // Retention dropped rows after the feed's position: its
