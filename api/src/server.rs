@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use strata_archive::ObjectStore;
 use strata_core::config::{ApiConfig, DatabaseUrl, ObjectStoreConfig};
+use strata_proto::subscription_server::subscription_service_server::SubscriptionServiceServer as SubscriptionServer;
 use strata_proto::v1::history_service_server::HistoryServiceServer as HistoryServer;
-use strata_proto::v1::subscription_service_server::SubscriptionServiceServer as SubscriptionServer;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 

@@ -7,9 +7,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use strata_proto::subscription_server::subscription_service_server::SubscriptionService as SubscriptionApi;
 use strata_proto::v1::subscribe_request::Start;
-use strata_proto::v1::subscription_service_server::SubscriptionService as SubscriptionApi;
-use strata_proto::v1::{StreamEvent, SubscribeRequest, SubscribeResponse, SubscriptionState};
+use strata_proto::v1::{SubscribeRequest, SubscriptionState};
+use strata_proto::wire::{EncodedEvents, EncodedSubscribeResponse};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
@@ -33,7 +34,7 @@ pub(super) const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 /// reading (catch-up) or falls behind its live feed.
 const RESPONSE_BUFFER: usize = 4;
 
-type Sender = mpsc::Sender<Result<SubscribeResponse, Status>>;
+type Sender = mpsc::Sender<Result<EncodedSubscribeResponse, Status>>;
 
 /// `events` cut into runs of at most about [`MAX_RESPONSE_BYTES`] (payloads
 /// and ids; at least one event each), one per response.
@@ -77,7 +78,7 @@ pub(super) enum Ended {
 
 #[tonic::async_trait]
 impl SubscriptionApi for HistoryService {
-    type SubscribeStream = ReceiverStream<Result<SubscribeResponse, Status>>;
+    type SubscribeStream = ReceiverStream<Result<EncodedSubscribeResponse, Status>>;
 
     async fn subscribe(
         &self,
@@ -172,7 +173,7 @@ impl HistoryService {
         &self,
         call: &Call,
         subscription: Subscription,
-    ) -> ReceiverStream<Result<SubscribeResponse, Status>> {
+    ) -> ReceiverStream<Result<EncodedSubscribeResponse, Status>> {
         let (sender, receiver) = mpsc::channel(RESPONSE_BUFFER);
         let parts = self.parts.clone();
         let audit = EndAudit {
@@ -213,36 +214,49 @@ impl HistoryService {
     }
 }
 
-/// Rows to send, with their wire form when a live feed made it already
-/// (for all its members at once).
+/// Rows to send with their wire form, made once: per catch-up page, or
+/// per live batch for all the feed's members.
 #[derive(Clone, Copy)]
-struct Converted<'a> {
+struct Outgoing<'a> {
     rows: &'a [StreamRow],
-    /// Index for index the same events as `rows`.
-    protos: Option<&'a [StreamEvent]>,
+    /// Holds the events of `rows`, the first at index `first`.
+    encoded: Option<&'a EncodedEvents>,
+    first: usize,
 }
 
-impl<'a> From<&'a [StreamRow]> for Converted<'a> {
-    fn from(rows: &'a [StreamRow]) -> Self {
-        Self { rows, protos: None }
+impl<'a> Outgoing<'a> {
+    /// No events (a checkpoint, or the LIVE marker).
+    const NONE: Outgoing<'static> = Outgoing {
+        rows: &[],
+        encoded: None,
+        first: 0,
+    };
+
+    fn new(rows: &'a [StreamRow], encoded: &'a EncodedEvents, first: usize) -> Self {
+        Self {
+            rows,
+            encoded: Some(encoded),
+            first,
+        }
+    }
+
+    /// The encoded events of `rows[range]`.
+    fn encoded(&self, range: std::ops::Range<usize>) -> bytes::Bytes {
+        self.encoded.map_or_else(bytes::Bytes::new, |encoded| {
+            encoded.slice(self.first + range.start..self.first + range.end)
+        })
     }
 }
 
-impl<'a> From<&'a Vec<StreamRow>> for Converted<'a> {
-    fn from(rows: &'a Vec<StreamRow>) -> Self {
-        Self { rows, protos: None }
-    }
-}
-
-impl<'a, const N: usize> From<&'a [StreamRow; N]> for Converted<'a> {
-    fn from(rows: &'a [StreamRow; N]) -> Self {
-        Self { rows, protos: None }
-    }
+/// A catch-up page with its events encoded.
+struct EncodedPage {
+    page: read::Page,
+    encoded: EncodedEvents,
 }
 
 /// A catch-up read running on its own task, so that it overlaps with
 /// sending the page before it; aborted when dropped unfinished.
-struct ReadAhead(Option<tokio::task::JoinHandle<Result<read::Page, ApiError>>>);
+struct ReadAhead(Option<tokio::task::JoinHandle<Result<EncodedPage, ApiError>>>);
 
 impl ReadAhead {
     fn start(pool: &crate::pool::Pool, filter: &Filter, cursor: &Position) -> Self {
@@ -254,14 +268,17 @@ impl ReadAhead {
             client.set_reusable(false);
             let page = read::page(&mut client, &filter, &cursor, PAGE_EVENTS, None).await?;
             client.set_reusable(true);
-            Ok(page)
+            drop(client);
+            // Encoded here too, while the page before goes out.
+            let encoded = read::encode(&page.events);
+            Ok(EncodedPage { page, encoded })
         };
         Self(Some(tokio::spawn(
             read.instrument(tracing::Span::current()),
         )))
     }
 
-    async fn finish(mut self) -> Result<read::Page, ApiError> {
+    async fn finish(mut self) -> Result<EncodedPage, ApiError> {
         let Some(handle) = self.0.as_mut() else {
             return Err(ReadError::Unexpected("a catch-up read awaited twice").into());
         };
@@ -335,7 +352,7 @@ impl Run {
                 let read = ahead
                     .take()
                     .unwrap_or_else(|| ReadAhead::start(&streams.pool, &filter, &cursor));
-                let page = tokio::select! {
+                let EncodedPage { page, encoded } = tokio::select! {
                     _ = cancel.cancelled() => return Ended::Shutdown,
                     _ = self.sender.closed() => return Ended::ClientGone,
                     page = read.finish() => match page {
@@ -353,8 +370,9 @@ impl Run {
                 let due = self.last_sent.elapsed() >= CHECKPOINT_INTERVAL;
                 if !page.events.is_empty() || due {
                     let state = SubscriptionState::CatchingUp;
+                    let out = Outgoing::new(&page.events, &encoded, 0);
                     if !self
-                        .send(&page.events, &page.after, state, &digest, "catch_up")
+                        .send(out, &page.after, state, &digest, "catch_up")
                         .await
                     {
                         return Ended::ClientGone;
@@ -371,7 +389,13 @@ impl Run {
                 Err(_) => continue,
             };
             if !self
-                .send(&[], &cursor, SubscriptionState::Live, &digest, "live")
+                .send(
+                    Outgoing::NONE,
+                    &cursor,
+                    SubscriptionState::Live,
+                    &digest,
+                    "live",
+                )
                 .await
             {
                 return Ended::ClientGone;
@@ -391,10 +415,7 @@ impl Run {
                         };
                         // Rows come in position order: the new ones are a suffix.
                         let from = batch.events.partition_point(|row| !row.is_after(&cursor));
-                        let fresh = Converted {
-                            rows: &batch.events[from..],
-                            protos: batch.protos.get(from..),
-                        };
+                        let fresh = Outgoing::new(&batch.events[from..], &batch.encoded, from);
                         let after = batch.after.clone().max(cursor.clone());
                         let due = self.last_sent.elapsed() >= CHECKPOINT_INTERVAL;
                         if (!fresh.rows.is_empty() || due)
@@ -405,7 +426,7 @@ impl Run {
                         cursor = after;
                     }
                     _ = tokio::time::sleep_until(checkpoint) => {
-                        if !self.send(&[], &cursor, SubscriptionState::Live, &digest, "live").await {
+                        if !self.send(Outgoing::NONE, &cursor, SubscriptionState::Live, &digest, "live").await {
                             return Ended::ClientGone;
                         }
                     }
@@ -419,16 +440,13 @@ impl Run {
     /// `after`. False when the client is gone.
     async fn send(
         &mut self,
-        events: impl Into<Converted<'_>>,
+        out: Outgoing<'_>,
         after: &Position,
         state: SubscriptionState,
         digest: &[u8; 32],
         mode: &'static str,
     ) -> bool {
-        let Converted {
-            rows: events,
-            protos,
-        } = events.into();
+        let events = out.rows;
         let mut start = 0;
         let mut chunks = response_chunks(events);
         loop {
@@ -441,12 +459,8 @@ impl Run {
                     .last()
                     .map_or_else(|| after.clone(), StreamRow::position)
             };
-            let converted = protos.and_then(|protos| protos.get(start..end));
-            let response = SubscribeResponse {
-                events: match converted {
-                    Some(converted) => converted.to_vec(),
-                    None => chunk.iter().map(read::stream_event).collect(),
-                },
+            let response = EncodedSubscribeResponse {
+                events: out.encoded(start..end),
                 resume_token: position::issue(&self.parts.tokens, &position, digest),
                 state: state as i32,
                 commit_sequence: position.seq,

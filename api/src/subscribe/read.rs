@@ -34,36 +34,42 @@ pub const SESSION_SETTINGS: &str =
 
 /// Transactions one statement looks at, at most.
 pub const SCAN_TRANSACTIONS: i64 = 1000;
-/// Events one statement returns, at most.
+/// Events a read aims at: it covers whole transactions up to this many
+/// (at least one transaction), and returns at most twice as many, so a
+/// transaction up to twice this size is read once, not once per page
+/// (see [`page`]).
 pub const PAGE_EVENTS: i64 = 1000;
 
 /// $1/$3/$4/$5 the cursor (seq; key or NULL for the whole transaction),
-/// $2 the last transaction to look at, $6..$11 the filter, $12 the most
-/// events to return and to read, $13..$15 a consumer group's split (the
-/// key's payload path or NULL for the user id, the bucket count or NULL
-/// for no buckets, the buckets to return or NULL for all): the read covers whole transactions from
-/// the first one not yet delivered (the cursor's own when it stands
-/// inside it) until about $12 events (their `events` counts), so its
-/// work is bounded whatever the filter keeps, and each transaction's rows
-/// are looked up only in the partitions of its `occurred_at` range.
+/// $2 the last transaction to look at, $6..$11 the filter, $12 the events
+/// to aim at, $16 the most to return, $13..$15 a consumer group's split
+/// (the key's payload path or NULL for the user id, the bucket count or
+/// NULL for no buckets, the buckets to return or NULL for all): the read
+/// covers whole transactions from the first one not yet delivered (the
+/// cursor's own when it stands inside it) while their `events` add up to
+/// at most $12, and always that first one, so its work is bounded
+/// whatever the filter keeps and a transaction is not read again for
+/// the rows a previous page left of it (only one larger than $16 is read
+/// in several pages, by key); each transaction's rows are looked up only
+/// in the partitions of its `occurred_at` range. Times are sent as
+/// timestamps (binary), not converted to numbers in SQL (numeric
+/// arithmetic, three per row, was a tenth of a read's cost).
 const READ_SQL: &str = "WITH scanned AS MATERIALIZED (
-    SELECT seq, txid, first_at, last_at, committed_at,
+    SELECT seq, txid, events, first_at, last_at, committed_at,
            sum(events) OVER (ORDER BY seq) - events AS before
       FROM strata.stream_log
      WHERE seq >= $1 AND seq <= $2 AND (seq > $1 OR $3::text IS NOT NULL)),
 bound AS (
     SELECT (SELECT max(seq) FROM scanned) AS visible,
-           (SELECT max(seq) FROM scanned WHERE before < $12) AS window_end,
+           (SELECT max(seq) FROM scanned WHERE before = 0 OR before + events <= $12) AS window_end,
            (SELECT floor FROM strata.stream_floor) AS floor)
 SELECT b.visible, b.window_end, b.floor, e.seq, e.user_id, e.occurred_at, e.event_id, e.kind,
        e.source, e.payload, e.ingested_at, e.committed_at, e.bucket
   FROM bound b
   LEFT JOIN LATERAL (
-    SELECT l.seq, a.user_id, a.occurred_at AS at,
-           (extract(epoch FROM a.occurred_at) * 1000000)::int8 AS occurred_at,
-           a.event_id, a.kind, a.source, a.payload::text AS payload,
-           (extract(epoch FROM a.ingested_at) * 1000000)::int8 AS ingested_at,
-           (extract(epoch FROM l.committed_at) * 1000000)::int8 AS committed_at,
+    SELECT l.seq, a.user_id,
+           a.occurred_at, a.event_id, a.kind, a.source, a.payload::text AS payload,
+           a.ingested_at, l.committed_at,
            CASE WHEN $14::int4 IS NOT NULL THEN
              strata.stream_bucket(CASE WHEN $13::text[] IS NULL THEN a.user_id
                                        ELSE coalesce(a.payload #>> $13::text[], '') END, $14::int4)
@@ -84,10 +90,10 @@ SELECT b.visible, b.window_end, b.floor, e.seq, e.user_id, e.occurred_at, e.even
                                          ELSE coalesce(a.payload #>> $13::text[], '') END, $14::int4)
                = ANY ($15::int4[]))
      ORDER BY l.seq, a.user_id, a.occurred_at, a.event_id
-     LIMIT $12) e ON true
- ORDER BY e.seq, e.user_id, e.at, e.event_id";
+     LIMIT $16) e ON true
+ ORDER BY e.seq, e.user_id, e.occurred_at, e.event_id";
 
-const READ_TYPES: [Type; 15] = [
+const READ_TYPES: [Type; 16] = [
     Type::INT8,
     Type::INT8,
     Type::TEXT,
@@ -103,6 +109,7 @@ const READ_TYPES: [Type; 15] = [
     Type::TEXT_ARRAY,
     Type::INT4,
     Type::INT4_ARRAY,
+    Type::INT8,
 ];
 
 /// Where a subscription starts: the newest transaction number, the first
@@ -193,8 +200,14 @@ fn column<'a, T: tokio_postgres::types::FromSql<'a>>(
     row.try_get(index).map_err(decode(CONTEXT))
 }
 
+/// A timestamp column as UTC microseconds.
+fn timestamp_micros(row: &tokio_postgres::Row, index: usize) -> Result<i64, ReadError> {
+    Ok(column::<chrono::DateTime<chrono::Utc>>(row, index)?.timestamp_micros())
+}
+
 /// The events after `cursor` that match `filter` (and are in `split`'s
-/// buckets when given), at most `limit`.
+/// buckets when given): whole transactions of about `limit` events (see
+/// [`PAGE_EVENTS`]), at most twice that many.
 pub async fn page(
     client: &mut impl PreparedStatements,
     filter: &Filter,
@@ -218,7 +231,8 @@ pub async fn page(
     let key_path = split.and_then(|split| split.key_path);
     let buckets = split.map(|split| split.buckets);
     let owned = split.map(|split| split.owned);
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 15] = [
+    let most = limit.saturating_mul(2);
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 16] = [
         &cursor.seq,
         &upper,
         &user,
@@ -234,6 +248,7 @@ pub async fn page(
         &key_path,
         &buckets,
         &owned,
+        &most,
     ];
     // Bounded by the session's statement_timeout (see `pool.rs`).
     let rows = client
@@ -254,20 +269,21 @@ pub async fn page(
         };
         events.push(StreamRow {
             seq,
-            committed_at: column(row, 11)?,
+            committed_at: timestamp_micros(row, 11)?,
             event: Event {
                 user_id: column(row, 4)?,
-                occurred_at: column(row, 5)?,
+                occurred_at: timestamp_micros(row, 5)?,
                 event_id: column(row, 6)?,
                 kind: column(row, 7)?,
                 source: column(row, 8)?,
                 payload: column(row, 9)?,
-                ingested_at: column(row, 10)?,
+                ingested_at: timestamp_micros(row, 10)?,
             },
             bucket: column(row, 12)?,
         });
     }
-    let full = events.len() as i64 >= limit;
+    // Only a transaction larger than `most` on its own can be cut short.
+    let full = events.len() as i64 >= most;
     let (after, at_end) = match (events.last(), window_end) {
         (Some(last), _) if full => (last.position(), false),
         (_, Some(end)) => {
@@ -318,6 +334,12 @@ pub fn stream_event(row: &StreamRow) -> strata_proto::v1::StreamEvent {
         event: Some(crate::convert::to_proto(&row.event)),
         commit_sequence: row.seq,
     }
+}
+
+/// Rows in their wire form, for responses that may share them.
+pub fn encode(rows: &[StreamRow]) -> strata_proto::wire::EncodedEvents {
+    let events: Vec<strata_proto::v1::StreamEvent> = rows.iter().map(stream_event).collect();
+    strata_proto::wire::EncodedEvents::encode(&events)
 }
 
 /// The stream's bounds as seen now, with `at` (UTC µs) looked up.

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use strata_proto::wire::EncodedEvents;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
@@ -60,8 +61,8 @@ enum FeedError {
 pub struct LiveBatch {
     /// Matching events, in position order (shared by all members).
     pub events: Arc<[StreamRow]>,
-    /// The same events as sent, converted once for all members.
-    pub protos: Arc<[strata_proto::v1::StreamEvent]>,
+    /// The same events as sent, encoded once for all members.
+    pub encoded: EncodedEvents,
     /// The feed's position after these events.
     pub after: Position,
 }
@@ -234,9 +235,8 @@ impl Tail {
                 crate::metrics::FEED_READS.inc();
                 read::page(&mut client, &feed.filter, &cursor, PAGE_EVENTS, None).await?
             };
-            // Converted once for all members, outside the lock.
-            let protos: Arc<[strata_proto::v1::StreamEvent]> =
-                page.events.iter().map(read::stream_event).collect();
+            // Encoded once for all members, outside the lock.
+            let encoded = read::encode(&page.events);
             let mut state = lock(&feed.state);
             if cursor.is_below(page.floor) {
                 // Retention dropped rows after the feed's position: its
@@ -248,7 +248,7 @@ impl Tail {
             if page.after > state.through || !page.events.is_empty() {
                 let batch = LiveBatch {
                     events: page.events.into(),
-                    protos,
+                    encoded,
                     after: page.after.clone(),
                 };
                 state
