@@ -24,7 +24,7 @@ use strata_core::config::{ApiConfig, DatabaseUrl, ObjectStoreConfig, ObjectStore
 use strata_proto::v1::subscribe_request::Start;
 use strata_proto::v1::subscription_service_client::SubscriptionServiceClient;
 use strata_proto::v1::{
-    group_join, join_group_request, GroupAck, GroupJoin, JoinGroupRequest, SubscribeRequest,
+    group_join, join_group_request, Event, GroupAck, GroupJoin, JoinGroupRequest, SubscribeRequest,
     SubscriptionState,
 };
 use strata_relay::hot_copy::{self, HotRow};
@@ -297,12 +297,11 @@ async fn measure_live(
     let (live_tx, mut live_rx) = tokio::sync::mpsc::channel(count.max(1));
     for _ in 0..count {
         let client = SubscriptionServiceClient::connect(format!("http://{address}")).await?;
-        let (clock, stop, live_tx) = (clock.clone(), stop.clone(), live_tx.clone());
+        let (stop, live_tx) = (stop.clone(), live_tx.clone());
         let request = subscribe_request(token, Start::FromNow(true));
         subscribers.push(tokio::spawn(subscriber(
             client,
             request,
-            clock,
             arrived.clone(),
             live_tx,
             stop,
@@ -342,7 +341,8 @@ async fn measure_live(
     stop.cancel();
     let mut samples = Vec::new();
     for subscriber in subscribers {
-        samples.extend(subscriber.await??);
+        let arrivals = subscriber.await??;
+        samples.extend(latencies(&clock, &arrivals).into_iter().map(|(_, ms)| ms));
     }
     Ok(Latency {
         subscribers: count,
@@ -354,22 +354,23 @@ async fn measure_live(
     })
 }
 
-/// One subscriber: says when it is live, then notes each event's
-/// commit-to-delivered latency until `stop`.
+/// One subscriber: says when it is live, then notes when each event
+/// arrived until `stop` (matched with commit times afterwards, so an
+/// event that arrives before its producer noted the commit still counts,
+/// and the client does little per event while the phase runs).
 async fn subscriber(
     mut client: SubscriptionServiceClient<tonic::transport::Channel>,
     request: tonic::Request<SubscribeRequest>,
-    clock: CommitClock,
     arrived: Arc<AtomicU64>,
     live: tokio::sync::mpsc::Sender<()>,
     stop: CancellationToken,
-) -> anyhow::Result<Vec<f64>> {
+) -> anyhow::Result<Vec<Arrival>> {
     let mut stream = client.subscribe(request).await?.into_inner();
-    let mut samples = Vec::new();
+    let mut arrivals = Vec::new();
     let mut live = Some(live);
     loop {
         let message = tokio::select! {
-            _ = stop.cancelled() => return Ok(samples),
+            _ = stop.cancelled() => return Ok(arrivals),
             message = stream.message() => message?,
         };
         let Some(response) = message else {
@@ -381,24 +382,40 @@ async fn subscriber(
                 let _ = live.send(()).await;
             }
         }
-        let Ok(clock) = clock.read() else {
-            continue;
-        };
-        for event in &response.events {
-            let id = event
-                .event
-                .as_ref()
-                .map(|e| e.event_id.as_str())
-                .unwrap_or("");
-            if let Some(at) = Uuid::parse_str(id)
-                .ok()
-                .and_then(|id| clock.get(&id).copied())
-            {
-                samples.push(now.saturating_duration_since(at).as_secs_f64() * 1000.0);
-                arrived.fetch_add(1, Ordering::Relaxed);
-            }
-        }
+        let before = arrivals.len();
+        arrivals.extend(
+            response
+                .events
+                .iter()
+                .filter_map(|event| arrival(event.event.as_ref(), now)),
+        );
+        arrived.fetch_add((arrivals.len() - before) as u64, Ordering::Relaxed);
     }
+}
+
+/// An event's id and when it arrived.
+type Arrival = (Uuid, Instant);
+
+fn arrival(event: Option<&Event>, now: Instant) -> Option<Arrival> {
+    Some((Uuid::parse_str(&event?.event_id).ok()?, now))
+}
+
+/// Commit-to-arrival latencies (ms) of the arrivals of committed events
+/// (an arrival before the producer noted its commit counts as 0).
+fn latencies(clock: &CommitClock, arrivals: &[Arrival]) -> Vec<(Uuid, f64)> {
+    let Ok(clock) = clock.read() else {
+        return Vec::new();
+    };
+    arrivals
+        .iter()
+        .filter_map(|(id, at)| {
+            let committed = clock.get(id)?;
+            Some((
+                *id,
+                at.saturating_duration_since(*committed).as_secs_f64() * 1000.0,
+            ))
+        })
+        .collect()
 }
 
 /// A group of `members` (each acknowledging every delivery at once),
@@ -430,7 +447,6 @@ async fn measure_group(
             ..GroupJoin::default()
         };
         let shared = GroupShared {
-            clock: clock.clone(),
             held: held.clone(),
             arrived: arrived.clone(),
         };
@@ -478,7 +494,7 @@ async fn measure_group(
     // first delivery.
     let mut first: HashMap<Uuid, f64> = HashMap::new();
     for task in tasks {
-        for (id, latency) in task.await?? {
+        for (id, latency) in latencies(&clock, &task.await??) {
             let entry = first.entry(id).or_insert(latency);
             *entry = entry.min(latency);
         }
@@ -496,17 +512,15 @@ async fn measure_group(
 
 /// What the group members of the bench share.
 struct GroupShared {
-    /// Commit times of produced events.
-    clock: CommitClock,
     /// Each member's bucket count.
     held: Arc<Vec<AtomicUsize>>,
     /// Events delivered (a repeat counts again).
     arrived: Arc<AtomicU64>,
 }
 
-/// One group member: keeps `held[index]` at its bucket count, notes each
-/// event's commit-to-delivered latency and acknowledges each delivery,
-/// until `stop`.
+/// One group member: keeps `held[index]` at its bucket count, notes when
+/// each event arrived (as [`subscriber`] does) and acknowledges each
+/// delivery, until `stop`.
 async fn group_member(
     mut client: SubscriptionServiceClient<tonic::transport::Channel>,
     token: &str,
@@ -514,12 +528,8 @@ async fn group_member(
     shared: GroupShared,
     index: usize,
     stop: CancellationToken,
-) -> anyhow::Result<Vec<(Uuid, f64)>> {
-    let GroupShared {
-        clock,
-        held,
-        arrived,
-    } = shared;
+) -> anyhow::Result<Vec<Arrival>> {
+    let GroupShared { held, arrived } = shared;
     let (requests, outgoing) = tokio::sync::mpsc::channel(1024);
     requests
         .send(JoinGroupRequest {
@@ -531,10 +541,10 @@ async fn group_member(
         request.metadata_mut().insert("authorization", value);
     }
     let mut stream = client.join_group(request).await?.into_inner();
-    let mut samples = Vec::new();
+    let mut arrivals = Vec::new();
     loop {
         let message = tokio::select! {
-            _ = stop.cancelled() => return Ok(samples),
+            _ = stop.cancelled() => return Ok(arrivals),
             message = stream.message() => message?,
         };
         let Some(response) = message else {
@@ -547,22 +557,14 @@ async fn group_member(
         if response.events.is_empty() {
             continue;
         }
-        if let Ok(clock) = clock.read() {
-            for event in &response.events {
-                let id = event
-                    .event
-                    .as_ref()
-                    .map(|e| e.event_id.as_str())
-                    .unwrap_or("");
-                if let Some((id, at)) = Uuid::parse_str(id)
-                    .ok()
-                    .and_then(|id| clock.get(&id).map(|at| (id, *at)))
-                {
-                    samples.push((id, now.saturating_duration_since(at).as_secs_f64() * 1000.0));
-                    arrived.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }
+        let before = arrivals.len();
+        arrivals.extend(
+            response
+                .events
+                .iter()
+                .filter_map(|event| arrival(event.event.as_ref(), now)),
+        );
+        arrived.fetch_add((arrivals.len() - before) as u64, Ordering::Relaxed);
         let ack = JoinGroupRequest {
             request: Some(join_group_request::Request::Ack(GroupAck {
                 delivery_ids: vec![response.delivery_id],
