@@ -56,19 +56,31 @@ impl EncodedEvents {
         self.ends.is_empty()
     }
 
+    /// The encoded size of the events in `range` (clamped as in
+    /// [`Self::slice`]).
+    pub fn size(&self, range: Range<usize>) -> usize {
+        let (start, end) = self.clamp(range);
+        self.offset(end) - self.offset(start)
+    }
+
+    fn clamp(&self, range: Range<usize>) -> (usize, usize) {
+        let end = range.end.min(self.ends.len());
+        (range.start.min(end), end)
+    }
+
+    /// Where the entry of event `index` starts.
+    fn offset(&self, index: usize) -> usize {
+        match index {
+            0 => 0,
+            _ => self.ends[index - 1],
+        }
+    }
+
     /// The entries of the events in `range` (clamped to what there is),
     /// without copying.
     pub fn slice(&self, range: Range<usize>) -> Bytes {
-        let end = range.end.min(self.ends.len());
-        let start = range.start.min(end);
-        let offset = |index: usize| {
-            if index == 0 {
-                0
-            } else {
-                self.ends[index - 1]
-            }
-        };
-        self.bytes.slice(offset(start)..offset(end))
+        let (start, end) = self.clamp(range);
+        self.bytes.slice(self.offset(start)..self.offset(end))
     }
 }
 
@@ -193,6 +205,7 @@ mod tests {
                 commit_sequence: seq,
             };
             let bytes = response.encode_to_vec();
+            assert_eq!(encoded.size(range.clone()), response.events.len());
             assert_eq!(bytes.len(), response.encoded_len());
             assert_eq!(
                 SubscribeResponse::decode(bytes.as_slice()),

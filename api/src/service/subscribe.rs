@@ -233,11 +233,31 @@ impl<'a> Outgoing<'a> {
     };
 
     fn new(rows: &'a [StreamRow], encoded: &'a EncodedEvents, first: usize) -> Self {
+        debug_assert!(
+            first + rows.len() <= encoded.len(),
+            "rows beyond their encoding"
+        );
         Self {
             rows,
             encoded: Some(encoded),
             first,
         }
+    }
+
+    /// Where the response that starts at `rows[start]` ends: as many
+    /// events as fit in [`MAX_RESPONSE_BYTES`] encoded, at least one.
+    fn chunk_end(&self, start: usize) -> usize {
+        let Some(encoded) = self.encoded else {
+            return self.rows.len();
+        };
+        let mut end = (start + 1).min(self.rows.len());
+        let offset = self.first;
+        while end < self.rows.len()
+            && encoded.size(offset + start..offset + end + 1) <= MAX_RESPONSE_BYTES
+        {
+            end += 1;
+        }
+        end
     }
 
     /// The encoded events of `rows[range]`.
@@ -266,11 +286,11 @@ impl ReadAhead {
             // Aborted mid-statement (the subscription ended), the
             // connection is closed rather than reused.
             client.set_reusable(false);
-            let page = read::page(&mut client, &filter, &cursor, PAGE_EVENTS, None).await?;
+            let mut page = read::page(&mut client, &filter, &cursor, PAGE_EVENTS, None).await?;
             client.set_reusable(true);
             drop(client);
             // Encoded here too, while the page before goes out.
-            let encoded = read::encode(&page.events);
+            let encoded = read::into_wire(&mut page.events);
             Ok(EncodedPage { page, encoded })
         };
         Self(Some(tokio::spawn(
@@ -435,9 +455,10 @@ impl Run {
         }
     }
 
-    /// Sends `events` (split into responses of at most about
-    /// [`MAX_RESPONSE_BYTES`]), the last response carrying the token of
-    /// `after`. False when the client is gone.
+    /// Sends `out`'s events (split into responses of at most
+    /// [`MAX_RESPONSE_BYTES`] of events, or one larger event), the last
+    /// response carrying the token of `after`. False when the client is
+    /// gone.
     async fn send(
         &mut self,
         out: Outgoing<'_>,
@@ -448,10 +469,9 @@ impl Run {
     ) -> bool {
         let events = out.rows;
         let mut start = 0;
-        let mut chunks = response_chunks(events);
         loop {
-            let chunk = chunks.next().unwrap_or_default();
-            let end = start + chunk.len();
+            let end = out.chunk_end(start);
+            let chunk = &events[start..end];
             let position = if end == events.len() {
                 after.clone()
             } else {

@@ -37,12 +37,13 @@ pub const SCAN_TRANSACTIONS: i64 = 1000;
 /// Events a read aims at: it covers whole transactions up to this many
 /// (at least one transaction), and returns at most twice as many, so a
 /// transaction up to twice this size is read once, not once per page
-/// (see [`page`]).
+/// (see [`page`]; one more row is fetched to tell a transaction of
+/// exactly twice this size from a larger one).
 pub const PAGE_EVENTS: i64 = 1000;
 
 /// $1/$3/$4/$5 the cursor (seq; key or NULL for the whole transaction),
 /// $2 the last transaction to look at, $6..$11 the filter, $12 the events
-/// to aim at, $16 the most to return, $13..$15 a consumer group's split
+/// to aim at, $16 the most to return plus one, $13..$15 a consumer group's split
 /// (the key's payload path or NULL for the user id, the bucket count or
 /// NULL for no buckets, the buckets to return or NULL for all): the read
 /// covers whole transactions from the first one not yet delivered (the
@@ -232,6 +233,8 @@ pub async fn page(
     let buckets = split.map(|split| split.buckets);
     let owned = split.map(|split| split.owned);
     let most = limit.saturating_mul(2);
+    // One row more than returned: a cut transaction shows as a row too many.
+    let fetch = most.saturating_add(1);
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 16] = [
         &cursor.seq,
         &upper,
@@ -248,7 +251,7 @@ pub async fn page(
         &key_path,
         &buckets,
         &owned,
-        &most,
+        &fetch,
     ];
     // Bounded by the session's statement_timeout (see `pool.rs`).
     let rows = client
@@ -282,8 +285,12 @@ pub async fn page(
             bucket: column(row, 12)?,
         });
     }
-    // Only a transaction larger than `most` on its own can be cut short.
-    let full = events.len() as i64 >= most;
+    // Only a transaction larger than `most` on its own can be cut short:
+    // the page then ends inside it, at its `most`-th row.
+    let full = events.len() as i64 > most;
+    if full {
+        events.truncate(usize::try_from(most).unwrap_or(usize::MAX));
+    }
     let (after, at_end) = match (events.last(), window_end) {
         (Some(last), _) if full => (last.position(), false),
         (_, Some(end)) => {
@@ -336,9 +343,21 @@ pub fn stream_event(row: &StreamRow) -> strata_proto::v1::StreamEvent {
     }
 }
 
-/// Rows in their wire form, for responses that may share them.
-pub fn encode(rows: &[StreamRow]) -> strata_proto::wire::EncodedEvents {
-    let events: Vec<strata_proto::v1::StreamEvent> = rows.iter().map(stream_event).collect();
+/// Rows in their wire form, for responses that may share them. Their
+/// payloads (most of a row's size) move into the encoding: the rows are
+/// left as positions, so a page is held once in memory, not twice.
+pub fn into_wire(rows: &mut [StreamRow]) -> strata_proto::wire::EncodedEvents {
+    let events: Vec<strata_proto::v1::StreamEvent> = rows
+        .iter_mut()
+        .map(|row| {
+            let payload = std::mem::take(&mut row.event.payload);
+            let mut event = stream_event(row);
+            if let Some(event) = event.event.as_mut() {
+                event.payload_json = payload;
+            }
+            event
+        })
+        .collect();
     strata_proto::wire::EncodedEvents::encode(&events)
 }
 

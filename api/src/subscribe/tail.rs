@@ -230,13 +230,13 @@ impl Tail {
     async fn advance(&self, feed: &Feed) -> Result<(i64, bool), FeedError> {
         let mut cursor = lock(&feed.state).through.clone();
         for _ in 0..PAGES_PER_ROUND {
-            let page = {
+            let mut page = {
                 let mut client = self.pool.get().await?;
                 crate::metrics::FEED_READS.inc();
                 read::page(&mut client, &feed.filter, &cursor, PAGE_EVENTS, None).await?
             };
             // Encoded once for all members, outside the lock.
-            let encoded = read::encode(&page.events);
+            let encoded = read::into_wire(&mut page.events);
             let mut state = lock(&feed.state);
             if cursor.is_below(page.floor) {
                 // Retention dropped rows after the feed's position: its
