@@ -382,22 +382,25 @@ async fn subscriber(
                 let _ = live.send(()).await;
             }
         }
-        let before = arrivals.len();
-        arrivals.extend(
-            response
-                .events
-                .iter()
-                .filter_map(|event| arrival(event.event.as_ref(), now)),
-        );
-        arrived.fetch_add((arrivals.len() - before) as u64, Ordering::Relaxed);
+        let events = response.events.iter().map(|event| event.event.as_ref());
+        note_arrivals(&mut arrivals, events, now, &arrived);
     }
 }
 
 /// An event's id and when it arrived.
 type Arrival = (Uuid, Instant);
 
-fn arrival(event: Option<&Event>, now: Instant) -> Option<Arrival> {
-    Some((Uuid::parse_str(&event?.event_id).ok()?, now))
+/// Notes `events` as arrived `now` and counts them in `arrived`.
+fn note_arrivals<'a>(
+    arrivals: &mut Vec<Arrival>,
+    events: impl Iterator<Item = Option<&'a Event>>,
+    now: Instant,
+    arrived: &AtomicU64,
+) {
+    let before = arrivals.len();
+    arrivals
+        .extend(events.filter_map(|event| Some((Uuid::parse_str(&event?.event_id).ok()?, now))));
+    arrived.fetch_add((arrivals.len() - before) as u64, Ordering::Relaxed);
 }
 
 /// Commit-to-arrival latencies (ms) of the arrivals of committed events
@@ -557,14 +560,8 @@ async fn group_member(
         if response.events.is_empty() {
             continue;
         }
-        let before = arrivals.len();
-        arrivals.extend(
-            response
-                .events
-                .iter()
-                .filter_map(|event| arrival(event.event.as_ref(), now)),
-        );
-        arrived.fetch_add((arrivals.len() - before) as u64, Ordering::Relaxed);
+        let events = response.events.iter().map(|event| event.event.as_ref());
+        note_arrivals(&mut arrivals, events, now, &arrived);
         let ack = JoinGroupRequest {
             request: Some(join_group_request::Request::Ack(GroupAck {
                 delivery_ids: vec![response.delivery_id],
