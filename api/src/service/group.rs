@@ -28,7 +28,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
 use uuid::Uuid;
 
-use super::subscribe::{response_chunks, EndAudit, Ended, CHECKPOINT_INTERVAL};
+use super::subscribe::{EndAudit, Ended, CHECKPOINT_INTERVAL, MAX_RESPONSE_BYTES};
 use super::{HistoryService, ServiceParts};
 use crate::admission::{Call, Held, InFlight, Need};
 use crate::convert::to_proto;
@@ -59,6 +59,27 @@ const MAX_ACK_IDS: usize = MAX_UNACKNOWLEDGED as usize;
 /// The most a member's departure (acknowledgements stored, buckets
 /// freed) may take.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `events` cut into runs of at most about [`MAX_RESPONSE_BYTES`] (payloads
+/// and ids; at least one event each), one per response.
+fn response_chunks(events: &[StreamRow]) -> impl Iterator<Item = &[StreamRow]> {
+    let mut rest = events;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut end = 0;
+        let mut bytes = 0;
+        while end < rest.len() && (end == 0 || bytes < MAX_RESPONSE_BYTES) {
+            let event = &rest[end].event;
+            bytes += event.payload.len() + event.user_id.len() + event.kind.len() + 64;
+            end += 1;
+        }
+        let (chunk, tail) = rest.split_at(end);
+        rest = tail;
+        Some(chunk)
+    })
+}
 
 fn invalid(field: &'static str, problem: &str) -> ApiError {
     InvalidArgument::Group {

@@ -36,27 +36,6 @@ const RESPONSE_BUFFER: usize = 4;
 
 type Sender = mpsc::Sender<Result<EncodedSubscribeResponse, Status>>;
 
-/// `events` cut into runs of at most about [`MAX_RESPONSE_BYTES`] (payloads
-/// and ids; at least one event each), one per response.
-pub(super) fn response_chunks(events: &[StreamRow]) -> impl Iterator<Item = &[StreamRow]> {
-    let mut rest = events;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        let mut end = 0;
-        let mut bytes = 0;
-        while end < rest.len() && (end == 0 || bytes < MAX_RESPONSE_BYTES) {
-            let event = &rest[end].event;
-            bytes += event.payload.len() + event.user_id.len() + event.kind.len() + 64;
-            end += 1;
-        }
-        let (chunk, tail) = rest.split_at(end);
-        rest = tail;
-        Some(chunk)
-    })
-}
-
 /// A subscription once admitted and positioned.
 struct Subscription {
     filter: Filter,
